@@ -1,0 +1,215 @@
+"""Frozen, validated configuration objects for every ParaBlur job.
+
+The CLI parses flags into these; library code only ever sees these objects.
+Each one validates itself on construction and raises ``ConfigError`` with a
+message that states the rule that was broken.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .errors import ConfigError
+
+DEFAULT_SOURCE_URL = "https://picsum.photos/2000/2000"
+EXECUTORS = ("sequential", "dask", "dask-threads", "processes", "threads")
+PARALLEL_EXECUTORS = tuple(e for e in EXECUTORS if e != "sequential")
+FALLBACKS = ("scene", "noise")
+TRANSFERS = ("paths", "bytes")
+
+
+def default_workers() -> int:
+    """The number of logical cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def kernel_size(sigma: float) -> int:
+    """Side of the Gaussian kernel for ``sigma``: 6*sigma+1 rounded up to odd (61 for 10)."""
+    return 2 * math.ceil(3 * sigma) + 1
+
+
+@dataclass(frozen=True)
+class FetchConfig:
+    """How to build (or reuse) the input dataset."""
+
+    input_dir: Path = Path("downloads_fresh")
+    num_images: int = 160
+    source_url: str = DEFAULT_SOURCE_URL
+    url_list: Path | None = None
+    retries: int = 3
+    timeout_s: float = 20.0
+    connect_timeout_s: float = 5.0
+    width: int = 2000
+    height: int = 2000
+    seed: int = 0
+    force_download: bool = False
+    download_workers: int = 8
+    max_bytes: int = 50_000_000
+    max_pixels: int = 100_000_000
+    fallback: str = "scene"
+    max_redirects: int = 5
+    breaker_threshold: int = 3
+    retry_after_cap_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_dir", Path(self.input_dir))
+        if self.url_list is not None:
+            object.__setattr__(self, "url_list", Path(self.url_list))
+        _require(self.num_images >= 1, f"num-images must be >= 1, got {self.num_images}")
+        _require(self.retries >= 0, f"retries must be >= 0, got {self.retries}")
+        _require(self.timeout_s > 0, f"timeout-s must be > 0, got {self.timeout_s}")
+        _require(self.connect_timeout_s > 0,
+                 f"connect timeout must be > 0, got {self.connect_timeout_s}")
+        _require(self.width >= 8 and self.height >= 8,
+                 f"width and height must be >= 8, got {self.width}x{self.height}")
+        _require(self.width * self.height <= self.max_pixels,
+                 f"width x height must be <= {self.max_pixels} pixels, got {self.width}x{self.height}")
+        _require(self.download_workers >= 1,
+                 f"download-workers must be >= 1, got {self.download_workers}")
+        _require(self.max_bytes >= 1024, f"max-bytes must be >= 1024, got {self.max_bytes}")
+        _require(self.max_pixels >= 64, f"max pixels must be >= 64, got {self.max_pixels}")
+        _require(self.fallback in FALLBACKS,
+                 f"fallback must be one of {', '.join(FALLBACKS)}, got {self.fallback!r}")
+        _require(self.source_url.lower().startswith(("http://", "https://")),
+                 f"source-url must be an http:// or https:// URL, got {self.source_url!r}")
+        _require(self.max_redirects >= 0, f"max redirects must be >= 0, got {self.max_redirects}")
+        _require(self.breaker_threshold >= 1,
+                 f"breaker threshold must be >= 1, got {self.breaker_threshold}")
+
+
+@dataclass(frozen=True)
+class BlurParams:
+    """The anonymization itself: a Gaussian blur applied ``passes`` times."""
+
+    sigma: float = 10.0
+    passes: int = 1
+    jpeg_quality: int = 92
+
+    def __post_init__(self) -> None:
+        _require(self.sigma > 0, f"blur-radius (sigma) must be > 0, got {self.sigma}")
+        _require(self.sigma <= 200, f"blur-radius (sigma) must be <= 200, got {self.sigma}")
+        _require(self.passes >= 1, f"passes must be >= 1, got {self.passes}")
+        _require(1 <= self.jpeg_quality <= 100,
+                 f"jpeg quality must be in 1..100, got {self.jpeg_quality}")
+
+    @property
+    def kernel(self) -> int:
+        return kernel_size(self.sigma)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Where Dask work goes: an embedded LocalCluster or an existing scheduler."""
+
+    scheduler: str | None = None
+    scheduler_file: Path | None = None
+    tls_ca_file: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    dashboard: bool = True
+    open_dashboard: bool = False
+    max_task_retries: int = 2
+    host: str = "127.0.0.1"
+
+    def __post_init__(self) -> None:
+        _require(not (self.scheduler and self.scheduler_file),
+                 "give either --scheduler or --scheduler-file, not both")
+        if self.scheduler:
+            _require(self.scheduler.startswith(("tcp://", "tls://")),
+                     f"scheduler address must start with tcp:// or tls://, got {self.scheduler!r}")
+        tls = (self.tls_ca_file, self.tls_cert, self.tls_key)
+        _require(all(t is None for t in tls) or all(t is not None for t in tls),
+                 "TLS needs all three of --tls-ca-file, --tls-cert and --tls-key")
+        for path in tls + (self.scheduler_file,):
+            if path is not None:
+                _require(Path(path).is_file(), f"file not found: {path}")
+        _require(self.max_task_retries >= 0,
+                 f"max-task-retries must be >= 0, got {self.max_task_retries}")
+
+    @property
+    def is_remote(self) -> bool:
+        return bool(self.scheduler or self.scheduler_file)
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.tls_ca_file is not None
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How to anonymize one folder with one executor."""
+
+    input_dir: Path = Path("downloads_fresh")
+    output_dir: Path = Path("processed")
+    executor: str = "sequential"
+    workers: int = field(default_factory=default_workers)
+    threads_per_worker: int = 1
+    batch_size: int | str = 4
+    blur: BlurParams = field(default_factory=BlurParams)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    transfer: str | None = None
+    force: bool = True
+    include_startup: bool = False
+    performance_report: Path | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_dir", Path(self.input_dir))
+        object.__setattr__(self, "output_dir", Path(self.output_dir))
+        _require(self.executor in EXECUTORS,
+                 f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
+        _require(self.workers >= 1, f"workers must be >= 1, got {self.workers}")
+        _require(self.threads_per_worker >= 1,
+                 f"threads-per-worker must be >= 1, got {self.threads_per_worker}")
+        if isinstance(self.batch_size, str):
+            if self.batch_size.isdigit():
+                object.__setattr__(self, "batch_size", int(self.batch_size))
+            else:
+                _require(self.batch_size == "auto",
+                         f"batch-size must be a positive integer or 'auto', got {self.batch_size!r}")
+        if isinstance(self.batch_size, int):
+            _require(self.batch_size >= 1, f"batch-size must be >= 1, got {self.batch_size}")
+        if self.transfer is not None:
+            _require(self.transfer in TRANSFERS,
+                     f"transfer must be one of {', '.join(TRANSFERS)}, got {self.transfer!r}")
+        _require(self.input_dir.resolve() != self.output_dir.resolve(),
+                 "output-dir must differ from input-dir")
+
+    @property
+    def effective_transfer(self) -> str:
+        return self.transfer or ("bytes" if self.cluster.is_remote else "paths")
+
+    def with_executor(self, executor: str) -> RunConfig:
+        return replace(self, executor=executor)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """The study's benchmark: interleaved sequential and parallel rounds."""
+
+    fetch: FetchConfig = field(default_factory=FetchConfig)
+    run: RunConfig = field(default_factory=lambda: RunConfig(executor="dask"))
+    executors: tuple[str, ...] = ("dask",)
+    warmup: int = 1
+    trials: int = 3
+    report_csv: Path = Path("benchmark_results.csv")
+    measure_ceiling: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "report_csv", Path(self.report_csv))
+        _require(self.warmup >= 0, f"warmup must be >= 0, got {self.warmup}")
+        _require(self.trials >= 1, f"trials must be >= 1, got {self.trials}")
+        _require(len(self.executors) >= 1, "executors must name at least one parallel executor")
+        for name in self.executors:
+            _require(name in PARALLEL_EXECUTORS,
+                     f"executors must be among {', '.join(PARALLEL_EXECUTORS)}, got {name!r}")

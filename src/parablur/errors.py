@@ -1,0 +1,57 @@
+"""ParaBlur's exceptions.
+
+Every error ParaBlur raises on purpose derives from ``ParaBlurError``; the CLI
+catches that base class, prints its message on one line and exits with
+``exit_code`` (2 for usage/configuration, 1 otherwise).
+
+    ParaBlurError
+    ├── ConfigError          a flag or parameter breaks a rule (exit 2)
+    ├── DatasetError         the input folder is missing, empty or unusable (exit 2)
+    ├── IngestionError       a download or image validation failed
+    │   └── ValidationError  a body is not an acceptable image
+    ├── ImageError           one image could not be read, blurred or written
+    ├── ClusterError         a Dask cluster could not be started or reached (exit 2)
+    └── ResultsError         a results CSV cannot be read or appended
+"""
+
+from __future__ import annotations
+
+
+class ParaBlurError(Exception):
+    """Base class of every error ParaBlur raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(ParaBlurError, ValueError):
+    """A parameter breaks a rule; the message states the rule."""
+
+    exit_code = 2
+
+
+class DatasetError(ParaBlurError):
+    """The input folder is missing, empty or unusable."""
+
+    exit_code = 2
+
+
+class IngestionError(ParaBlurError):
+    """A download failed for good (after retries)."""
+
+
+class ValidationError(IngestionError):
+    """A downloaded body or a file on disk is not an acceptable image."""
+
+
+class ImageError(ParaBlurError):
+    """One image could not be read, blurred or written."""
+
+
+class ClusterError(ParaBlurError):
+    """A Dask cluster could not be started or reached."""
+
+    exit_code = 2
+
+
+class ResultsError(ParaBlurError):
+    """A results CSV cannot be read or appended."""

@@ -1,0 +1,170 @@
+"""The results CSV: one row per measured round and parallel executor.
+
+The format is versioned by its ``schema_version`` column. Columns are only
+ever added at the end, so an older file is a prefix of the newer layout: when
+the header on disk differs from ``COLUMNS``, the file is upgraded by rewriting
+it (atomically) with the new header, old rows padded with blanks. Appends are
+written as one ``write`` of one complete line followed by ``fsync``, and a
+trailing partial line left by an interrupted writer is repaired before the
+next append, so an interrupted append never corrupts earlier rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from .errors import ResultsError
+
+SCHEMA_VERSION = 1
+
+COLUMNS: tuple[str, ...] = (
+    "schema_version",
+    "timestamp",
+    "run_id",
+    "mode",  # bench | scale-strong | scale-weak
+    "round",
+    "executor",
+    "num_images",
+    "width",
+    "height",
+    "batch_size",
+    "workers",
+    "threads_per_worker",
+    "blur_radius",
+    "kernel_size",
+    "passes",
+    "transfer",
+    "cluster",
+    "seq_s",
+    "par_s",
+    "speedup",
+    "efficiency",
+    "serial_fraction",
+    "seq_throughput",
+    "par_throughput",
+    "ok",
+    "failed",
+    "identical",
+    "clean",
+    "startup_s",
+    "include_startup",
+    "ceiling",
+    "read_s",
+    "decode_s",
+    "blur_s",
+    "encode_s",
+    "write_s",
+    "idle_s",
+    "peak_worker_rss_mb",
+    "dataset_checksum",
+    "cpu_model",
+    "logical_cores",
+    "physical_cores",
+    "cpu_freq_mhz",
+    "load_avg_1m",
+    "hostname",
+    "platform",
+    "python_version",
+    "opencv_version",
+    "dask_version",
+    "parablur_version",
+)
+
+
+def _format(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _line(values: Iterable[object]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow([_format(v) for v in values])
+    return buf.getvalue()
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """All rows of a results CSV as dicts (missing columns absent, never an error)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsError(f"results file not found: {path}")
+    with path.open(newline="", encoding="utf-8") as fh:
+        text = fh.read()
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]  # drop a torn last line
+    reader = csv.DictReader(io.StringIO(text))
+    if reader.fieldnames is None:
+        return []
+    return [{k: v for k, v in row.items() if k is not None} for row in reader]
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _prepare(path: Path) -> str | None:
+    """Make ``path`` ready for appending; return a note for the user when it was upgraded."""
+    if not path.exists() or path.stat().st_size == 0:
+        _atomic_write(path, _line(COLUMNS))
+        return None
+    with path.open(newline="", encoding="utf-8") as fh:
+        text = fh.read()
+    note = None
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+        note = f"{path}: dropped a torn last line left by an interrupted write"
+    first = text.splitlines()[0] if text else ""
+    header = next(csv.reader([first])) if first else []
+    if tuple(header) == COLUMNS:
+        if note:
+            _atomic_write(path, text)
+        return note
+    if header and "speedup" not in header and "seq_s" not in header:
+        raise ResultsError(f"{path} is not a ParaBlur results CSV (header: {first[:80]})")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    unknown = [h for h in header if h not in COLUMNS]
+    if unknown:
+        raise ResultsError(
+            f"{path} has columns this version does not know ({', '.join(unknown[:5])}); "
+            "it was written by a newer ParaBlur: use another --report-csv"
+        )
+    out = [_line(COLUMNS)]
+    for row in rows:
+        out.append(_line(row.get(c, "") or "" for c in COLUMNS))
+    _atomic_write(path, "".join(out))
+    return f"{path}: upgraded {len(rows)} rows to results schema v{SCHEMA_VERSION}"
+
+
+def append_rows(path: Path, rows: Iterable[Mapping[str, object]]) -> str | None:
+    """Append rows (dicts keyed by ``COLUMNS``) to ``path``; return an upgrade note or None."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    note = _prepare(path)
+    payload = "".join(
+        _line({"schema_version": SCHEMA_VERSION, **row}.get(c) for c in COLUMNS) for row in rows
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, payload.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return note
