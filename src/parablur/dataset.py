@@ -1,0 +1,34 @@
+"""Finding the images of a dataset folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import DatasetError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+
+
+def is_image_name(path: Path) -> bool:
+    """True for a visible file whose suffix is an image suffix ParaBlur reads."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Every image file below ``folder``, recursively, in a stable (sorted) order.
+
+    Hidden files and folders (temporary downloads are hidden) are skipped.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise DatasetError(f"input folder not found: {folder}")
+    if not folder.is_dir():
+        raise DatasetError(f"input path is not a folder: {folder}")
+    found = []
+    for path in folder.rglob("*"):
+        rel = path.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if path.is_file() and is_image_name(path):
+            found.append(path)
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
