@@ -1,0 +1,349 @@
+"""The study's benchmark: interleaved sequential and parallel rounds, verified and measured.
+
+One pool per executor is started once, warmed up, and reused for every round.
+Each round runs the sequential baseline and every parallel executor on the
+same dataset (alternating which goes first, so that drift in the machine's
+speed does not favour one side), checks every parallel output pixel for pixel
+against the sequential one, and appends one CSV row per executor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from . import results
+from .analysis import Spread, efficiency, karp_flatt, speedup
+from .ceiling import Ceiling, measure_ceiling
+from .config import BenchConfig, RunConfig
+from .dataset import list_images
+from .environment import snapshot
+from .errors import DatasetError
+from .executors import Executor, create_executor
+from .pipeline import STAGES, RunSummary, output_dir_for, plan_tasks, resolve_batch_size, run_tasks
+from .verify import Verification, compare_dirs
+
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """One round: the sequential run, each parallel run, and each one's verification."""
+
+    index: int
+    warmup: bool
+    sequential: RunSummary
+    parallel: dict[str, RunSummary]
+    verification: dict[str, Verification]
+
+    def speedup(self, name: str) -> float:
+        return speedup(self.sequential.wall_s, self.parallel[name].wall_s)
+
+    def clean(self, name: str) -> bool:
+        """True when both runs finished every image and the outputs were identical."""
+        return (self.sequential.failed == 0 and self.parallel[name].failed == 0
+                and self.verification[name].ok)
+
+
+@dataclass(frozen=True)
+class ExecutorStats:
+    """Summary of one parallel executor over the measured rounds."""
+
+    executor: str
+    workers: int
+    batch_size: int
+    sequential_s: Spread
+    parallel_s: Spread
+    speedup: float  # median of the clean rounds' paired speedups
+    speedup_range: tuple[float, float]
+    efficiency: float
+    serial_fraction: float | None
+    sequential_throughput: float
+    parallel_throughput: float
+    clean_rounds: int
+    rounds: int
+    startup_s: float
+    stage_share: dict[str, float]
+    peak_worker_rss_mb: float
+    ceiling_efficiency: float | None = None
+
+
+@dataclass(frozen=True)
+class BenchSummary:
+    """Everything a benchmark measured; ``to_dict`` is what --summary-json writes."""
+
+    run_id: str
+    images: int
+    rounds: list[RoundResult]
+    stats: dict[str, ExecutorStats]
+    ceiling: Ceiling | None = None
+    fetch: dict = field(default_factory=dict)
+    csv_path: str = ""
+    csv_note: str | None = None
+
+    @property
+    def failures(self) -> list[dict]:
+        seen = {}
+        for rnd in self.rounds:
+            for run in [rnd.sequential, *rnd.parallel.values()]:
+                for f in run.failures:
+                    seen.setdefault((run.executor, f["image"]), f["reason"])
+        return [{"executor": e, "image": i, "reason": r} for (e, i), r in sorted(seen.items())]
+
+    @property
+    def mismatches(self) -> list[dict]:
+        out = []
+        for rnd in self.rounds:
+            for name, ver in rnd.verification.items():
+                out += [{"round": rnd.index, "executor": name, **m} for m in ver.mismatches]
+        return out
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and not self.mismatches
+
+    def to_dict(self) -> dict:
+        return {
+            "run_id": self.run_id,
+            "images": self.images,
+            "ok": self.ok,
+            "fetch": self.fetch,
+            "ceiling": asdict(self.ceiling) if self.ceiling else None,
+            "executors": {k: asdict(v) for k, v in self.stats.items()},
+            "rounds": [
+                {
+                    "round": r.index,
+                    "warmup": r.warmup,
+                    "sequential_s": r.sequential.wall_s,
+                    **{f"{n}_s": p.wall_s for n, p in r.parallel.items()},
+                    **{f"{n}_speedup": r.speedup(n) for n in r.parallel},
+                    **{f"{n}_identical": r.verification[n].ok for n in r.parallel},
+                }
+                for r in self.rounds
+            ],
+            "failures": self.failures,
+            "mismatches": self.mismatches,
+            "report_csv": self.csv_path,
+        }
+
+
+def _stage_share(runs: Sequence[RunSummary]) -> dict[str, float]:
+    """Each stage's share of the workers' wall time, plus the idle/wait share."""
+    total = sum(r.workers * r.wall_s for r in runs)
+    if total <= 0:
+        return {}
+    share = {s.removesuffix("_s"): sum(r.stages.get(s, 0.0) for r in runs) / total
+             for s in STAGES}
+    share["in-task other"] = max(sum(r.task_s - sum(r.stages.values()) for r in runs), 0) / total
+    share["idle/wait"] = sum(r.idle_s for r in runs) / total
+    return share
+
+
+def summarize(name: str, rounds: Sequence[RoundResult], ceiling: Ceiling | None) -> ExecutorStats:
+    measured = [r for r in rounds if not r.warmup]
+    clean = [r for r in measured if r.clean(name)] or measured
+    speedups = [r.speedup(name) for r in clean]
+    par = [r.parallel[name] for r in measured]
+    seq = [r.sequential for r in measured]
+    s = statistics.median(speedups)
+    p = par[0].workers
+    seq_spread = Spread.of([r.wall_s for r in seq])
+    par_spread = Spread.of([r.wall_s for r in par])
+    return ExecutorStats(
+        executor=name, workers=p, batch_size=par[0].batch_size,
+        sequential_s=seq_spread, parallel_s=par_spread,
+        speedup=s, speedup_range=(min(speedups), max(speedups)),
+        efficiency=efficiency(s, p), serial_fraction=karp_flatt(s, p),
+        sequential_throughput=seq[0].images / seq_spread.median,
+        parallel_throughput=par[0].images / par_spread.median,
+        clean_rounds=sum(1 for r in measured if r.clean(name)), rounds=len(measured),
+        startup_s=par[0].startup_s, stage_share=_stage_share(par),
+        peak_worker_rss_mb=max(r.peak_worker_rss_mb for r in par),
+        ceiling_efficiency=(s / ceiling.median) if ceiling else None,
+    )
+
+
+def _csv_row(rnd: RoundResult, name: str, config: BenchConfig, env: dict, run_id: str,
+             mode: str, ceiling: Ceiling | None, checksum: str | None) -> dict:
+    seq, par = rnd.sequential, rnd.parallel[name]
+    s = rnd.speedup(name)
+    run = config.run
+    return {
+        "timestamp": env["timestamp"], "run_id": run_id, "mode": mode, "round": rnd.index,
+        "executor": name, "num_images": seq.images, "width": config.fetch.width,
+        "height": config.fetch.height, "batch_size": par.batch_size, "workers": par.workers,
+        "threads_per_worker": run.threads_per_worker, "blur_radius": run.blur.sigma,
+        "kernel_size": run.blur.kernel, "passes": run.blur.passes,
+        "transfer": run.effective_transfer,
+        "cluster": (run.cluster.scheduler or str(run.cluster.scheduler_file or "")) or "local",
+        "seq_s": seq.wall_s, "par_s": par.wall_s, "speedup": s,
+        "efficiency": efficiency(s, par.workers), "serial_fraction": karp_flatt(s, par.workers),
+        "seq_throughput": seq.throughput, "par_throughput": par.throughput,
+        "ok": par.ok, "failed": par.failed + seq.failed, "identical": rnd.verification[name].ok,
+        "clean": rnd.clean(name), "startup_s": par.startup_s,
+        "include_startup": run.include_startup,
+        "ceiling": ceiling.median if ceiling else None,
+        **{s_: par.stages.get(s_, 0.0) for s_ in STAGES}, "idle_s": par.idle_s,
+        "peak_worker_rss_mb": par.peak_worker_rss_mb, "dataset_checksum": checksum,
+        **{k: v for k, v in env.items() if k != "timestamp"},
+    }
+
+
+def format_round(rnd: RoundResult) -> str:
+    label = "warm-up" if rnd.warmup else f"round {rnd.index}"
+    parts = [f"{label:>9}: sequential {rnd.sequential.wall_s:7.2f} s"]
+    for name, run in rnd.parallel.items():
+        mark = "identical" if rnd.verification[name].ok else "MISMATCH"
+        if run.failed or rnd.sequential.failed:
+            mark += f", {run.failed + rnd.sequential.failed} failed"
+        parts.append(f"{name} {run.wall_s:7.2f} s  x{rnd.speedup(name):.2f} ({mark})")
+    return " | ".join(parts)
+
+
+class Bench:
+    """Started executors for one benchmark, reusable across rounds and configurations."""
+
+    def __init__(self, config: BenchConfig, *, echo: Echo = print, progress: bool = False):
+        self.config = config
+        self.echo = echo
+        self.progress = progress
+        self.sequential = create_executor("sequential", config.run)
+        self.parallel: dict[str, Executor] = {}
+
+    def __enter__(self) -> Bench:
+        self.sequential.start()
+        try:
+            for name in self.config.executors:
+                ex = create_executor(name, self.config.run)
+                ex.start()
+                self.parallel[name] = ex
+                link = f", dashboard {ex.dashboard_link}" if ex.dashboard_link else ""
+                self.echo(f"{name}: {ex.workers} workers ready in {ex.startup_s:.2f} s{link}")
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for ex in self.parallel.values():
+            with contextlib.suppress(Exception):
+                ex.close()
+        self.parallel.clear()
+
+    def one_round(self, index: int, warmup: bool, images: list[Path], order_flip: bool,
+                  run: RunConfig | None = None) -> RoundResult:
+        run = run or self.config.run
+        seq_dir = output_dir_for(run, "sequential")
+        seq_tasks = plan_tasks(run, images, seq_dir)
+        runs: dict[str, RunSummary] = {}
+
+        def do_seq() -> RunSummary:
+            size = resolve_batch_size(run, images, 1)
+            return run_tasks(self.sequential, run, seq_tasks, seq_dir, batch_size=size,
+                             progress=self.progress)
+
+        def do_par(name: str, ex: Executor) -> RunSummary:
+            out = output_dir_for(run, name)
+            size = resolve_batch_size(run, images, ex.workers)
+            summary = run_tasks(ex, run, plan_tasks(run, images, out), out, batch_size=size,
+                                progress=self.progress)
+            if run.include_startup:
+                summary = replace(summary, wall_s=summary.wall_s + summary.startup_s)
+            return summary
+
+        if not order_flip:
+            seq = do_seq()
+        for name, ex in self.parallel.items():
+            runs[name] = do_par(name, ex)
+        if order_flip:
+            seq = do_seq()
+        verification = {name: compare_dirs(seq_dir, output_dir_for(run, name))
+                        for name in runs}
+        return RoundResult(index, warmup, seq, runs, verification)
+
+
+def run_benchmark(config: BenchConfig, *, echo: Echo = print, progress: bool = False,
+                  mode: str = "bench", run_id: str | None = None,
+                  fetch_summary: dict | None = None) -> BenchSummary:
+    """Fetch the dataset if needed, then run warm-up and measured rounds; append CSV rows."""
+    run_id = run_id or uuid.uuid4().hex[:12]
+    if fetch_summary is None:
+        from .ingestion import fetch_dataset
+
+        fetched = fetch_dataset(config.fetch, progress=progress)
+        fetch_summary = fetched.to_dict()
+        echo(fetched.format_summary())
+    images = list_images(config.fetch.input_dir)
+    if not images:
+        raise DatasetError(f"no images found in {config.fetch.input_dir}")
+    run = replace(config.run, input_dir=config.fetch.input_dir)
+    config = replace(config, run=run)
+    checksum = fetch_summary.get("dataset_checksum")
+    rounds: list[RoundResult] = []
+    note = None
+    ceiling = None
+    with Bench(config, echo=echo, progress=progress) as bench:
+        if config.measure_ceiling:
+            workers = max(ex.workers for ex in bench.parallel.values())
+            ceiling = measure_ceiling(workers, sigma=run.blur.sigma)
+            echo(f"hardware ceiling: {ceiling.median:.2f}x with {workers} processes "
+                 f"(range {ceiling.minimum:.2f}x to {ceiling.maximum:.2f}x)")
+        total = config.warmup + config.trials
+        for i in range(total):
+            warm = i < config.warmup
+            index = i - config.warmup + 1
+            rnd = bench.one_round(index, warm, images, order_flip=bool(i % 2))
+            rounds.append(rnd)
+            echo(format_round(rnd))
+            if not warm:
+                env = snapshot()
+                rows = [_csv_row(rnd, n, config, env, run_id, mode, ceiling, checksum)
+                        for n in rnd.parallel]
+                note = results.append_rows(config.report_csv, rows) or note
+    stats = {name: summarize(name, rounds, ceiling) for name in config.executors}
+    return BenchSummary(run_id, len(images), rounds, stats, ceiling, fetch_summary,
+                        str(config.report_csv), note)
+
+
+def format_summary(summary: BenchSummary) -> str:
+    """The summary table printed at the end of a benchmark."""
+    lines = []
+    for st in summary.stats.values():
+        lines += [
+            f"{st.executor}: {st.workers} workers, batch size {st.batch_size}, "
+            f"{st.clean_rounds}/{st.rounds} clean rounds, start-up {st.startup_s:.2f} s",
+            "                      median      min      max",
+            f"  sequential s     {st.sequential_s.median:8.2f} {st.sequential_s.minimum:8.2f} "
+            f"{st.sequential_s.maximum:8.2f}",
+            f"  parallel s       {st.parallel_s.median:8.2f} {st.parallel_s.minimum:8.2f} "
+            f"{st.parallel_s.maximum:8.2f}",
+            f"  speedup          {st.speedup:8.2f}x  (rounds {st.speedup_range[0]:.2f}x "
+            f"to {st.speedup_range[1]:.2f}x)",
+            f"  efficiency       {st.efficiency * 100:8.1f}%",
+            "  serial fraction  " + (f"{st.serial_fraction * 100:8.1f}%  (Karp-Flatt)"
+                                     if st.serial_fraction is not None else "       n/a (1 worker)"),
+            f"  throughput       {st.sequential_throughput:8.2f} img/s sequential, "
+            f"{st.parallel_throughput:.2f} img/s parallel",
+        ]
+        if st.ceiling_efficiency is not None and summary.ceiling:
+            lines.append(f"  vs ceiling       {st.ceiling_efficiency * 100:8.1f}% of "
+                         f"{summary.ceiling.median:.2f}x")
+        if st.stage_share:
+            shares = ", ".join(f"{k} {v * 100:.1f}%" for k, v in st.stage_share.items())
+            lines.append(f"  worker time      {shares}")
+        if st.peak_worker_rss_mb:
+            lines.append(f"  peak worker RSS  {st.peak_worker_rss_mb:8.0f} MB")
+    verdict = ("all outputs pixel-identical" if not summary.mismatches
+               else f"{len(summary.mismatches)} MISMATCHES")
+    lines.append(f"verified: {verdict}; failed images: {len(summary.failures)}; "
+                 f"rows appended to {summary.csv_path}")
+    if summary.csv_note:
+        lines.append(summary.csv_note)
+    return "\n".join(lines)

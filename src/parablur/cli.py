@@ -1,0 +1,244 @@
+"""The command line: parse flags into frozen configuration objects and call the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .config import (
+    DEFAULT_SOURCE_URL,
+    EXECUTORS,
+    FALLBACKS,
+    PARALLEL_EXECUTORS,
+    TRANSFERS,
+    BenchConfig,
+    BlurParams,
+    ClusterConfig,
+    FetchConfig,
+    RunConfig,
+    default_workers,
+)
+from .errors import ParaBlurError
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _csv_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _add_dataset_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("dataset")
+    g.add_argument("--input-dir", type=Path, default=Path("downloads_fresh"),
+                   help="dataset folder (default: downloads_fresh/)")
+    g.add_argument("--num-images", type=int, default=160, help="images to fetch (default: 160)")
+    g.add_argument("--source-url", default=DEFAULT_SOURCE_URL,
+                   help="URL fetched once per image (default: %(default)s)")
+    g.add_argument("--url-list", type=Path, default=None,
+                   help="file of URLs, one per line: image i comes from line i")
+    g.add_argument("--retries", type=int, default=3, help="retries per download (default: 3)")
+    g.add_argument("--timeout-s", type=float, default=20.0,
+                   help="read timeout per download in seconds (default: 20)")
+    g.add_argument("--width", type=int, default=2000, help="generated image width (default: 2000)")
+    g.add_argument("--height", type=int, default=2000,
+                   help="generated image height (default: 2000)")
+    g.add_argument("--seed", type=int, default=0, help="seed of generated images (default: 0)")
+    g.add_argument("--force-download", action="store_true",
+                   help="fetch every image again even when a valid copy is cached")
+    g.add_argument("--download-workers", type=int, default=8,
+                   help="concurrent downloads (default: 8)")
+    g.add_argument("--max-bytes", type=int, default=50_000_000,
+                   help="largest accepted download in bytes (default: 50 MB)")
+    g.add_argument("--fallback", choices=FALLBACKS, default="scene",
+                   help="generated image for a failed download (default: scene)")
+
+
+def _add_run_flags(p: argparse.ArgumentParser, *, single_executor: bool) -> None:
+    g = p.add_argument_group("processing")
+    if single_executor:
+        g.add_argument("--input-dir", type=Path, default=Path("downloads_fresh"),
+                       help="folder of images to anonymize (default: downloads_fresh/)")
+        g.add_argument("--executor", choices=EXECUTORS, default="sequential",
+                       help="where the work runs (default: sequential)")
+        g.add_argument("--force", action="store_true",
+                       help="redo every image even when its output is up to date")
+    g.add_argument("--output-dir", type=Path, default=Path("processed"),
+                   help="outputs go to OUTPUT_DIR/<executor>/ (default: processed/)")
+    g.add_argument("--workers", type=int, default=None,
+                   help=f"worker processes (default: this machine's cores, {default_workers()})")
+    g.add_argument("--threads-per-worker", type=int, default=1,
+                   help="threads in each Dask worker (default: 1)")
+    g.add_argument("--batch-size", default="4",
+                   help="images per task, or 'auto' (default: 4)")
+    g.add_argument("--blur-radius", type=float, default=10.0,
+                   help="Gaussian sigma; the kernel side is 6*sigma+1 (default: 10, i.e. 61)")
+    g.add_argument("--passes", type=int, default=1, help="blur passes per image (default: 1)")
+    g.add_argument("--include-dask-startup", action="store_true",
+                   help="count cluster start-up in the parallel time")
+    g.add_argument("--performance-report", type=Path, default=None, metavar="FILE.html",
+                   help="write Dask's performance report of the parallel part")
+    c = p.add_argument_group("cluster")
+    c.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="use this Dask scheduler (tcp:// or tls://) instead of a LocalCluster")
+    c.add_argument("--scheduler-file", type=Path, default=None, metavar="PATH",
+                   help="use the Dask scheduler described in this file")
+    c.add_argument("--tls-ca-file", type=Path, default=None)
+    c.add_argument("--tls-cert", type=Path, default=None)
+    c.add_argument("--tls-key", type=Path, default=None)
+    c.add_argument("--transfer", choices=TRANSFERS, default=None,
+                   help="paths: workers share the disk; bytes: ship encoded images "
+                        "(default: paths locally, bytes with --scheduler)")
+    c.add_argument("--max-task-retries", type=int, default=2,
+                   help="times a failed Dask task is retried (default: 2)")
+    c.add_argument("--open-dashboard", action="store_true",
+                   help="open the Dask dashboard in a browser")
+    c.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard")
+
+
+def _add_output_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--summary-json", type=Path, default=None, metavar="PATH",
+                   help="write the run's summary as JSON to PATH")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="parablur", description="Fault-tolerant image anonymization and "
+                     "parallel-speedup benchmarking (Dask vs a single-threaded baseline).")
+    parser.add_argument("--version", action="version", version=f"parablur {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    fetch = sub.add_parser("fetch", help="build or refresh the dataset")
+    _add_dataset_flags(fetch)
+    _add_output_flags(fetch)
+
+    run = sub.add_parser("run", help="anonymize every image of a folder with one executor")
+    _add_run_flags(run, single_executor=True)
+    _add_output_flags(run)
+
+    bench = sub.add_parser("bench", help="the study's benchmark: sequential vs parallel rounds")
+    _add_bench_flags(bench)
+    return parser
+
+
+def _add_bench_flags(bench: argparse.ArgumentParser) -> None:
+    _add_dataset_flags(bench)
+    _add_run_flags(bench, single_executor=False)
+    g = bench.add_argument_group("benchmark")
+    g.add_argument("--executors", type=_csv_list, default=("dask",),
+                   help="parallel executors to compare, comma-separated, among "
+                        f"{','.join(PARALLEL_EXECUTORS)} (default: dask)")
+    g.add_argument("--warmup", type=int, default=1, help="unmeasured warm-up rounds (default: 1)")
+    g.add_argument("--trials", type=int, default=3, help="measured rounds (default: 3)")
+    g.add_argument("--report-csv", type=Path, default=Path("benchmark_results.csv"),
+                   help="CSV the measured rounds are appended to (default: %(default)s)")
+    g.add_argument("--ceiling", action="store_true",
+                   help="also measure the hardware ceiling (N processes vs one, in memory)")
+    _add_output_flags(bench)
+
+
+def _fetch_config(a: argparse.Namespace) -> FetchConfig:
+    return FetchConfig(
+        input_dir=a.input_dir, num_images=a.num_images, source_url=a.source_url,
+        url_list=a.url_list, retries=a.retries, timeout_s=a.timeout_s, width=a.width,
+        height=a.height, seed=a.seed, force_download=a.force_download,
+        download_workers=a.download_workers, max_bytes=a.max_bytes, fallback=a.fallback,
+    )
+
+
+def _run_config(a: argparse.Namespace, executor: str) -> RunConfig:
+    cluster = ClusterConfig(
+        scheduler=a.scheduler, scheduler_file=a.scheduler_file, tls_ca_file=a.tls_ca_file,
+        tls_cert=a.tls_cert, tls_key=a.tls_key, dashboard=not a.no_dashboard,
+        open_dashboard=a.open_dashboard, max_task_retries=a.max_task_retries,
+    )
+    return RunConfig(
+        input_dir=a.input_dir, output_dir=a.output_dir, executor=executor,
+        workers=a.workers if a.workers is not None else default_workers(),
+        threads_per_worker=a.threads_per_worker, batch_size=a.batch_size,
+        blur=BlurParams(sigma=a.blur_radius, passes=a.passes), cluster=cluster,
+        transfer=a.transfer, force=getattr(a, "force", True),
+        include_startup=a.include_dask_startup, performance_report=a.performance_report,
+    )
+
+
+def _write_json(path: Path | None, data: dict) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def _cmd_fetch(a: argparse.Namespace) -> int:
+    from .ingestion import fetch_dataset
+
+    summary = fetch_dataset(_fetch_config(a), progress=not a.quiet)
+    print(summary.format_summary())
+    _write_json(a.summary_json, summary.to_dict())
+    return 1 if summary.failed else 0
+
+
+def _cmd_run(a: argparse.Namespace) -> int:
+    from .pipeline import anonymize
+
+    config = _run_config(a, a.executor)
+    summary = anonymize(config, progress=not a.quiet)
+    print(f"{summary.executor}: {summary.ok}/{summary.images} images anonymized into "
+          f"{summary.output_dir} in {summary.wall_s:.2f} s ({summary.throughput:.2f} img/s, "
+          f"{summary.workers} workers, batch size {summary.batch_size})")
+    for f in summary.failures:
+        print(f"  failed: {f['image']}: {f['reason']}")
+    _write_json(a.summary_json, summary.to_dict())
+    return 1 if summary.failed else 0
+
+
+def _bench_config(a: argparse.Namespace) -> BenchConfig:
+    return BenchConfig(
+        fetch=_fetch_config(a), run=_run_config(a, a.executors[0] if a.executors else "dask"),
+        executors=tuple(a.executors), warmup=a.warmup, trials=a.trials,
+        report_csv=a.report_csv, measure_ceiling=a.ceiling,
+    )
+
+
+def _cmd_bench(a: argparse.Namespace) -> int:
+    from .benchmark import format_summary, run_benchmark
+
+    summary = run_benchmark(_bench_config(a), progress=not a.quiet)
+    print(format_summary(summary))
+    for f in summary.failures:
+        print(f"  failed: [{f['executor']}] {f['image']}: {f['reason']}")
+    for m in summary.mismatches[:20]:
+        print(f"  mismatch: round {m['round']} [{m['executor']}] {m['image']}: {m['reason']}")
+    _write_json(a.summary_json, summary.to_dict())
+    return 0 if summary.ok else 1
+
+
+COMMANDS = {"fetch": _cmd_fetch, "run": _cmd_run, "bench": _cmd_bench}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``parablur`` command; returns the exit code."""
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ParaBlurError as exc:
+        print(f"parablur {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"parablur {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def run() -> None:
+    sys.exit(main())

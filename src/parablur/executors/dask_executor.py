@@ -1,0 +1,109 @@
+"""Dask executors: worker processes (``dask``) or threads (``dask-threads``), local or remote."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+import webbrowser
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from ..cluster import Connection, connect
+from ..config import BlurParams, ClusterConfig
+from ..workload import BatchResult, process_batch, single_threaded
+from .base import Batch, ExecutorBase, bounded_map, failed_batch
+
+
+def _warm_worker() -> int:
+    import os
+
+    single_threaded()
+    return os.getpid()
+
+
+class DaskExecutor(ExecutorBase):
+    """Batches of images as Dask tasks on a LocalCluster or an existing scheduler."""
+
+    def __init__(
+        self,
+        workers: int,
+        threads_per_worker: int = 1,
+        cluster: ClusterConfig | None = None,
+        *,
+        processes: bool = True,
+    ) -> None:
+        self.name = "dask" if processes else "dask-threads"
+        self.requested_workers = workers
+        self.workers = workers * threads_per_worker
+        self.threads_per_worker = threads_per_worker
+        self.cluster_config = cluster or ClusterConfig()
+        self.processes = processes
+        self._conn: Connection | None = None
+
+    @property
+    def client(self):
+        assert self._conn is not None, "start() the executor first"
+        return self._conn.client
+
+    def start(self) -> None:
+        t0 = time.perf_counter()
+        self._conn = connect(self.cluster_config, workers=self.requested_workers,
+                             threads_per_worker=self.threads_per_worker,
+                             processes=self.processes)
+        self.workers = self._conn.threads
+        self.client.run(_warm_worker)
+        self.startup_s = time.perf_counter() - t0
+        self.dashboard_link = self.client.dashboard_link if self.cluster_config.dashboard else None
+        if self.cluster_config.open_dashboard and self.dashboard_link:
+            webbrowser.open(self.dashboard_link)
+
+    def performance_report(self, path: Path):
+        """A context manager that writes Dask's performance report of what runs inside it."""
+        from distributed import performance_report
+
+        return performance_report(filename=str(path))
+
+    def map(self, batches: Sequence[Batch], params: BlurParams) -> Iterator[BatchResult]:
+        from distributed import as_completed
+
+        client = self.client
+        retries = self.cluster_config.max_task_retries
+        queue = as_completed()
+        batch_of: dict[str, Batch] = {}
+
+        def submit(batch: Batch):
+            key = f"parablur-{self.name}-{uuid.uuid4().hex}"
+            fut = client.submit(process_batch, batch, params, key=key, pure=False,
+                                retries=retries)
+            batch_of[key] = batch
+            queue.add(fut)
+            return fut
+
+        def wait_one():
+            fut = next(queue)
+            batch = batch_of.pop(fut.key)
+            try:
+                result = fut.result()
+            except Exception as exc:  # KilledWorker, or retries exhausted
+                result = failed_batch(batch, f"task failed: {type(exc).__name__}: {exc}")
+            fut.release()
+            return fut, result
+
+        yield from bounded_map(submit, wait_one, batches, self.workers)
+
+    def worker_memory_mb(self) -> dict[str, float]:
+        """Current resident memory of each worker, in MB."""
+        def rss() -> float:
+            import psutil
+
+            return psutil.Process().memory_info().rss / 2**20
+
+        with contextlib.suppress(Exception):
+            return {k: float(v) for k, v in self.client.run(rss).items()}
+        return {}
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

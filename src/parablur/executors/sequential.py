@@ -1,0 +1,28 @@
+"""The baseline: every image in this process, one after another, on one thread."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from ..config import BlurParams
+from ..workload import BatchResult, process_batch, single_threaded
+from .base import Batch, ExecutorBase
+
+
+class SequentialExecutor(ExecutorBase):
+    """Strictly single-threaded: OpenCV and BLAS pinned to one thread, no pool."""
+
+    name = "sequential"
+
+    def __init__(self) -> None:
+        self.workers = 1
+
+    def start(self) -> None:
+        single_threaded()
+
+    def map(self, batches: Sequence[Batch], params: BlurParams) -> Iterator[BatchResult]:
+        for batch in batches:
+            yield process_batch(batch, params)
+
+    def close(self) -> None:
+        pass

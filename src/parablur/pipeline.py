@@ -1,0 +1,204 @@
+"""Anonymizing one folder with one executor: tasks, batches, outputs and the run's summary."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+
+from .config import RunConfig
+from .dataset import list_images
+from .errors import DatasetError
+from .executors import Executor, create_executor
+from .workload import BatchResult, ImageResult, ImageTask, atomic_write
+
+STAGES = ("read_s", "decode_s", "blur_s", "encode_s", "write_s")
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """The outcome of anonymizing a folder with one executor."""
+
+    executor: str
+    workers: int
+    batch_size: int
+    images: int
+    ok: int
+    failed: int
+    failures: tuple[dict, ...]
+    wall_s: float
+    startup_s: float
+    task_s: float  # sum of task durations measured inside the workers
+    stages: dict[str, float] = field(default_factory=dict)  # seconds summed over images
+    peak_worker_rss_mb: float = 0.0
+    output_dir: str = ""
+
+    @property
+    def idle_s(self) -> float:
+        """Worker-seconds not spent inside a task: scheduling, waiting, the tail."""
+        return max(self.workers * self.wall_s - self.task_s, 0.0)
+
+    @property
+    def throughput(self) -> float:
+        return self.ok / self.wall_s if self.wall_s > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["failures"] = list(self.failures)
+        data["idle_s"] = self.idle_s
+        data["throughput"] = self.throughput
+        return data
+
+
+def auto_batch_size(images: Sequence[Path], workers: int) -> int:
+    """A batch size long enough to hide per-task costs, short enough to balance the tail.
+
+    Aim for tasks of about a quarter second (estimated from the first image's
+    pixel count), but never fewer than 8 tasks per worker.
+    """
+    n = len(images)
+    if n == 0:
+        return 1
+    pixels = 2000 * 2000
+    with contextlib.suppress(Exception):
+        small = cv2.imread(str(images[0]), cv2.IMREAD_REDUCED_GRAYSCALE_8)
+        if small is not None:
+            pixels = small.shape[0] * small.shape[1] * 64
+    per_image_s = max(pixels / 40e6, 1e-4)  # ~0.1 s for a 2000x2000 image on one core
+    by_cost = max(1, math.ceil(0.25 / per_image_s))
+    by_balance = max(1, n // (workers * 8))
+    return max(1, min(by_cost, by_balance))
+
+
+def plan_tasks(config: RunConfig, images: Sequence[Path], out_dir: Path) -> list[ImageTask]:
+    """One task per image, its output mirroring its place under the input folder."""
+    tasks = []
+    root = config.input_dir
+    out_root = out_dir.resolve()
+    return_bytes = config.effective_transfer == "bytes"
+    for src in images:
+        rel = src.relative_to(root)
+        dst = (out_dir / rel).resolve()
+        if out_root not in dst.parents:
+            raise DatasetError(f"refusing to write outside the output folder: {rel}")
+        tasks.append(ImageTask(rel.as_posix(), str(src.resolve()), str(dst),
+                               return_bytes=return_bytes))
+    return tasks
+
+
+def _batches(tasks: list[ImageTask], size: int, ship_bytes: bool) -> Iterator[list[ImageTask]]:
+    for i in range(0, len(tasks), size):
+        batch = tasks[i:i + size]
+        if ship_bytes:
+            shipped = []
+            for t in batch:
+                try:
+                    data = Path(t.src).read_bytes()
+                except OSError:
+                    data = b""
+                shipped.append(ImageTask(t.name, t.src, t.dst, data, t.return_bytes))
+            batch = shipped
+        yield batch
+
+
+def output_dir_for(config: RunConfig, executor_name: str) -> Path:
+    return config.output_dir / executor_name
+
+
+def run_tasks(
+    executor: Executor,
+    config: RunConfig,
+    tasks: list[ImageTask],
+    out_dir: Path,
+    *,
+    batch_size: int,
+    progress: bool = False,
+    clean: bool = True,
+) -> RunSummary:
+    """Run ``tasks`` on a started executor and summarize; outputs land in ``out_dir``."""
+    from tqdm import tqdm
+
+    if clean and out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ship = config.effective_transfer == "bytes" and executor.name != "sequential"
+    if not ship:
+        tasks = [ImageTask(t.name, t.src, t.dst) for t in tasks]
+    failures: list[dict] = []
+    stages = dict.fromkeys(STAGES, 0.0)
+    task_s = 0.0
+    ok = 0
+    peak: dict[str, float] = {}
+    bar = tqdm(total=len(tasks), desc=f"{executor.name:>12}", unit="img", leave=False,
+               disable=not progress or None, dynamic_ncols=True)
+    report_ctx = contextlib.nullcontext()
+    if config.performance_report and hasattr(executor, "performance_report"):
+        report_ctx = executor.performance_report(config.performance_report)
+    t0 = time.perf_counter()
+    with report_ctx, bar:
+        result: BatchResult
+        for result in executor.map(list(_batches(tasks, batch_size, ship)) if not ship
+                                   else _batches(tasks, batch_size, ship), config.blur):
+            task_s += result.task_s
+            if result.worker:
+                peak[result.worker] = max(peak.get(result.worker, 0.0), result.peak_rss_mb)
+            for img in result.images:
+                img = _write_returned(img, out_dir)
+                for s in STAGES:
+                    stages[s] += getattr(img, s)
+                if img.ok:
+                    ok += 1
+                else:
+                    failures.append({"image": img.name, "reason": img.error or "unknown"})
+            bar.update(len(result.images))
+    wall = time.perf_counter() - t0
+    return RunSummary(
+        executor=executor.name, workers=executor.workers, batch_size=batch_size,
+        images=len(tasks), ok=ok, failed=len(failures),
+        failures=tuple(sorted(failures, key=lambda f: f["image"])), wall_s=wall,
+        startup_s=executor.startup_s, task_s=task_s, stages=stages,
+        peak_worker_rss_mb=max(peak.values(), default=0.0), output_dir=str(out_dir),
+    )
+
+
+def _write_returned(img: ImageResult, out_dir: Path) -> ImageResult:
+    """Write an output a remote worker sent back as bytes (``--transfer bytes``)."""
+    if not img.ok or img.output is None:
+        return img
+    t0 = time.perf_counter()
+    try:
+        atomic_write(out_dir / img.name, img.output)
+    except OSError as exc:
+        return ImageResult(img.name, False, f"write: {exc}", img.read_s, img.decode_s,
+                           img.blur_s, img.encode_s, 0.0, img.worker)
+    return ImageResult(img.name, True, None, img.read_s, img.decode_s, img.blur_s,
+                       img.encode_s, img.write_s + time.perf_counter() - t0, img.worker)
+
+
+def resolve_batch_size(config: RunConfig, images: Sequence[Path], workers: int) -> int:
+    if config.batch_size == "auto":
+        return auto_batch_size(images, workers)
+    return int(config.batch_size)
+
+
+def anonymize(config: RunConfig, *, progress: bool = False) -> RunSummary:
+    """Anonymize every image of ``config.input_dir`` into ``output_dir/<executor>/``."""
+    images = list_images(config.input_dir)
+    if not images:
+        raise DatasetError(f"no images found in {config.input_dir}")
+    executor = create_executor(config.executor, config)
+    out_dir = output_dir_for(config, config.executor)
+    with executor:
+        tasks = plan_tasks(config, images, out_dir)
+        size = resolve_batch_size(config, images, executor.workers)
+        summary = run_tasks(executor, config, tasks, out_dir, batch_size=size,
+                            progress=progress)
+    if config.include_startup:
+        summary = RunSummary(**{**asdict(summary), "wall_s": summary.wall_s + summary.startup_s})
+    return summary

@@ -1,0 +1,189 @@
+"""The workload: read, decode, blur, encode and write one image, timing each stage.
+
+``blur`` is a pure function of an array; everything else here is the I/O
+around it. Workers receive ``ImageTask`` records (file paths, or encoded bytes
+when the workers do not share the client's disk), never decoded arrays.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .config import BlurParams
+
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+              "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+
+# JPEG inputs are decoded with EXIF orientation applied and CMYK converted;
+# lossless formats keep alpha and 16-bit depth.
+_JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
+
+
+def single_threaded() -> None:
+    """Make this process's OpenCV (and any BLAS started later) run on one thread."""
+    for name in THREAD_ENV:
+        os.environ[name] = "1"
+    cv2.setNumThreads(0)
+
+
+@dataclass(frozen=True)
+class ImageTask:
+    """One image to anonymize: where it comes from and where its output goes."""
+
+    name: str  # path relative to the input folder, for reports
+    src: str
+    dst: str
+    data: bytes | None = None  # encoded input, when shipped instead of read from disk
+    return_bytes: bool = False  # send the encoded output back instead of writing it
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """What happened to one image, with the seconds each stage took."""
+
+    name: str
+    ok: bool
+    error: str | None = None
+    read_s: float = 0.0
+    decode_s: float = 0.0
+    blur_s: float = 0.0
+    encode_s: float = 0.0
+    write_s: float = 0.0
+    worker: str = ""
+    output: bytes | None = field(default=None, repr=False)
+
+    @property
+    def total_s(self) -> float:
+        return self.read_s + self.decode_s + self.blur_s + self.encode_s + self.write_s
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """The results of one task (a batch of images) and the seconds the task took."""
+
+    images: tuple[ImageResult, ...]
+    task_s: float
+    worker: str
+    peak_rss_mb: float
+
+
+def blur(image: np.ndarray, params: BlurParams) -> np.ndarray:
+    """Gaussian-blur ``image`` with a (6*sigma+1)-square kernel, ``params.passes`` times."""
+    k = params.kernel
+    out = image
+    for _ in range(params.passes):
+        out = cv2.GaussianBlur(out, (k, k), params.sigma, borderType=cv2.BORDER_REFLECT_101)
+    return out
+
+
+def decode(data: bytes, suffix: str) -> np.ndarray:
+    """Decode encoded image bytes; raise ValueError when they are not a readable image."""
+    if not data:
+        raise ValueError("empty file")
+    flags = (cv2.IMREAD_COLOR if suffix.lower() in _JPEG_SUFFIXES else cv2.IMREAD_UNCHANGED)
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+    if image is None or image.size == 0:
+        raise ValueError("not a decodable image (corrupt, truncated or not an image)")
+    return image
+
+
+def encode(image: np.ndarray, suffix: str, params: BlurParams) -> bytes:
+    """Encode ``image`` in the format its output suffix names."""
+    suffix = suffix.lower()
+    if suffix in _JPEG_SUFFIXES:
+        if image.dtype != np.uint8:
+            image = (image >> 8).astype(np.uint8) if image.dtype == np.uint16 else image
+        opts = [cv2.IMWRITE_JPEG_QUALITY, params.jpeg_quality]
+    elif suffix == ".webp":
+        opts = [cv2.IMWRITE_WEBP_QUALITY, params.jpeg_quality]
+    elif suffix == ".png":
+        opts = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    else:
+        opts = []
+    ok, buf = cv2.imencode(suffix, image, opts)
+    if not ok:
+        raise ValueError(f"could not encode output as {suffix}")
+    return buf.tobytes()
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` so that ``path`` appears only once it is complete."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def process_image(task: ImageTask, params: BlurParams) -> ImageResult:
+    """Anonymize one image; never raises for a bad image, it reports the reason instead."""
+    stages = {"read_s": 0.0, "decode_s": 0.0, "blur_s": 0.0, "encode_s": 0.0, "write_s": 0.0}
+    stage = "read"
+    try:
+        t0 = time.perf_counter()
+        if task.data is not None:
+            data = task.data
+        else:
+            with open(task.src, "rb") as fh:
+                data = fh.read()
+        t1 = time.perf_counter()
+        stages["read_s"] = t1 - t0
+        stage = "decode"
+        image = decode(data, Path(task.src).suffix)
+        del data
+        t2 = time.perf_counter()
+        stages["decode_s"] = t2 - t1
+        stage = "blur"
+        out = blur(image, params)
+        del image
+        t3 = time.perf_counter()
+        stages["blur_s"] = t3 - t2
+        stage = "encode"
+        encoded = encode(out, Path(task.dst).suffix, params)
+        del out
+        t4 = time.perf_counter()
+        stages["encode_s"] = t4 - t3
+        stage = "write"
+        if task.return_bytes:
+            return ImageResult(task.name, True, worker=worker_id(), output=encoded, **stages)
+        atomic_write(Path(task.dst), encoded)
+        stages["write_s"] = time.perf_counter() - t4
+        return ImageResult(task.name, True, worker=worker_id(), **stages)
+    except (OSError, ValueError, cv2.error, MemoryError) as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        return ImageResult(task.name, False, f"{stage}: {reason}", worker=worker_id(), **stages)
+
+
+def _peak_rss_mb() -> float:
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    except (ImportError, OSError):  # pragma: no cover - not POSIX
+        return 0.0
+
+
+def process_batch(tasks: Sequence[ImageTask], params: BlurParams) -> BatchResult:
+    """Anonymize a batch of images in this process, one after another, single-threaded."""
+    if cv2.getNumThreads() != 1:
+        cv2.setNumThreads(0)
+    t0 = time.perf_counter()
+    results = tuple(process_image(task, params) for task in tasks)
+    return BatchResult(results, time.perf_counter() - t0, worker_id(), _peak_rss_mb())
