@@ -26,8 +26,9 @@ RENDERERS = (html, markdown)
 class ReportResult:
     """What ``build_report`` wrote, and the headline fit.
 
-    ``amdahl`` is the fit of the sweep with the most points (None without a
-    sweep over two worker counts); ``fits`` pairs every sweep's label with its fit.
+    ``amdahl`` is the headline fit (``ReportData.primary_sweep``: most points, then
+    most worker counts, then the narrowest CI; None without a sweep over two
+    worker counts); ``fits`` pairs every sweep's label with its fit.
     """
 
     out_dir: Path

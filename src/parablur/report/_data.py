@@ -321,9 +321,17 @@ class ReportData:
 
     @property
     def primary_sweep(self) -> Sweep | None:
-        """The sweep with the most fitted points (first in configuration order on a tie)."""
+        """The headline sweep: most points, then most worker counts, then the narrowest CI of f.
+
+        Ties left after that go to the first in configuration order.
+        """
         fitted = [s for s in self.sweeps if s.fit is not None]
-        return max(fitted, key=lambda s: s.fit.n_points) if fitted else None
+        if not fitted:
+            return None
+        return max(
+            fitted,
+            key=lambda s: (s.fit.n_points, len(s.points), -(s.fit.ci_high - s.fit.ci_low)),
+        )
 
     @property
     def noise_warnings(self) -> tuple[str, ...]:
