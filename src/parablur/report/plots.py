@@ -1,0 +1,320 @@
+"""The report's PNG figures, drawn headless on the Agg canvas (no pyplot, no display).
+
+Each builder returns a Figure, or a sentence saying why its data is absent;
+an absent plot is skipped and listed in the report, never an error.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .. import analysis as A
+from ._data import STAGES, Config, ReportData, Run
+
+_SIZE = (7.0, 4.2)
+_DPI = 100
+
+
+@dataclass(frozen=True)
+class Plot:
+    """One figure of the report: written to ``path``, or skipped for ``skipped``."""
+
+    name: str
+    title: str
+    path: Path | None
+    skipped: str = ""
+
+
+def _legend(data: ReportData, config: Config, *skip: str) -> str:
+    """A short legend label: what varies is kept, the workload description is dropped."""
+    hosts = {r.config.hostname for r in data.runs}
+    drop = {"mode", "num_images", "blur_radius", "passes", "size", *skip}
+    if len(hosts) == 1:
+        drop.add("hostname")
+    if len({r.config.mode for r in data.runs}) > 1 and "mode" not in skip:
+        drop.discard("mode")
+    return config.label(skip=drop)
+
+
+def _figure() -> tuple[Figure, object]:
+    fig = Figure(figsize=_SIZE, dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
+def _round_key(r: Run) -> tuple:
+    """Rows of one round share its sequential time: same file, run, round and workload."""
+    if not r.round:
+        return (r.source, r.index)
+    return (r.source, r.run_id, r.round, replace(r.config, executor="", workers=None))
+
+
+def seq_vs_par(data: ReportData) -> Figure | str:
+    runs = [r for r in data.runs if r.seq_s is not None or r.par_s is not None]
+    if not runs:
+        return "no row has seq_s or par_s"
+    fig, ax = _figure()
+    rounds: dict[tuple, int] = {}
+    for r in runs:  # a round is shared by the executors measured in it
+        key = _round_key(r)
+        rounds.setdefault(key, len(rounds) + 1)
+    seq = {}
+    for r in runs:
+        key = _round_key(r)
+        if r.seq_s is not None:
+            seq.setdefault(rounds[key], r.seq_s)
+    if seq:
+        xs = sorted(seq)
+        ax.plot(xs, [seq[x] for x in xs], "k-o", ms=4, label="sequential")
+    by_exec: dict[str, list[tuple[int, float]]] = {}
+    for r in runs:
+        key = _round_key(r)
+        if r.par_s is not None:
+            name = f"{r.config.executor} p={r.workers}" if r.workers else r.config.executor
+            by_exec.setdefault(name, []).append((rounds[key], r.par_s))
+    for executor, pts in sorted(by_exec.items()):
+        ax.plot(*zip(*pts, strict=True), "o", ms=4, alpha=0.8, label=f"parallel: {executor}")
+    ax.set_xlabel("round (in file order)")
+    ax.set_ylabel("seconds")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8)
+    ax.set_title("Sequential vs parallel time per round")
+    return fig
+
+
+def throughput(data: ReportData) -> Figure | str:
+    series: dict[str, list[float]] = {}
+    for r in data.runs:
+        if r.seq_throughput:
+            series.setdefault("sequential", []).append(r.seq_throughput)
+        if r.par_throughput:
+            series.setdefault(r.config.executor, []).append(r.par_throughput)
+    if not series:
+        return "no throughput (num_images with seq_s/par_s) in the rows"
+    fig, ax = _figure()
+    names = ["sequential", *sorted(k for k in series if k != "sequential")]
+    names = [n for n in names if n in series]
+    med = [statistics.median(series[n]) for n in names]
+    lo = [m - min(series[n]) for m, n in zip(med, names, strict=True)]
+    hi = [max(series[n]) - m for m, n in zip(med, names, strict=True)]
+    ax.bar(names, med, yerr=[lo, hi], capsize=4, color=["0.5"] + ["C0"] * (len(names) - 1))
+    ax.set_ylabel("images / s (median, bars: min–max)")
+    ax.set_title("Throughput per executor (all configurations)")
+    return fig
+
+
+def speedup_vs_workers(data: ReportData) -> Figure | str:
+    sweeps = data.sweeps
+    if not sweeps:
+        return "no configuration was measured at two or more worker counts"
+    fig, ax = _figure()
+    pmax = max(p.workers for s in sweeps for p in s.points)
+    for i, s in enumerate(sweeps):
+        color = f"C{i % 10}"
+        label = _legend(data, s.config, "workers")
+        ps = [r.workers for r in s.runs if r.speedup]
+        ax.plot(ps, [r.speedup for r in s.runs if r.speedup], "o", color=color, alpha=0.5, ms=4)
+        ax.plot(
+            [p.workers for p in s.points],
+            [p.speedup for p in s.points],
+            "-",
+            color=color,
+            label=f"{label} (median)",
+        )
+        if s.fit is not None and s.seq_median:
+            grid = np.linspace(1, max(pmax, 2), 100)
+            ax.plot(
+                grid,
+                [s.seq_median / s.fit.time(p) for p in grid],
+                "--",
+                color=color,
+                label=f"Amdahl f={s.fit.f:.3f}",
+            )
+    grid = np.linspace(1, max(pmax, 2), 2)
+    ax.plot(grid, grid, ":", color="k", label="ideal S = p")
+    ceilings = [s.ceiling for s in sweeps if s.ceiling]
+    if ceilings:
+        ax.axhline(
+            statistics.median(ceilings),
+            color="r",
+            lw=1,
+            label=f"hardware ceiling {statistics.median(ceilings):.2f}x",
+        )
+    ax.set_xlabel("workers p")
+    ax.set_ylabel("speedup over sequential")
+    ax.set_xticks(range(1, pmax + 1))
+    ax.legend(fontsize=7)
+    ax.set_title("Measured speedup, fitted Amdahl curve, ideal and ceiling")
+    return fig
+
+
+def efficiency_vs_workers(data: ReportData) -> Figure | str:
+    if not data.sweeps:
+        return "no configuration was measured at two or more worker counts"
+    fig, ax = _figure()
+    for i, s in enumerate(data.sweeps):
+        ax.plot(
+            [p.workers for p in s.points],
+            [p.efficiency for p in s.points],
+            "-o",
+            color=f"C{i % 10}",
+            label=_legend(data, s.config, "workers"),
+        )
+    ax.axhline(1.0, color="k", ls=":", lw=1)
+    ax.set_xlabel("workers p")
+    ax.set_ylabel("efficiency S/p (median)")
+    ax.set_ylim(0, 1.15)
+    ax.legend(fontsize=7)
+    ax.set_title("Efficiency vs workers")
+    return fig
+
+
+def karp_flatt_vs_workers(data: ReportData) -> Figure | str:
+    sweeps = [s for s in data.sweeps if any(p.karp_flatt is not None for p in s.points)]
+    if not sweeps:
+        return "no sweep has a worker count above 1"
+    fig, ax = _figure()
+    for i, s in enumerate(sweeps):
+        pts = [(p.workers, p.karp_flatt) for p in s.points if p.karp_flatt is not None]
+        tag = " (growing)" if s.trend.growing else ""
+        ax.plot(
+            *zip(*pts, strict=True),
+            "-o",
+            color=f"C{i % 10}",
+            label=_legend(data, s.config, "workers") + tag,
+        )
+    for study in A.STUDY_FIGURES:
+        ax.axhline(study.serial_fraction, color="0.6", ls=":", lw=1)
+        ax.annotate(
+            f"study phase {study.phase}",
+            (ax.get_xlim()[0], study.serial_fraction),
+            fontsize=7,
+            color="0.4",
+            va="bottom",
+        )
+    ax.set_xlabel("workers p")
+    ax.set_ylabel("Karp-Flatt serial fraction e")
+    ax.legend(fontsize=7)
+    ax.set_title("Karp-Flatt per worker count")
+    return fig
+
+
+def stage_breakdown(data: ReportData) -> Figure | str:
+    bars = []
+    for g in data.groups:
+        sums = {k: [r.stage(k) for r in g.runs if r.stage(k) is not None] for k in STAGES}
+        if not any(sums.values()):
+            continue
+        med = {k: statistics.median(v) if v else 0.0 for k, v in sums.items()}
+        total = sum(med.values())
+        if total > 0:
+            label = _legend(data, g.config)
+            bars.append((label, {k: v / total for k, v in med.items()}))
+    if not bars:
+        return "no stage timings (read_s ... idle_s) in the rows"
+    fig = Figure(figsize=(7.0, 1.6 + 0.28 * len(bars)), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    left = np.zeros(len(bars))
+    for i, k in enumerate(STAGES):
+        vals = np.array([b[1][k] for b in bars])
+        ax.barh([b[0] for b in bars], vals, left=left, color=f"C{i}", label=k.removesuffix("_s"))
+        left += vals
+    ax.invert_yaxis()
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set_xlabel("share of worker time (medians over trials)")
+    ax.set_xlim(0, 1)
+    ax.legend(
+        fontsize=7,
+        ncols=6,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.35 if len(bars) < 4 else -0.1),
+    )
+    ax.set_title("Stage breakdown of the parallel run")
+    return fig
+
+
+def speedup_vs_batch(data: ReportData) -> Figure | str:
+    lines: dict[str, dict[int, float]] = {}
+    for g in data.groups:
+        if g.speedup and g.config.batch_size is not None and g.config.mode != "scale-weak":
+            label = _legend(data, g.config, "batch_size")
+            lines.setdefault(label, {})[g.config.batch_size] = g.speedup.median
+    lines = {k: v for k, v in lines.items() if len(v) >= 2}
+    if not lines:
+        return "no configuration was measured at two or more batch sizes"
+    fig, ax = _figure()
+    for i, (label, pts) in enumerate(sorted(lines.items())):
+        xs = sorted(pts)
+        ax.plot(xs, [pts[x] for x in xs], "-o", color=f"C{i % 10}", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size (images per task)")
+    ax.set_ylabel("median speedup")
+    ax.legend(fontsize=7)
+    ax.set_title("Speedup vs batch size")
+    return fig
+
+
+def weak_scaling(data: ReportData) -> Figure | str:
+    if not data.weak:
+        return "no scale-weak rows"
+    fig, ax = _figure()
+    pmax = max(max(w.workers) for w in data.weak)
+    for i, w in enumerate(data.weak):
+        color = f"C{i % 10}"
+        ax.plot(
+            w.workers,
+            w.scaled,
+            "o",
+            color=color,
+            label=_legend(data, w.config, "workers"),
+        )
+        if w.fit is not None:
+            grid = np.linspace(1, max(pmax, 2), 50)
+            ax.plot(
+                grid,
+                [w.fit.speedup(p) for p in grid],
+                "--",
+                color=color,
+                label=f"Gustafson f_s={w.fit.f:.3f}",
+            )
+    ax.plot([1, max(pmax, 2)], [1, max(pmax, 2)], ":", color="k", label="ideal")
+    ax.set_xlabel("workers p (problem grown with p)")
+    ax.set_ylabel("scaled speedup p·T1/Tp")
+    ax.legend(fontsize=7)
+    ax.set_title("Weak scaling")
+    return fig
+
+
+BUILDERS: tuple[tuple[str, str, Callable[[ReportData], Figure | str]], ...] = (
+    ("seq_vs_par", "Sequential vs parallel time per round", seq_vs_par),
+    ("throughput", "Throughput per executor", throughput),
+    ("speedup_vs_workers", "Speedup vs workers with the Amdahl fit", speedup_vs_workers),
+    ("efficiency_vs_workers", "Efficiency vs workers", efficiency_vs_workers),
+    ("karp_flatt_vs_workers", "Karp-Flatt vs workers", karp_flatt_vs_workers),
+    ("stage_breakdown", "Stage breakdown", stage_breakdown),
+    ("speedup_vs_batch", "Speedup vs batch size", speedup_vs_batch),
+    ("weak_scaling", "Weak scaling", weak_scaling),
+)
+
+
+def render_plots(data: ReportData, out_dir: Path) -> tuple[Plot, ...]:
+    """Write every plot that has data as ``out_dir/<name>.png``; list the others as skipped."""
+    out = []
+    for name, title, build in BUILDERS:
+        fig = build(data)
+        if isinstance(fig, str):
+            out.append(Plot(name, title, None, fig))
+            continue
+        path = out_dir / f"{name}.png"
+        # no Software tag: keeps the PNG free of matplotlib's URL
+        fig.savefig(path, format="png", metadata={"Software": None})
+        out.append(Plot(name, title, path))
+    return tuple(out)

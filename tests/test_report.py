@@ -1,0 +1,151 @@
+"""The report built from saved results: figures, HTML, Markdown, old formats, several files."""
+
+from __future__ import annotations
+
+import re
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+
+from parablur.errors import ResultsError
+from parablur.report import build_report
+from parablur.results import append_rows
+
+FIXTURES = Path(__file__).parent / "fixtures"
+V1 = FIXTURES / "results_v1.csv"
+OLD = FIXTURES / "results_old.csv"
+V1_PLOTS = (
+    "seq_vs_par",
+    "throughput",
+    "speedup_vs_workers",
+    "efficiency_vs_workers",
+    "karp_flatt_vs_workers",
+    "stage_breakdown",
+    "speedup_vs_batch",
+)
+
+
+def assert_valid_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
+    pos, kinds = 8, []
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
+        assert zlib.crc32(kind + body) == crc, f"{path}: bad CRC in {kind!r}"
+        kinds.append(kind)
+        pos += 12 + length
+    assert kinds[0] == b"IHDR" and kinds[-1] == b"IEND" and b"IDAT" in kinds
+    width, height = struct.unpack(">II", data[16:24])
+    assert width > 100 and height > 100
+
+
+@pytest.fixture(scope="module")
+def v1_report(tmp_path_factory: pytest.TempPathFactory):
+    return build_report([V1], tmp_path_factory.mktemp("v1"))
+
+
+def test_every_expected_png_is_written_and_valid(v1_report) -> None:
+    for name in V1_PLOTS:
+        path = v1_report.out_dir / f"{name}.png"
+        assert path in v1_report.files
+        assert_valid_png(path)
+    assert [p.name for p in v1_report.skipped] == ["weak_scaling"]
+    assert v1_report.html.is_file() and v1_report.markdown.is_file()
+    assert v1_report.html in v1_report.files and v1_report.markdown in v1_report.files
+
+
+def test_fit_and_warnings_on_the_fixture(v1_report) -> None:
+    fit = v1_report.amdahl
+    assert fit is not None and fit.n_points == 9
+    assert 0 < fit.ci_low <= fit.f <= fit.ci_high <= 1
+    assert len(v1_report.fits) == 3  # strong sweeps at batch 1, 4, 16; bench rows are all p=2
+    # p=3 on two cores only adds contention: Karp-Flatt grows with the pool
+    assert any("grows with the pool" in w for w in v1_report.warnings)
+
+
+def test_html_is_self_contained_with_tables_and_fit(v1_report) -> None:
+    text = v1_report.html.read_text(encoding="utf-8")
+    assert "Runs grouped by configuration" in text
+    assert "Karp-Flatt per worker count" in text
+    assert "Environment of each run" in text
+    assert "study phase 2" in text and "4.52x" in text
+    assert f"f = {v1_report.amdahl.f:.3f}" in text
+    assert text.count("<table>") >= 4
+    assert text.count('src="data:image/png;base64,') == len(V1_PLOTS)
+    assert not re.search(r"https?://", text)
+    assert not re.search(r"""(src|href)\s*=\s*["'](?!data:)""", text)
+    assert "bench-2c" in text and "Xeon" in text
+    assert "Weak scaling: no scale-weak rows" in text
+
+
+def test_markdown_summary(v1_report) -> None:
+    text = v1_report.markdown.read_text(encoding="utf-8")
+    assert text.startswith("# ParaBlur report")
+    assert f"f = {v1_report.amdahl.f:.3f}" in text
+    assert "| executor |" in text or "executor" in text
+    assert "(speedup_vs_workers.png)" in text
+
+
+def test_old_format_builds_a_report(tmp_path: Path) -> None:
+    result = build_report([OLD], tmp_path)
+    assert result.amdahl is None  # one worker count: nothing to fit
+    html = result.html.read_text(encoding="utf-8")
+    # the row without a speedup gets one from its times: 40.8 / 26.0
+    assert "1.569" in html
+    assert "Runs grouped by configuration" in html
+    for p in result.plots:
+        if p.path is not None:
+            assert_valid_png(p.path)
+    assert {p.name for p in result.plots if p.path} >= {"seq_vs_par", "throughput"}
+    assert "No sweep over two or more worker counts" in html
+
+
+def test_two_csvs_together(tmp_path: Path) -> None:
+    result = build_report([V1, OLD], tmp_path)
+    html = result.html.read_text(encoding="utf-8")
+    assert "results_v1.csv" in html and "results_old.csv" in html
+    assert len(result.data.runs) == 33 + 4
+    assert result.amdahl is not None
+
+
+def test_csv_text_is_escaped_and_weak_scaling_is_plotted(tmp_path: Path) -> None:
+    csv_path = tmp_path / "weak.csv"
+    rows = []
+    for rnd in (1, 2):
+        for p, t in ((1, 10.0), (2, 10.6), (3, 11.5)):
+            rows.append(
+                {
+                    "mode": "scale-weak",
+                    "round": rnd,
+                    "executor": "dask",
+                    "workers": p,
+                    "num_images": 10 * p,
+                    "batch_size": 2,
+                    "seq_s": 10.0 * p,
+                    "par_s": t + 0.1 * rnd,
+                    "hostname": "<script>alert(1)</script>",
+                    "cpu_model": "A & B <cpu>",
+                }
+            )
+    append_rows(csv_path, rows)
+    result = build_report([csv_path], tmp_path / "out")
+    html = result.html.read_text(encoding="utf-8")
+    assert "<script>" not in html
+    assert "&lt;script&gt;" in html and "A &amp; B &lt;cpu&gt;" in html
+    assert_valid_png(tmp_path / "out" / "weak_scaling.png")
+    assert "Weak scaling (Gustafson)" in html
+    weak = result.data.weak[0]
+    # T1 = median one-worker time 10.15 s; p=3 in round 1: 3 * 10.15 / 11.6
+    assert weak.workers == (1, 1, 2, 2, 3, 3)
+    assert weak.scaled[4:] == pytest.approx((3 * 10.15 / 11.7, 3 * 10.15 / 11.6))
+    assert weak.fit is not None and 0 < weak.fit.f < 0.3
+
+
+def test_missing_csv_raises_results_error(tmp_path: Path) -> None:
+    with pytest.raises(ResultsError):
+        build_report([tmp_path / "nope.csv"], tmp_path / "out")
