@@ -127,10 +127,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="the study's benchmark: sequential vs parallel rounds")
     _add_bench_flags(bench)
+
+    scale = sub.add_parser("scale", help="sweep workers and batch sizes; fit Amdahl's law")
+    _add_bench_flags(scale, sweep=True)
+    g = scale.add_argument_group("sweep")
+    g.add_argument("--workers-list", type=_int_list, default=None,
+                   help="worker counts to visit (default: 1..cores, plus one past them)")
+    g.add_argument("--batch-sizes", type=_int_list, default=(1, 2, 4, 8),
+                   help="batch sizes to visit (default: 1,2,4,8)")
+    g.add_argument("--weak", action="store_true",
+                   help="weak scaling: fixed images per worker (Gustafson's law)")
+    g.add_argument("--images-per-worker", type=int, default=8,
+                   help="images per worker with --weak (default: 8)")
+
+    report = sub.add_parser("report", help="rebuild plots and the HTML report from results CSVs")
+    report.add_argument("csv", nargs="+", type=Path, help="results CSV files")
+    report.add_argument("--out", type=Path, default=Path("report"),
+                        help="output folder (default: report/)")
     return parser
 
 
-def _add_bench_flags(bench: argparse.ArgumentParser) -> None:
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in _csv_list(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _add_bench_flags(bench: argparse.ArgumentParser, *, sweep: bool = False) -> None:
     _add_dataset_flags(bench)
     _add_run_flags(bench, single_executor=False)
     g = bench.add_argument_group("benchmark")
@@ -141,8 +168,12 @@ def _add_bench_flags(bench: argparse.ArgumentParser) -> None:
     g.add_argument("--trials", type=int, default=3, help="measured rounds (default: 3)")
     g.add_argument("--report-csv", type=Path, default=Path("benchmark_results.csv"),
                    help="CSV the measured rounds are appended to (default: %(default)s)")
-    g.add_argument("--ceiling", action="store_true",
-                   help="also measure the hardware ceiling (N processes vs one, in memory)")
+    if not sweep:
+        g.add_argument("--ceiling", action="store_true",
+                       help="also measure the hardware ceiling (N processes vs one, in memory)")
+    g.add_argument("--report-dir", type=Path, default=Path("report"),
+                   help="where the HTML report is written at the end (default: report/)")
+    g.add_argument("--no-report", action="store_true", help="do not write the report")
     _add_output_flags(bench)
 
 
@@ -205,8 +236,18 @@ def _bench_config(a: argparse.Namespace) -> BenchConfig:
     return BenchConfig(
         fetch=_fetch_config(a), run=_run_config(a, a.executors[0] if a.executors else "dask"),
         executors=tuple(a.executors), warmup=a.warmup, trials=a.trials,
-        report_csv=a.report_csv, measure_ceiling=a.ceiling,
+        report_csv=a.report_csv, measure_ceiling=getattr(a, "ceiling", False),
     )
+
+
+def _write_report(a: argparse.Namespace) -> None:
+    if a.no_report:
+        return
+    from .report import build_report
+
+    result = build_report([a.report_csv], a.report_dir)
+    drawn = sum(1 for p in result.plots if p.path is not None)
+    print(f"report: {result.html} ({drawn} figures)")
 
 
 def _cmd_bench(a: argparse.Namespace) -> int:
@@ -219,10 +260,50 @@ def _cmd_bench(a: argparse.Namespace) -> int:
     for m in summary.mismatches[:20]:
         print(f"  mismatch: round {m['round']} [{m['executor']}] {m['image']}: {m['reason']}")
     _write_json(a.summary_json, summary.to_dict())
+    _write_report(a)
     return 0 if summary.ok else 1
 
 
-COMMANDS = {"fetch": _cmd_fetch, "run": _cmd_run, "bench": _cmd_bench}
+def _cmd_scale(a: argparse.Namespace) -> int:
+    from .scaling import ScaleConfig, default_workers_list, run_scale
+
+    config = ScaleConfig(
+        bench=_bench_config(a), workers_list=a.workers_list or default_workers_list(),
+        batch_sizes=a.batch_sizes, weak=a.weak, images_per_worker=a.images_per_worker,
+    )
+    summary = run_scale(config, progress=not a.quiet)
+    if summary.fit:
+        f = summary.fit
+        ceiling = f"{f.ceiling:.2f}x" if f.ceiling else "unbounded"
+        print(f"Amdahl fit over the sweep: serial fraction f = {f.f:.3f} "
+              f"(95% CI {f.ci_low:.3f} to {f.ci_high:.3f}), predicted ceiling 1/f = {ceiling}")
+    for point in summary.points:
+        for st in point.stats.values():
+            kf = f"{st.serial_fraction:.3f}" if st.serial_fraction is not None else "n/a"
+            print(f"  workers {st.workers}, batch {st.batch_size}: speedup {st.speedup:.2f}x, "
+                  f"efficiency {st.efficiency * 100:.1f}%, Karp-Flatt {kf}, "
+                  f"{st.clean_rounds}/{st.rounds} clean")
+    _write_json(a.summary_json, summary.to_dict())
+    _write_report(a)
+    return 0 if summary.ok else 1
+
+
+def _cmd_report(a: argparse.Namespace) -> int:
+    from .report import build_report
+
+    result = build_report(a.csv, a.out)
+    drawn = sum(1 for p in result.plots if p.path is not None)
+    print(f"report: {result.html}, {result.markdown} and {drawn} figures in {a.out}")
+    for plot in result.skipped:
+        print(f"  skipped {plot.name}: {plot.skipped}")
+    if result.amdahl:
+        f = result.amdahl
+        print(f"Amdahl serial fraction f = {f.f:.3f} (95% CI {f.ci_low:.3f} to {f.ci_high:.3f})")
+    return 0
+
+
+COMMANDS = {"fetch": _cmd_fetch, "run": _cmd_run, "bench": _cmd_bench, "scale": _cmd_scale,
+            "report": _cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

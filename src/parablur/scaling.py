@@ -1,0 +1,124 @@
+"""Scaling studies: the benchmark swept over worker counts and batch sizes.
+
+Strong scaling keeps the dataset fixed; weak scaling (``weak=True``) keeps the
+images per worker fixed, so the dataset grows with the pool (Gustafson's law).
+Every point runs the same verified, interleaved rounds as ``bench`` and appends
+the same CSV rows, with ``mode`` set to ``scale-strong`` or ``scale-weak``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field, replace
+
+from . import results
+from .analysis import AmdahlFit, fit_amdahl
+from .benchmark import Bench, BenchSummary, Echo, RoundResult, _csv_row, format_round, summarize
+from .config import BenchConfig, default_workers
+from .dataset import list_images
+from .environment import snapshot
+from .errors import ConfigError, DatasetError
+
+
+def default_workers_list() -> tuple[int, ...]:
+    """1, 2, ... up to the cores, plus one step past them to show oversubscription."""
+    return tuple(range(1, default_workers() + 2))
+
+
+@dataclass(frozen=True)
+class ScaleConfig:
+    """A sweep: the benchmark's settings, and the worker counts and batch sizes to visit."""
+
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    workers_list: tuple[int, ...] = field(default_factory=default_workers_list)
+    batch_sizes: tuple[int, ...] = (1, 2, 4, 8)
+    weak: bool = False
+    images_per_worker: int = 8
+
+    def __post_init__(self) -> None:
+        if not self.workers_list or min(self.workers_list) < 1:
+            raise ConfigError(f"workers-list must be positive integers, got {self.workers_list}")
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise ConfigError(f"batch-sizes must be positive integers, got {self.batch_sizes}")
+        if self.images_per_worker < 1:
+            raise ConfigError(f"images-per-worker must be >= 1, got {self.images_per_worker}")
+
+    @property
+    def mode(self) -> str:
+        return "scale-weak" if self.weak else "scale-strong"
+
+
+@dataclass(frozen=True)
+class ScaleSummary:
+    """Every point of the sweep and the Amdahl fit over it."""
+
+    run_id: str
+    points: list[BenchSummary]
+    fit: AmdahlFit | None
+    csv_path: str
+
+    @property
+    def ok(self) -> bool:
+        return all(p.ok for p in self.points)
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return {
+            "run_id": self.run_id, "ok": self.ok, "report_csv": self.csv_path,
+            "amdahl": asdict(self.fit) if self.fit else None,
+            "points": [p.to_dict() for p in self.points],
+        }
+
+
+def run_scale(config: ScaleConfig, *, echo: Echo = print, progress: bool = False) -> ScaleSummary:
+    """Run the sweep; one cluster per worker count, reused for every batch size."""
+    from .ingestion import fetch_dataset
+
+    bench = config.bench
+    needed = (max(config.workers_list) * config.images_per_worker if config.weak
+              else bench.fetch.num_images)
+    fetched = fetch_dataset(replace(bench.fetch, num_images=needed), progress=progress)
+    echo(fetched.format_summary())
+    fetch_summary = fetched.to_dict()
+    all_images = list_images(bench.fetch.input_dir)
+    if not all_images:
+        raise DatasetError(f"no images found in {bench.fetch.input_dir}")
+    run_id = uuid.uuid4().hex[:12]
+    points: list[BenchSummary] = []
+    fit_p: list[int] = []
+    fit_t: list[float] = []
+    for workers in config.workers_list:
+        images = all_images[: workers * config.images_per_worker] if config.weak else all_images
+        run = replace(bench.run, input_dir=bench.fetch.input_dir, workers=workers)
+        point_cfg = replace(bench, run=run)
+        with Bench(point_cfg, echo=echo, progress=progress) as pool:
+            for size in config.batch_sizes:
+                sized = replace(point_cfg, run=replace(run, batch_size=size))
+                rounds: list[RoundResult] = []
+                for i in range(bench.warmup + bench.trials):
+                    warm = i < bench.warmup
+                    rnd = pool.one_round(i - bench.warmup + 1, warm, images, bool(i % 2),
+                                         run=sized.run)
+                    rounds.append(rnd)
+                    echo(f"workers {workers}, batch {size}: {format_round(rnd)}")
+                    if warm:
+                        continue
+                    env = snapshot()
+                    rows = [_csv_row(rnd, n, sized, env, run_id, config.mode, None,
+                                     fetch_summary.get("dataset_checksum"))
+                            for n in rnd.parallel]
+                    results.append_rows(bench.report_csv, rows)
+                    for name in rnd.parallel:
+                        if rnd.clean(name) and not config.weak:
+                            # Drift-corrected: the round's parallel time scaled to the
+                            # median sequential time, so machine drift cancels out.
+                            fit_p.append(rnd.parallel[name].workers)
+                            fit_t.append(rnd.parallel[name].wall_s / rnd.sequential.wall_s)
+                stats = {n: summarize(n, rounds, None) for n in bench.executors}
+                points.append(BenchSummary(run_id, len(images), rounds, stats, None,
+                                           fetch_summary, str(bench.report_csv)))
+    fit = None
+    if len(set(fit_p)) >= 2:
+        fit = fit_amdahl(fit_p, fit_t)
+    return ScaleSummary(run_id, points, fit, str(bench.report_csv))
