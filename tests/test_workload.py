@@ -84,3 +84,20 @@ def test_corrupt_image_is_a_recorded_failure_not_a_crash(tmp_path: Path):
     assert "decode" in res.images[0].error
     assert "empty" in res.images[1].error
     assert not (tmp_path / "out" / "bad.jpg").exists()
+
+
+def test_overlapped_io_gives_the_same_outputs(image_dir: Path, tmp_path: Path):
+    srcs = sorted(image_dir.iterdir())
+    plain = [ImageTask(p.name, str(p), str(tmp_path / "a" / p.name)) for p in srcs]
+    overlapped = [ImageTask(p.name, str(p), str(tmp_path / "b" / p.name)) for p in srcs]
+    missing = ImageTask("gone.jpg", str(tmp_path / "gone.jpg"), str(tmp_path / "b" / "gone.jpg"))
+    res_a = process_batch(plain, BlurParams(sigma=3))
+    res_b = process_batch([*overlapped[:3], missing, *overlapped[3:]],
+                          BlurParams(sigma=3, overlap_io=True))
+    assert all(r.ok for r in res_a.images)
+    assert [r.name for r in res_b.images] == [*(p.name for p in srcs[:3]), "gone.jpg",
+                                              *(p.name for p in srcs[3:])]
+    assert [r.ok for r in res_b.images].count(False) == 1
+    assert "read" in next(r.error for r in res_b.images if not r.ok)
+    for p in srcs:
+        assert (tmp_path / "a" / p.name).read_bytes() == (tmp_path / "b" / p.name).read_bytes()

@@ -83,6 +83,9 @@ def _add_run_flags(p: argparse.ArgumentParser, *, single_executor: bool) -> None
     g.add_argument("--blur-radius", type=float, default=10.0,
                    help="Gaussian sigma; the kernel side is 6*sigma+1 (default: 10, i.e. 61)")
     g.add_argument("--passes", type=int, default=1, help="blur passes per image (default: 1)")
+    g.add_argument("--overlap-io", action="store_true",
+                   help="read the next image and write the last output on a background "
+                        "thread while blurring (outputs unchanged)")
     g.add_argument("--include-dask-startup", action="store_true",
                    help="count cluster start-up in the parallel time")
     g.add_argument("--performance-report", type=Path, default=None, metavar="FILE.html",
@@ -196,7 +199,7 @@ def _run_config(a: argparse.Namespace, executor: str) -> RunConfig:
         input_dir=a.input_dir, output_dir=a.output_dir, executor=executor,
         workers=a.workers if a.workers is not None else default_workers(),
         threads_per_worker=a.threads_per_worker, batch_size=a.batch_size,
-        blur=BlurParams(sigma=a.blur_radius, passes=a.passes), cluster=cluster,
+        blur=BlurParams(sigma=a.blur_radius, passes=a.passes, overlap_io=a.overlap_io), cluster=cluster,
         transfer=a.transfer, force=getattr(a, "force", True),
         include_startup=a.include_dask_startup, performance_report=a.performance_report,
     )

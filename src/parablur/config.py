@@ -95,6 +95,9 @@ class BlurParams:
     sigma: float = 10.0
     passes: int = 1
     jpeg_quality: int = 92
+    # How a worker schedules its disk I/O (never what it computes): read the next
+    # file and write the last output on a background thread while blurring.
+    overlap_io: bool = False
 
     def __post_init__(self) -> None:
         _require(self.sigma > 0, f"blur-radius (sigma) must be > 0, got {self.sigma}")
