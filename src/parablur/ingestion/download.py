@@ -135,21 +135,36 @@ class Downloader:
     def fetch(self, url: str) -> Download:
         """The validated image at ``url``; raises DownloadFailed with the reason and attempts."""
         attempts = 0
+        last_reason = ""
 
         def attempt() -> Download:
-            nonlocal attempts
+            nonlocal attempts, last_reason
             if self.breaker.is_open(url):
-                raise BreakerOpen(f"circuit breaker open for {host_of(url)}")
+                suffix = f" after: {last_reason}" if last_reason else ""
+                raise BreakerOpen(f"circuit breaker open for {host_of(url)}{suffix}")
             attempts += 1
-            final_url, data = self._get(url)
+            try:
+                final_url, data = self._get(url)
+            except _Transient as exc:
+                last_reason = str(exc)
+                raise
             fmt, image = validate_image(data, self.config.max_pixels)
             return Download(url, final_url, data, fmt, image, attempts)
+
+        def sleep(seconds: float) -> None:
+            # Wake early when the fetch is closed or the host's breaker opens meanwhile.
+            end = time.monotonic() + seconds
+            while not self._closed.is_set() and not self.breaker.is_open(url):
+                remaining = end - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._closed.wait(min(remaining, 0.05))
 
         retrying = Retrying(
             retry=retry_if_exception_type(_Transient),
             stop=stop_after_attempt(self.config.retries + 1) | self._stop_if_breaker_open,
             wait=self._wait,
-            sleep=self._sleep,
+            sleep=sleep,
             before_sleep=lambda _state: self.on_retry(),
             reraise=True,
         )
@@ -169,9 +184,6 @@ class Downloader:
         if retry_after is not None:
             return min(retry_after, self.config.retry_after_cap_s)
         return self._exp_wait(state)
-
-    def _sleep(self, seconds: float) -> None:
-        self._closed.wait(seconds)
 
     def _get(self, url: str) -> tuple[str, bytes]:
         """One attempt: follow redirects by hand (http/https only) and read the body."""
