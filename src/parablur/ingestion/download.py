@@ -4,6 +4,7 @@ and validation of the body before it is accepted."""
 from __future__ import annotations
 
 import email.utils
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from urllib.parse import urljoin, urlsplit
 import numpy as np
 import requests
 from requests.adapters import HTTPAdapter
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
 
 from .. import __version__
@@ -122,9 +123,6 @@ class Downloader:
         self.session = session or make_session(config.download_workers)
         self.breaker = breaker or CircuitBreaker(config.breaker_threshold)
         self.on_retry = on_retry or (lambda: None)
-        self._exp_wait = wait_exponential_jitter(initial=config.backoff_base_s,
-                                                 max=config.backoff_max_s,
-                                                 jitter=config.backoff_base_s)
         self._closed = threading.Event()
 
     def close(self) -> None:
@@ -183,7 +181,11 @@ class Downloader:
         retry_after = getattr(exc, "retry_after", None)
         if retry_after is not None:
             return min(retry_after, self.config.retry_after_cap_s)
-        return self._exp_wait(state)
+        # Exponential backoff with full-base jitter, capped (tenacity's own helper renamed its
+        # parameters between versions, so it is spelled out here).
+        cfg = self.config
+        delay = cfg.backoff_base_s * 2 ** (state.attempt_number - 1)
+        return min(cfg.backoff_max_s, delay + random.uniform(0, cfg.backoff_base_s))
 
     def _get(self, url: str) -> tuple[str, bytes]:
         """One attempt: follow redirects by hand (http/https only) and read the body."""
