@@ -51,7 +51,7 @@ def closed_port() -> int:
 
 
 def assert_dataset_consistent(folder: Path, count: int) -> dict:
-    """Every manifest entry's file exists, matches its sha256 and decodes; nothing else is visible."""
+    """Every manifest entry's file exists, matches its sha256 and decodes; nothing else shows."""
     doc = json.loads((folder / MANIFEST_NAME).read_text())
     entries = doc["images"]
     assert [e["index"] for e in entries] == list(range(count))

@@ -241,8 +241,10 @@ class Downloader:
         if length is not None and length.strip().isdigit():
             expected = int(length)
             if expected > cfg.max_bytes:
-                raise ValidationError(f"Content-Length {expected} is over max-bytes {cfg.max_bytes}")
-        encoded = response.headers.get("Content-Encoding", "identity").lower() not in ("", "identity")
+                raise ValidationError(
+                    f"Content-Length {expected} is over max-bytes {cfg.max_bytes}")
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        encoded = encoding not in ("", "identity")
         body = bytearray()
         fmt: str | None = None
         size_known = False

@@ -61,7 +61,7 @@ def file_matches(path: Path, entry: ManifestEntry) -> bool:
 
 
 def load_manifest(folder: Path) -> tuple[dict, dict[int, ManifestEntry]]:
-    """The metadata and entries (by index) of ``folder``'s manifest; empty if absent or unreadable."""
+    """The metadata and entries (by index) of ``folder``'s manifest; empty if absent or bad."""
     path = Path(folder) / MANIFEST_NAME
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
