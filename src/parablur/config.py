@@ -61,6 +61,8 @@ class FetchConfig:
     max_redirects: int = 5
     breaker_threshold: int = 3
     retry_after_cap_s: float = 30.0
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 10.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_dir", Path(self.input_dir))
@@ -86,6 +88,12 @@ class FetchConfig:
         _require(self.max_redirects >= 0, f"max redirects must be >= 0, got {self.max_redirects}")
         _require(self.breaker_threshold >= 1,
                  f"breaker threshold must be >= 1, got {self.breaker_threshold}")
+        _require(self.retry_after_cap_s >= 0,
+                 f"retry-after cap must be >= 0, got {self.retry_after_cap_s}")
+        _require(self.backoff_base_s >= 0, f"backoff base must be >= 0, got {self.backoff_base_s}")
+        _require(self.backoff_max_s >= self.backoff_base_s,
+                 f"backoff max must be >= backoff base ({self.backoff_base_s}), "
+                 f"got {self.backoff_max_s}")
 
 
 @dataclass(frozen=True)
