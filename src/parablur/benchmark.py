@@ -279,7 +279,8 @@ def run_benchmark(config: BenchConfig, *, echo: Echo = print, progress: bool = F
 
         fetched = fetch_dataset(config.fetch, progress=progress)
         fetch_summary = fetched.to_dict()
-        echo(fetched.format_summary())
+        if not progress:  # with progress on, fetch_dataset has printed it already
+            echo(fetched.format_summary())
     images = list_images(config.fetch.input_dir)
     if not images:
         raise DatasetError(f"no images found in {config.fetch.input_dir}")

@@ -79,7 +79,8 @@ def run_scale(config: ScaleConfig, *, echo: Echo = print, progress: bool = False
     needed = (max(config.workers_list) * config.images_per_worker if config.weak
               else bench.fetch.num_images)
     fetched = fetch_dataset(replace(bench.fetch, num_images=needed), progress=progress)
-    echo(fetched.format_summary())
+    if not progress:  # with progress on, fetch_dataset has printed it already
+        echo(fetched.format_summary())
     fetch_summary = fetched.to_dict()
     all_images = list_images(bench.fetch.input_dir)
     if not all_images:
