@@ -186,7 +186,19 @@ def process_image(task: ImageTask, params: BlurParams, *, prefetched: Future | N
         return ImageResult(task.name, False, f"{stage}: {reason}", worker=worker_id(), **stages)
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB.
+
+    Read from VmHWM, which starts afresh in every exec'd process; ``ru_maxrss``
+    would carry the peak of the process that spawned this one.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     try:
         import resource
 
@@ -232,4 +244,4 @@ def process_batch(tasks: Sequence[ImageTask], params: BlurParams) -> BatchResult
         results = _overlapped(tasks, params)
     else:
         results = tuple(process_image(task, params) for task in tasks)
-    return BatchResult(results, time.perf_counter() - t0, worker_id(), _peak_rss_mb())
+    return BatchResult(results, time.perf_counter() - t0, worker_id(), peak_rss_mb())
