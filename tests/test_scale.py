@@ -1,0 +1,66 @@
+"""parablur scale end to end on a tiny dataset, and parablur report from a committed fixture."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_cli import closed_port_url
+
+from parablur import results
+from parablur.cli import main
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.mark.slow
+def test_scale_sweeps_workers_and_batch_sizes_and_writes_a_report(tmp_path: Path, capsys):
+    code = main([
+        "scale", "--workers-list", "1,2", "--batch-sizes", "1,4", "--trials", "1", "--warmup", "0",
+        "--num-images", "6", "--width", "160", "--height", "160", "--executors", "processes",
+        "--quiet", "--source-url", closed_port_url(), "--input-dir", str(tmp_path / "d"),
+        "--output-dir", str(tmp_path / "p"), "--report-csv", str(tmp_path / "s.csv"),
+        "--report-dir", str(tmp_path / "rep"), "--summary-json", str(tmp_path / "s.json"),
+    ])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "Amdahl fit over the sweep" in out
+    rows = results.read_rows(tmp_path / "s.csv")
+    assert sorted((r["workers"], r["batch_size"]) for r in rows) == [
+        ("1", "1"), ("1", "4"), ("2", "1"), ("2", "4")]
+    assert {r["mode"] for r in rows} == {"scale-strong"} and all(r["identical"] == "true" for r in rows)
+    data = json.loads((tmp_path / "s.json").read_text())
+    assert 0.0 <= data["amdahl"]["f"] <= 1.0
+    assert (tmp_path / "rep" / "report.html").stat().st_size > 1000
+    assert (tmp_path / "rep" / "speedup_vs_workers.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_weak_scaling_grows_the_dataset_with_the_pool(tmp_path: Path):
+    code = main([
+        "scale", "--weak", "--images-per-worker", "2", "--workers-list", "1,2", "--batch-sizes", "1",
+        "--trials", "1", "--warmup", "0", "--width", "128", "--height", "128",
+        "--executors", "threads", "--quiet", "--source-url", closed_port_url(),
+        "--input-dir", str(tmp_path / "d"), "--output-dir", str(tmp_path / "p"),
+        "--report-csv", str(tmp_path / "w.csv"), "--report-dir", str(tmp_path / "rep"),
+    ])
+    assert code == 0
+    rows = results.read_rows(tmp_path / "w.csv")
+    assert [(r["workers"], r["num_images"], r["mode"]) for r in rows] == [
+        ("1", "2", "scale-weak"), ("2", "4", "scale-weak")]
+    assert (tmp_path / "rep" / "weak_scaling.png").is_file()
+
+
+def test_report_command_from_the_fixture(tmp_path: Path, capsys):
+    assert main(["report", str(FIXTURES / "results_v1.csv"), str(FIXTURES / "results_old.csv"),
+                 "--out", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "Amdahl serial fraction f =" in out
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert "<table" in html and "data:image/png;base64," in html
+
+
+def test_report_of_a_missing_csv_is_a_clean_error(tmp_path: Path, capsys):
+    assert main(["report", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "r")]) == 1
+    assert "results file not found" in capsys.readouterr().err
