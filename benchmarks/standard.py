@@ -23,7 +23,6 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,7 +38,7 @@ import psutil
 from parablur import results
 from parablur.analysis import efficiency, karp_flatt
 from parablur.ceiling import measure_ceiling
-from parablur.config import BlurParams, FetchConfig, RunConfig
+from parablur.config import FetchConfig, RunConfig
 from parablur.dataset import list_images
 from parablur.environment import snapshot
 from parablur.executors import create_executor
@@ -241,7 +240,7 @@ def main() -> int:
     for (label, n), growth in client_growth.items():
         print(f"client RSS change over a {n}-image tiny run ({label}): {growth:+.1f} MB")
     seq_ms = tiny_seq.wall_s / len(tiny) * 1000
-    for label, (size, wall, orch_ms, per_ms) in orchestration.items():
+    for label, (size, _wall, orch_ms, per_ms) in orchestration.items():
         print(f"orchestration on {len(tiny)} tiny 64x64 images, {label} (size {size}): "
               f"{orch_ms:.3f} ms/image beyond the work ({per_ms:.3f} ms/image in all; "
               f"sequential {seq_ms:.3f} ms/image)")
