@@ -21,6 +21,15 @@ def _set_allowed_failures(dask_scheduler=None, *, count: int) -> int:
     return count
 
 
+def _ignore_sigint() -> None:
+    """Ctrl-C reaches the whole process group: let ParaBlur, not each worker, handle it."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _warm_worker() -> int:
     import os
 
@@ -64,6 +73,8 @@ class DaskExecutor(ExecutorBase):
             with contextlib.suppress(Exception):
                 self.client.run_on_scheduler(_set_allowed_failures,
                                              count=self.cluster_config.max_task_retries + 1)
+        if self._conn.cluster is not None and self.processes:
+            self.client.run(_ignore_sigint)
         self.client.run(_warm_worker)
         self.startup_s = time.perf_counter() - t0
         self.dashboard_link = self._conn.dashboard_link if self.cluster_config.dashboard else None
