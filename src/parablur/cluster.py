@@ -51,11 +51,30 @@ class Connection:
     dashboard_link: str | None = None
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.client.close(timeout=10)
-        if self.cluster is not None:
+        """Shut down (bounded by timeouts); a second Ctrl-C or SIGTERM cannot cut it short."""
+        with _signals_held():
             with contextlib.suppress(Exception):
-                self.cluster.close(timeout=10)
+                self.client.close(timeout=10)
+            if self.cluster is not None:
+                with contextlib.suppress(Exception):
+                    self.cluster.close(timeout=10)
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Ignore SIGINT and SIGTERM inside the block (main thread only), then restore them."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 def connect(

@@ -9,6 +9,8 @@ import webbrowser
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from distributed import WorkerPlugin
+
 from ..cluster import Connection, connect
 from ..config import BlurParams, ClusterConfig
 from ..workload import BatchResult, process_batch, single_threaded
@@ -28,6 +30,15 @@ def _ignore_sigint() -> None:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class _IgnoreSigint(WorkerPlugin):
+    """Applied to every worker of a local cluster, including those a nanny restarts."""
+
+    name = "parablur-ignore-sigint"
+
+    def setup(self, worker) -> None:
+        _ignore_sigint()
 
 
 def _warm_worker() -> int:
@@ -74,7 +85,7 @@ class DaskExecutor(ExecutorBase):
                 self.client.run_on_scheduler(_set_allowed_failures,
                                              count=self.cluster_config.max_task_retries + 1)
         if self._conn.cluster is not None and self.processes:
-            self.client.run(_ignore_sigint)
+            self.client.register_plugin(_IgnoreSigint())
         self.client.run(_warm_worker)
         self.startup_s = time.perf_counter() - t0
         self.dashboard_link = self._conn.dashboard_link if self.cluster_config.dashboard else None
