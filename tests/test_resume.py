@@ -39,8 +39,11 @@ def test_run_skips_up_to_date_outputs_and_redoes_changed_ones(tmp_path: Path) ->
     first = _run(tmp_path / "in", out)
     assert (first["rc"], first["ok"], first["skipped"]) == (0, 5, 0)
     assert (out / "sequential" / RECORD_NAME).is_file()
+    stale = out / "sequential" / ".img_000.jpg.0123abcd.part"  # as a killed writer leaves it
+    stale.write_bytes(b"half an image")
     again = _run(tmp_path / "in", out)
     assert (again["rc"], again["ok"], again["skipped"]) == (0, 0, 5)
+    assert not stale.exists()
     # Touched but unchanged input: still up to date (its sha256 matches).
     os.utime(paths[0], ns=(time.time_ns(), time.time_ns()))
     # A changed input, a deleted output and a corrupted output are redone.
