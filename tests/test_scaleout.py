@@ -172,3 +172,40 @@ def test_run_over_tls(tmp_path: Path) -> None:
                          c.address.replace("tls://", "tcp://"), "--force"]) == 2
     finally:
         c.stop()
+
+
+def test_task_whose_workers_keep_dying_is_reported_failed(cluster: DaskCluster,
+                                                          tmp_path: Path) -> None:
+    """Every worker that runs the task is SIGKILLed: after the retries, a failed image."""
+    make_images(tmp_path / "in", 1, size=(256, 256))
+    stop = threading.Event()
+    kills: list[int] = []
+
+    def kill_whoever_runs_it() -> None:
+        with cluster.client() as c:
+            while not stop.is_set() and len(kills) < 6:
+                for addr, keys in c.processing().items():
+                    if any(str(k).startswith("parablur-dask") for k in keys):
+                        pid = c.run(os.getpid, workers=[addr]).get(addr)
+                        if pid and pid not in kills:
+                            os.kill(pid, signal.SIGKILL)
+                            kills.append(pid)
+                time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_whoever_runs_it, daemon=True)
+    killer.start()
+    try:
+        rc = cli.main(["run", "--executor", "dask", "--scheduler", cluster.address,
+                       "--input-dir", str(tmp_path / "in"), "--output-dir", str(tmp_path / "out"),
+                       "--passes", "2000", "--max-task-retries", "0", "--quiet",
+                       "--summary-json", str(tmp_path / "s.json")])
+    finally:
+        stop.set()
+        killer.join(timeout=30)
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert rc == 1 and summary["failed"] == 1, summary
+    assert "KilledWorker" in summary["failures"][0]["reason"]
+    assert len(kills) == 2  # the first try and the one retry --max-task-retries 0 allows
+    assert not list((tmp_path / "out").rglob("*.part"))
+    with cluster.client() as c:
+        c.wait_for_workers(2, timeout=60)
