@@ -74,7 +74,7 @@ def test_run_reports_a_corrupt_image_and_processes_the_rest(tmp_path: Path, caps
     data = json.loads(summary_json.read_text())
     assert data["ok"] == 4 and data["failed"] == 1
     assert data["failures"][0]["image"] == "broken.jpg" and "decode" in data["failures"][0]["reason"]
-    assert sorted(p.name for p in (tmp_path / "out" / "sequential").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "out" / "sequential").glob("*.jpg")) == [
         f"img_{i:03d}.jpg" for i in range(4)]
 
 

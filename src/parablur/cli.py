@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -199,8 +201,8 @@ def _run_config(a: argparse.Namespace, executor: str) -> RunConfig:
         input_dir=a.input_dir, output_dir=a.output_dir, executor=executor,
         workers=a.workers if a.workers is not None else default_workers(),
         threads_per_worker=a.threads_per_worker, batch_size=a.batch_size,
-        blur=BlurParams(sigma=a.blur_radius, passes=a.passes, overlap_io=a.overlap_io), cluster=cluster,
-        transfer=a.transfer, force=getattr(a, "force", True),
+        blur=BlurParams(sigma=a.blur_radius, passes=a.passes, overlap_io=a.overlap_io),
+        cluster=cluster, transfer=a.transfer, force=getattr(a, "force", False),
         include_startup=a.include_dask_startup, performance_report=a.performance_report,
     )
 
@@ -226,9 +228,15 @@ def _cmd_run(a: argparse.Namespace) -> int:
 
     config = _run_config(a, a.executor)
     summary = anonymize(config, progress=not a.quiet)
-    print(f"{summary.executor}: {summary.ok}/{summary.images} images anonymized into "
-          f"{summary.output_dir} in {summary.wall_s:.2f} s ({summary.throughput:.2f} img/s, "
-          f"{summary.workers} workers, batch size {summary.batch_size})")
+    if summary.skipped == summary.images:
+        print(f"{summary.executor}: all {summary.images} images of {summary.output_dir} are up "
+              "to date, skipped (--force redoes them)")
+        _write_json(a.summary_json, summary.to_dict())
+        return 0
+    print(f"{summary.executor}: {summary.ok}/{summary.images - summary.skipped} images "
+          f"anonymized into {summary.output_dir} in {summary.wall_s:.2f} s "
+          f"({summary.throughput:.2f} img/s, {summary.workers} workers, "
+          f"batch size {summary.batch_size}); {summary.skipped} skipped as up to date")
     for f in summary.failures:
         print(f"  failed: {f['image']}: {f['reason']}")
     _write_json(a.summary_json, summary.to_dict())
@@ -309,19 +317,35 @@ COMMANDS = {"fetch": _cmd_fetch, "run": _cmd_run, "bench": _cmd_bench, "scale": 
             "report": _cmd_report}
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that the same clean-up as Ctrl-C runs."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise _Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``parablur`` command; returns the exit code."""
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(name, "1")
     args = build_parser().parse_args(argv)
+    previous = None
+    with contextlib.suppress(ValueError):  # not the main thread: leave SIGTERM alone
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return COMMANDS[args.command](args)
     except ParaBlurError as exc:
         print(f"parablur {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"parablur {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        name, code = ("SIGTERM", 143) if isinstance(exc, _Terminated) else ("SIGINT", 130)
+        print(f"parablur {args.command}: interrupted by {name}; finished outputs are kept, "
+              "run again to do the rest", file=sys.stderr)
+        return code
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def run() -> None:

@@ -48,13 +48,33 @@ class Connection:
     client: object
     cluster: object | None
     threads: int
+    dashboard_link: str | None = None
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.client.close(timeout=10)
-        if self.cluster is not None:
+        """Shut down (bounded by timeouts); a second Ctrl-C or SIGTERM cannot cut it short."""
+        with _signals_held():
             with contextlib.suppress(Exception):
-                self.cluster.close(timeout=10)
+                self.client.close(timeout=10)
+            if self.cluster is not None:
+                with contextlib.suppress(Exception):
+                    self.cluster.close(timeout=10)
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Ignore SIGINT and SIGTERM inside the block (main thread only), then restore them."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 def connect(
@@ -72,21 +92,11 @@ def connect(
         "distributed.scheduler.work-stealing": True,
     })
     if config.is_remote:
-        try:
-            if config.scheduler_file is not None:
-                client = Client(scheduler_file=str(config.scheduler_file), timeout="15s",
-                                security=_security(config))
-            else:
-                client = Client(config.scheduler, timeout="15s", security=_security(config))
-            client.wait_for_workers(1, timeout=30)
-        except (OSError, TimeoutError) as exc:
-            where = config.scheduler or config.scheduler_file
-            raise ClusterError(f"cannot reach Dask scheduler {where}: {exc}") from None
-        info = client.scheduler_info(n_workers=-1)["workers"]
-        threads = sum(w.get("nthreads", 1) for w in info.values())
-        return Connection(client, None, max(threads, 1))
-    # In-process workers talk over inproc://, which takes no host.
-    where = {"host": config.host} if processes else {}
+        return _connect_remote(config)
+    # In-process workers talk over inproc://, which takes no host; their HTTP server
+    # (metrics, health) would otherwise listen on every interface.
+    where = ({"host": config.host} if processes
+             else {"protocol": "inproc://", "worker_dashboard_address": f"{config.host}:0"})
     try:
         cluster = LocalCluster(
             n_workers=workers if processes else 1,
@@ -100,4 +110,40 @@ def connect(
         client.wait_for_workers(workers if processes else 1, timeout=60)
     except (OSError, TimeoutError) as exc:
         raise ClusterError(f"cannot start a local Dask cluster: {exc}") from None
-    return Connection(client, cluster, workers * threads_per_worker)
+    link = None
+    http = getattr(cluster.scheduler, "http_server", None)
+    if config.dashboard and http is not None:
+        # The link Dask builds names the machine's address; the server listens on loopback only.
+        link = f"http://{config.host}:{http.port}/status"
+    return Connection(client, cluster, workers * threads_per_worker, link)
+
+
+def _connect_remote(config: ClusterConfig) -> Connection:
+    """A client of an existing scheduler, once at least one worker has joined."""
+    from distributed import Client
+
+    where = config.scheduler or config.scheduler_file
+    client = None
+    try:
+        if config.scheduler_file is not None:
+            client = Client(scheduler_file=str(config.scheduler_file), timeout="15s",
+                            security=_security(config))
+        else:
+            client = Client(config.scheduler, timeout="15s", security=_security(config))
+        client.wait_for_workers(1, timeout=config.wait_workers_s)
+    except (OSError, TimeoutError, ValueError) as exc:
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close(timeout=5)
+        reason = str(exc) or type(exc).__name__
+        raise ClusterError(f"cannot use Dask scheduler {where}: {reason}") from None
+    link = None
+    with contextlib.suppress(Exception):
+        link = client.dashboard_link
+    return Connection(client, None, cluster_threads(client), link)
+
+
+def cluster_threads(client) -> int:
+    """Threads across every worker the scheduler knows now (workers may come and go)."""
+    info = client.scheduler_info(n_workers=-1).get("workers", {})
+    return max(sum(int(w.get("nthreads", 1)) for w in info.values()), 1)

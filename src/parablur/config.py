@@ -103,6 +103,7 @@ class BlurParams:
     sigma: float = 10.0
     passes: int = 1
     jpeg_quality: int = 92
+    max_pixels: int = 100_000_000  # larger images are rejected from their header
     # How a worker schedules its disk I/O (never what it computes): read the next
     # file and write the last output on a background thread while blurring.
     overlap_io: bool = False
@@ -113,6 +114,7 @@ class BlurParams:
         _require(self.passes >= 1, f"passes must be >= 1, got {self.passes}")
         _require(1 <= self.jpeg_quality <= 100,
                  f"jpeg quality must be in 1..100, got {self.jpeg_quality}")
+        _require(self.max_pixels >= 1, f"max pixels must be >= 1, got {self.max_pixels}")
 
     @property
     def kernel(self) -> int:
@@ -132,6 +134,7 @@ class ClusterConfig:
     open_dashboard: bool = False
     max_task_retries: int = 2
     host: str = "127.0.0.1"
+    wait_workers_s: float = 30.0
 
     def __post_init__(self) -> None:
         _require(not (self.scheduler and self.scheduler_file),
@@ -170,7 +173,7 @@ class RunConfig:
     blur: BlurParams = field(default_factory=BlurParams)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     transfer: str | None = None
-    force: bool = True
+    force: bool = False  # anonymize(): redo every image instead of resuming
     include_startup: bool = False
     performance_report: Path | None = None
 

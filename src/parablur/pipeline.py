@@ -7,7 +7,7 @@ import math
 import shutil
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -16,6 +16,7 @@ from .config import RunConfig
 from .dataset import list_images
 from .errors import DatasetError
 from .executors import Executor, create_executor
+from .resume import OutputRecord, remove_stale_temps
 from .workload import BatchResult, ImageResult, ImageTask, atomic_write
 
 STAGES = ("read_s", "decode_s", "blur_s", "encode_s", "write_s")
@@ -38,6 +39,7 @@ class RunSummary:
     stages: dict[str, float] = field(default_factory=dict)  # seconds summed over images
     peak_worker_rss_mb: float = 0.0
     output_dir: str = ""
+    skipped: int = 0  # outputs already up to date (resume); counted in ``images``
 
     @property
     def idle_s(self) -> float:
@@ -120,8 +122,13 @@ def run_tasks(
     batch_size: int,
     progress: bool = False,
     clean: bool = True,
+    record: OutputRecord | None = None,
 ) -> RunSummary:
-    """Run ``tasks`` on a started executor and summarize; outputs land in ``out_dir``."""
+    """Run ``tasks`` on a started executor and summarize; outputs land in ``out_dir``.
+
+    ``clean`` empties ``out_dir`` first (benchmark rounds: verification must never
+    pass on a previous round's outputs); ``record`` notes each finished output.
+    """
     from tqdm import tqdm
 
     if clean and out_dir.exists():
@@ -130,6 +137,7 @@ def run_tasks(
     ship = config.effective_transfer == "bytes" and executor.name != "sequential"
     if not ship:
         tasks = [ImageTask(t.name, t.src, t.dst) for t in tasks]
+    by_name = {t.name: t for t in tasks}
     failures: list[dict] = []
     stages = dict.fromkeys(STAGES, 0.0)
     task_s = 0.0
@@ -154,10 +162,13 @@ def run_tasks(
                     stages[s] += getattr(img, s)
                 if img.ok:
                     ok += 1
+                    if record is not None and img.name in by_name:
+                        record.add(by_name[img.name], img)
                 else:
                     failures.append({"image": img.name, "reason": img.error or "unknown"})
             bar.update(len(result.images))
     wall = time.perf_counter() - t0
+    remove_stale_temps(out_dir)
     return RunSummary(
         executor=executor.name, workers=executor.workers, batch_size=batch_size,
         images=len(tasks), ok=ok, failed=len(failures),
@@ -175,10 +186,8 @@ def _write_returned(img: ImageResult, out_dir: Path) -> ImageResult:
     try:
         atomic_write(out_dir / img.name, img.output)
     except OSError as exc:
-        return ImageResult(img.name, False, f"write: {exc}", img.read_s, img.decode_s,
-                           img.blur_s, img.encode_s, 0.0, img.worker)
-    return ImageResult(img.name, True, None, img.read_s, img.decode_s, img.blur_s,
-                       img.encode_s, img.write_s + time.perf_counter() - t0, img.worker)
+        return replace(img, ok=False, error=f"write: {exc}", write_s=0.0, output=None)
+    return replace(img, write_s=img.write_s + time.perf_counter() - t0, output=None)
 
 
 def resolve_batch_size(config: RunConfig, images: Sequence[Path], workers: int) -> int:
@@ -188,17 +197,41 @@ def resolve_batch_size(config: RunConfig, images: Sequence[Path], workers: int) 
 
 
 def anonymize(config: RunConfig, *, progress: bool = False) -> RunSummary:
-    """Anonymize every image of ``config.input_dir`` into ``output_dir/<executor>/``."""
+    """Anonymize every image of ``config.input_dir`` into ``output_dir/<executor>/``.
+
+    Resumes: an image whose output is up to date (same input, same parameters,
+    see ``parablur.resume``) is skipped, and the cluster is not even started when
+    nothing is left. ``config.force`` empties the output folder and redoes everything.
+    """
     images = list_images(config.input_dir)
     if not images:
         raise DatasetError(f"no images found in {config.input_dir}")
-    executor = create_executor(config.executor, config)
     out_dir = output_dir_for(config, config.executor)
-    with executor:
-        tasks = plan_tasks(config, images, out_dir)
-        size = resolve_batch_size(config, images, executor.workers)
-        summary = run_tasks(executor, config, tasks, out_dir, batch_size=size,
-                            progress=progress)
+    tasks = plan_tasks(config, images, out_dir)
+    if config.force and out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = OutputRecord(out_dir, config.blur)
+    todo, done = record.split(tasks)
+    if not todo:
+        remove_stale_temps(out_dir)
+        return RunSummary(
+            executor=config.executor, workers=0, batch_size=0, images=len(tasks), ok=0,
+            failed=0, failures=(), wall_s=0.0, startup_s=0.0, task_s=0.0,
+            stages=dict.fromkeys(STAGES, 0.0), output_dir=str(out_dir), skipped=len(done))
+    for task in todo:
+        record.forget(task.name)  # its output is about to be replaced
+    executor = create_executor(config.executor, config)
+    try:
+        with executor:
+            size = resolve_batch_size(config, [Path(t.src) for t in todo], executor.workers)
+            summary = run_tasks(executor, config, todo, out_dir, batch_size=size,
+                                progress=progress, clean=False, record=record)
+    finally:
+        # After the executor is closed, so no worker is still writing a temporary file.
+        record.save()
+        remove_stale_temps(out_dir)
+    summary = replace(summary, images=len(tasks), skipped=len(done))
     if config.include_startup:
-        summary = RunSummary(**{**asdict(summary), "wall_s": summary.wall_s + summary.startup_s})
+        summary = replace(summary, wall_s=summary.wall_s + summary.startup_s)
     return summary

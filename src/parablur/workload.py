@@ -7,6 +7,7 @@ when the workers do not share the client's disk), never decoded arrays.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import time
@@ -20,6 +21,7 @@ import cv2
 import numpy as np
 
 from .config import BlurParams
+from .imageinfo import image_size
 
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
               "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
@@ -61,6 +63,9 @@ class ImageResult:
     write_s: float = 0.0
     worker: str = ""
     output: bytes | None = field(default=None, repr=False)
+    input_sha256: str = ""  # of the bytes that were decoded
+    output_sha256: str = ""  # of the encoded output
+    output_size: int = 0
 
     @property
     def total_s(self) -> float:
@@ -86,11 +91,26 @@ def blur(image: np.ndarray, params: BlurParams) -> np.ndarray:
     return out
 
 
+def check_header(data: bytes, max_pixels: int) -> None:
+    """Reject an image over ``max_pixels`` from its header, before any pixel is decoded."""
+    size = image_size(data)
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise ValueError(f"{size[0]}x{size[1]} is {size[0] * size[1]} pixels, over the cap of "
+                         f"{max_pixels}")
+
+
 def decode(data: bytes, suffix: str) -> np.ndarray:
-    """Decode encoded image bytes; raise ValueError when they are not a readable image."""
+    """Decode encoded image bytes; raise ValueError when they are not a readable image.
+
+    JPEG: EXIF orientation applied, CMYK converted to BGR, grayscale kept gray.
+    Other formats: decoded unchanged (alpha and 16-bit depth kept).
+    """
     if not data:
         raise ValueError("empty file")
-    flags = (cv2.IMREAD_COLOR if suffix.lower() in _JPEG_SUFFIXES else cv2.IMREAD_UNCHANGED)
+    jpeg = data[:2] == b"\xff\xd8"
+    if jpeg and b"\xff\xd9" not in data[-4096:]:
+        raise ValueError("truncated JPEG (no end-of-image marker)")
+    flags = cv2.IMREAD_ANYCOLOR if jpeg or suffix.lower() in _JPEG_SUFFIXES else cv2.IMREAD_UNCHANGED
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     if image is None or image.size == 0:
         raise ValueError("not a decodable image (corrupt, truncated or not an image)")
@@ -157,6 +177,8 @@ def process_image(task: ImageTask, params: BlurParams, *, prefetched: Future | N
         t1 = time.perf_counter()
         stages["read_s"] = t1 - t0
         stage = "decode"
+        input_sha256 = hashlib.sha256(data).hexdigest()
+        check_header(data, params.max_pixels)
         image = decode(data, Path(task.src).suffix)
         del data
         t2 = time.perf_counter()
@@ -172,15 +194,20 @@ def process_image(task: ImageTask, params: BlurParams, *, prefetched: Future | N
         t4 = time.perf_counter()
         stages["encode_s"] = t4 - t3
         stage = "write"
+        digests = {"input_sha256": input_sha256,
+                   "output_sha256": hashlib.sha256(encoded).hexdigest(),
+                   "output_size": len(encoded)}
         if task.return_bytes:
-            return ImageResult(task.name, True, worker=worker_id(), output=encoded, **stages)
+            return ImageResult(task.name, True, worker=worker_id(), output=encoded, **stages,
+                               **digests)
         if writer is not None:
             pending = writer.submit(atomic_write, Path(task.dst), encoded)
             stages["write_s"] = time.perf_counter() - t4
-            return _Pending(ImageResult(task.name, True, worker=worker_id(), **stages), pending)
+            return _Pending(ImageResult(task.name, True, worker=worker_id(), **stages, **digests),
+                            pending)
         atomic_write(Path(task.dst), encoded)
         stages["write_s"] = time.perf_counter() - t4
-        return ImageResult(task.name, True, worker=worker_id(), **stages)
+        return ImageResult(task.name, True, worker=worker_id(), **stages, **digests)
     except (OSError, ValueError, cv2.error, MemoryError) as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         return ImageResult(task.name, False, f"{stage}: {reason}", worker=worker_id(), **stages)

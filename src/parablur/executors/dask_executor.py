@@ -9,10 +9,36 @@ import webbrowser
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from distributed import WorkerPlugin
+
 from ..cluster import Connection, connect
 from ..config import BlurParams, ClusterConfig
 from ..workload import BatchResult, process_batch, single_threaded
 from .base import Batch, ExecutorBase, bounded_map, failed_batch
+
+
+def _set_allowed_failures(dask_scheduler=None, *, count: int) -> int:
+    """Bound how many worker deaths one task may survive, on the scheduler itself."""
+    dask_scheduler.allowed_failures = count
+    return count
+
+
+def _ignore_sigint() -> None:
+    """Ctrl-C reaches the whole process group: let ParaBlur, not each worker, handle it."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class _IgnoreSigint(WorkerPlugin):
+    """Applied to every worker of a local cluster, including those a nanny restarts."""
+
+    name = "parablur-ignore-sigint"
+
+    def setup(self, worker) -> None:
+        _ignore_sigint()
 
 
 def _warm_worker() -> int:
@@ -52,9 +78,17 @@ class DaskExecutor(ExecutorBase):
                              threads_per_worker=self.threads_per_worker,
                              processes=self.processes)
         self.workers = self._conn.threads
+        if self._conn.cluster is None:
+            # A remote scheduler reads allowed-failures from its own config; ParaBlur's
+            # --max-task-retries should bound its runs there too.
+            with contextlib.suppress(Exception):
+                self.client.run_on_scheduler(_set_allowed_failures,
+                                             count=self.cluster_config.max_task_retries + 1)
+        if self._conn.cluster is not None and self.processes:
+            self.client.register_plugin(_IgnoreSigint())
         self.client.run(_warm_worker)
         self.startup_s = time.perf_counter() - t0
-        self.dashboard_link = self.client.dashboard_link if self.cluster_config.dashboard else None
+        self.dashboard_link = self._conn.dashboard_link if self.cluster_config.dashboard else None
         if self.cluster_config.open_dashboard and self.dashboard_link:
             webbrowser.open(self.dashboard_link)
 
@@ -71,18 +105,21 @@ class DaskExecutor(ExecutorBase):
         retries = self.cluster_config.max_task_retries
         queue = as_completed()
         batch_of: dict[str, Batch] = {}
+        futures: dict[str, object] = {}
 
         def submit(batch: Batch):
             key = f"parablur-{self.name}-{uuid.uuid4().hex}"
             fut = client.submit(process_batch, batch, params, key=key, pure=False,
                                 retries=retries)
             batch_of[key] = batch
+            futures[key] = fut
             queue.add(fut)
             return fut
 
         def wait_one():
             fut = next(queue)
             batch = batch_of.pop(fut.key)
+            futures.pop(fut.key, None)
             try:
                 result = fut.result()
             except Exception as exc:  # KilledWorker, or retries exhausted
@@ -90,7 +127,12 @@ class DaskExecutor(ExecutorBase):
             fut.release()
             return fut, result
 
-        yield from bounded_map(submit, wait_one, batches, self.workers)
+        try:
+            yield from bounded_map(submit, wait_one, batches, self.workers)
+        finally:
+            if futures:  # interrupted: a remote cluster should not keep running our tasks
+                with contextlib.suppress(Exception):
+                    client.cancel(list(futures.values()), force=True)
 
     def worker_memory_mb(self) -> dict[str, float]:
         """Current resident memory of each worker, in MB."""
