@@ -6,7 +6,8 @@ import pytest
 from ingestion_support import png_bomb
 
 from parablur.errors import ValidationError
-from parablur.ingestion.imageinfo import header_size, sniff_format, validate_image
+from parablur.imageinfo import header_size, sniff_format
+from parablur.ingestion.validation import validate_image
 
 
 @pytest.mark.parametrize("ext,fmt", [(".jpg", "jpeg"), (".png", "png"), (".bmp", "bmp"),

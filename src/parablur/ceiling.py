@@ -20,9 +20,9 @@ from .config import BlurParams
 
 
 def _blur_many(shape: tuple[int, int, int], repeats: int, sigma: float) -> float:
-    from .workload import blur, single_threaded
+    from .workload import blur, prepare_process
 
-    single_threaded()
+    prepare_process()
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, size=shape, dtype=np.uint8)
     params = BlurParams(sigma=sigma)

@@ -78,9 +78,13 @@ def _signals_held():
 
 
 def connect(
-    config: ClusterConfig, *, workers: int, threads_per_worker: int, processes: bool = True
+    config: ClusterConfig, *, workers: int, threads_per_worker: int, processes: bool = True,
+    profile: bool = False,
 ) -> Connection:
-    """Start a LocalCluster on 127.0.0.1 (or reach ``config``'s scheduler) and wait for workers."""
+    """Start a LocalCluster on 127.0.0.1 (or reach ``config``'s scheduler) and wait for workers.
+
+    ``profile`` keeps Dask's statistical profiler on (a performance report wants it).
+    """
     quiet_dask()
     import dask
     from distributed import Client, LocalCluster
@@ -89,7 +93,12 @@ def connect(
         "distributed.scheduler.allowed-failures": max(config.max_task_retries, 0) + 1,
         "distributed.admin.tick.limit": "30s",
         "distributed.worker.daemon": False,
-        "distributed.scheduler.work-stealing": True,
+        # The statistical profiler samples every worker thread's stack every 10 ms:
+        # CPU taken from the blur on a machine with no core to spare.
+        "distributed.worker.profile.enabled": profile,
+        # Equal-sized batches, fed through a bounded window with scheduler-side
+        # queuing, need no stealing; a dead worker's tasks are rescheduled anyway.
+        "distributed.scheduler.work-stealing": False,
     })
     if config.is_remote:
         return _connect_remote(config)

@@ -24,5 +24,6 @@ def create_executor(name: str, config: RunConfig | None = None) -> Executor:
         from .dask_executor import DaskExecutor
 
         return DaskExecutor(config.workers, config.threads_per_worker, cluster,
-                            processes=(name == "dask"))
+                            processes=(name == "dask"),
+                            profile=config.performance_report is not None)
     raise ValueError(f"unknown executor {name!r}")

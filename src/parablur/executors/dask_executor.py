@@ -13,7 +13,7 @@ from distributed import WorkerPlugin
 
 from ..cluster import Connection, connect
 from ..config import BlurParams, ClusterConfig
-from ..workload import BatchResult, process_batch, single_threaded
+from ..workload import BatchResult, prepare_process, process_batch
 from .base import Batch, ExecutorBase, bounded_map, failed_batch
 
 
@@ -44,7 +44,7 @@ class _IgnoreSigint(WorkerPlugin):
 def _warm_worker() -> int:
     import os
 
-    single_threaded()
+    prepare_process()
     return os.getpid()
 
 
@@ -58,6 +58,7 @@ class DaskExecutor(ExecutorBase):
         cluster: ClusterConfig | None = None,
         *,
         processes: bool = True,
+        profile: bool = False,
     ) -> None:
         self.name = "dask" if processes else "dask-threads"
         self.requested_workers = workers
@@ -65,6 +66,7 @@ class DaskExecutor(ExecutorBase):
         self.threads_per_worker = threads_per_worker
         self.cluster_config = cluster or ClusterConfig()
         self.processes = processes
+        self.profile = profile
         self._conn: Connection | None = None
 
     @property
@@ -75,6 +77,7 @@ class DaskExecutor(ExecutorBase):
     def start(self) -> None:
         t0 = time.perf_counter()
         self._conn = connect(self.cluster_config, workers=self.requested_workers,
+                             profile=self.profile,
                              threads_per_worker=self.threads_per_worker,
                              processes=self.processes)
         self.workers = self._conn.threads

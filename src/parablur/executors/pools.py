@@ -8,14 +8,14 @@ import time
 from collections.abc import Iterator, Sequence
 
 from ..config import BlurParams
-from ..workload import BatchResult, process_batch, single_threaded
+from ..workload import BatchResult, prepare_process, process_batch
 from .base import Batch, ExecutorBase, bounded_map, failed_batch
 
 
 def _warm() -> int:
     import os
 
-    single_threaded()
+    prepare_process()
     return os.getpid()
 
 
@@ -73,7 +73,7 @@ class ProcessPoolExecutor(_PoolExecutor):
 
     def _make_pool(self) -> cf.Executor:
         ctx = multiprocessing.get_context("spawn")
-        return cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=single_threaded)
+        return cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=prepare_process)
 
 
 class ThreadPoolExecutor(_PoolExecutor):
@@ -82,5 +82,5 @@ class ThreadPoolExecutor(_PoolExecutor):
     name = "threads"
 
     def _make_pool(self) -> cf.Executor:
-        single_threaded()
+        prepare_process()
         return cf.ThreadPoolExecutor(self.workers, thread_name_prefix="parablur")

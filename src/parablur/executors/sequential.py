@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from ..config import BlurParams
-from ..workload import BatchResult, process_batch, single_threaded
+from ..workload import BatchResult, prepare_process, process_batch
 from .base import Batch, ExecutorBase
 
 
@@ -18,7 +18,7 @@ class SequentialExecutor(ExecutorBase):
         self.workers = 1
 
     def start(self) -> None:
-        single_threaded()
+        prepare_process()
 
     def map(self, batches: Sequence[Batch], params: BlurParams) -> Iterator[BatchResult]:
         for batch in batches:

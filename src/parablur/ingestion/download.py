@@ -20,8 +20,9 @@ from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnection
 from .. import __version__
 from ..config import FetchConfig
 from ..errors import IngestionError, ValidationError
+from ..imageinfo import header_size, sniff_format
 from .breaker import CircuitBreaker, host_of
-from .imageinfo import check_pixels, header_size, sniff_format, validate_image
+from .validation import EXTENSIONS, check_pixels, validate_image
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 64 * 1024
@@ -257,7 +258,7 @@ class Downloader:
                     raise _Transient(f"body took longer than {cfg.timeout_s} s")
                 if fmt is None and len(body) >= 16:
                     fmt = sniff_format(bytes(body[:16]))
-                    if fmt is None:
+                    if fmt not in EXTENSIONS:
                         head = bytes(body[:16]).decode("latin-1").encode("unicode_escape").decode()
                         raise ValidationError(
                             f"not a recognised image format (body starts with {head!r})")

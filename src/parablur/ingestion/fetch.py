@@ -32,7 +32,6 @@ from ..errors import DatasetError
 from .atomic import remove_stale_temps, write_atomic
 from .download import Downloader, DownloadFailed
 from .generate import encode_jpeg, generate_image
-from .imageinfo import EXTENSIONS
 from .manifest import (
     MANIFEST_NAME,
     Manifest,
@@ -43,6 +42,7 @@ from .manifest import (
     sha256_bytes,
     sha256_file,
 )
+from .validation import EXTENSIONS
 
 _OWN_NAME = re.compile(r"^img_\d{4,}\.(jpg|png|webp|bmp)$")
 
