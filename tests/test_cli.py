@@ -144,3 +144,18 @@ def test_public_api_is_listed_and_importable():
     for name in ("fetch_dataset", "anonymize", "run_benchmark", "FetchConfig", "RunConfig",
                  "BenchConfig", "ParaBlurError"):
         assert name in parablur.__all__
+
+
+@pytest.mark.slow
+def test_run_with_dask_auto_batches_and_a_performance_report(tmp_path: Path, capsys):
+    make_images(tmp_path / "in", 9, size=(64, 80))
+    report = tmp_path / "perf.html"
+    code = main(["run", "--executor", "dask", "--workers", "2", "--batch-size", "auto",
+                 "--blur-radius", "2", "--no-dashboard", "--quiet",
+                 "--input-dir", str(tmp_path / "in"), "--output-dir", str(tmp_path / "out"),
+                 "--performance-report", str(report), "--summary-json", str(tmp_path / "s.json")])
+    assert code == 0
+    data = json.loads((tmp_path / "s.json").read_text())
+    assert data["ok"] == 9 and data["workers"] == 2 and data["batch_size"] >= 1
+    assert report.is_file() and "Dask Performance Report" in report.read_text()
+    assert len(list((tmp_path / "out" / "dask").glob("*.jpg"))) == 9

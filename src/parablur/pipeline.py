@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import shutil
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -40,6 +41,7 @@ class RunSummary:
     peak_worker_rss_mb: float = 0.0
     output_dir: str = ""
     skipped: int = 0  # outputs already up to date (resume); counted in ``images``
+    dashboard: str | None = None  # the Dask dashboard of the run, when there was one
 
     @property
     def idle_s(self) -> float:
@@ -175,6 +177,7 @@ def run_tasks(
         failures=tuple(sorted(failures, key=lambda f: f["image"])), wall_s=wall,
         startup_s=executor.startup_s, task_s=task_s, stages=stages,
         peak_worker_rss_mb=max(peak.values(), default=0.0), output_dir=str(out_dir),
+        dashboard=executor.dashboard_link,
     )
 
 
@@ -224,6 +227,8 @@ def anonymize(config: RunConfig, *, progress: bool = False) -> RunSummary:
     executor = create_executor(config.executor, config)
     try:
         with executor:
+            if progress and executor.dashboard_link:
+                print(f"Dask dashboard: {executor.dashboard_link}", file=sys.stderr)
             size = resolve_batch_size(config, [Path(t.src) for t in todo], executor.workers)
             summary = run_tasks(executor, config, todo, out_dir, batch_size=size,
                                 progress=progress, clean=False, record=record)
