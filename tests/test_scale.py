@@ -25,13 +25,14 @@ def test_scale_sweeps_workers_and_batch_sizes_and_writes_a_report(tmp_path: Path
     ])
     assert code == 0
     out = capsys.readouterr().out
-    assert "Amdahl fit over the sweep" in out
+    assert "Amdahl fit (processes, batch size 1)" in out and "Amdahl fit (processes, batch size 4)" in out
     rows = results.read_rows(tmp_path / "s.csv")
     assert sorted((r["workers"], r["batch_size"]) for r in rows) == [
         ("1", "1"), ("1", "4"), ("2", "1"), ("2", "4")]
     assert {r["mode"] for r in rows} == {"scale-strong"} and all(r["identical"] == "true" for r in rows)
     data = json.loads((tmp_path / "s.json").read_text())
-    assert 0.0 <= data["amdahl"]["f"] <= 1.0
+    fit = data["amdahl"]["processes, batch size 4"]
+    assert 0.0 <= fit["f"] <= 1.0 and 0.0 <= fit["ci_low"] <= fit["ci_high"] <= 1.0
     assert (tmp_path / "rep" / "report.html").stat().st_size > 1000
     assert (tmp_path / "rep" / "speedup_vs_workers.png").stat().st_size > 0
 

@@ -283,10 +283,9 @@ def _cmd_scale(a: argparse.Namespace) -> int:
         batch_sizes=a.batch_sizes, weak=a.weak, images_per_worker=a.images_per_worker,
     )
     summary = run_scale(config, progress=not a.quiet)
-    if summary.fit:
-        f = summary.fit
+    for label, f in summary.fits.items():
         ceiling = f"{f.ceiling:.2f}x" if f.ceiling else "unbounded"
-        print(f"Amdahl fit over the sweep: serial fraction f = {f.f:.3f} "
+        print(f"Amdahl fit ({label}): serial fraction f = {f.f:.3f} "
               f"(95% CI {f.ci_low:.3f} to {f.ci_high:.3f}), predicted ceiling 1/f = {ceiling}")
     for point in summary.points:
         for st in point.stats.values():

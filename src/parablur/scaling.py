@@ -54,7 +54,7 @@ class ScaleSummary:
 
     run_id: str
     points: list[BenchSummary]
-    fit: AmdahlFit | None
+    fits: dict[str, AmdahlFit]  # one per executor and batch size, over the worker counts
     csv_path: str
 
     @property
@@ -66,7 +66,7 @@ class ScaleSummary:
 
         return {
             "run_id": self.run_id, "ok": self.ok, "report_csv": self.csv_path,
-            "amdahl": asdict(self.fit) if self.fit else None,
+            "amdahl": {label: asdict(fit) for label, fit in self.fits.items()},
             "points": [p.to_dict() for p in self.points],
         }
 
@@ -87,8 +87,7 @@ def run_scale(config: ScaleConfig, *, echo: Echo = print, progress: bool = False
         raise DatasetError(f"no images found in {bench.fetch.input_dir}")
     run_id = uuid.uuid4().hex[:12]
     points: list[BenchSummary] = []
-    fit_p: list[int] = []
-    fit_t: list[float] = []
+    sweeps: dict[str, tuple[list[int], list[float]]] = {}
     for workers in config.workers_list:
         images = all_images[: workers * config.images_per_worker] if config.weak else all_images
         run = replace(bench.run, input_dir=bench.fetch.input_dir, workers=workers)
@@ -112,14 +111,13 @@ def run_scale(config: ScaleConfig, *, echo: Echo = print, progress: bool = False
                     results.append_rows(bench.report_csv, rows)
                     for name in rnd.parallel:
                         if rnd.clean(name) and not config.weak:
-                            # Drift-corrected: the round's parallel time scaled to the
-                            # median sequential time, so machine drift cancels out.
-                            fit_p.append(rnd.parallel[name].workers)
-                            fit_t.append(rnd.parallel[name].wall_s / rnd.sequential.wall_s)
+                            # Drift-corrected: the round's parallel time in units of its
+                            # own sequential time, so that machine drift cancels out.
+                            ps, ts = sweeps.setdefault(f"{name}, batch size {size}", ([], []))
+                            ps.append(rnd.parallel[name].workers)
+                            ts.append(rnd.parallel[name].wall_s / rnd.sequential.wall_s)
                 stats = {n: summarize(n, rounds, None) for n in bench.executors}
                 points.append(BenchSummary(run_id, len(images), rounds, stats, None,
                                            fetch_summary, str(bench.report_csv)))
-    fit = None
-    if len(set(fit_p)) >= 2:
-        fit = fit_amdahl(fit_p, fit_t)
-    return ScaleSummary(run_id, points, fit, str(bench.report_csv))
+    fits = {label: fit_amdahl(ps, ts) for label, (ps, ts) in sweeps.items() if len(set(ps)) >= 2}
+    return ScaleSummary(run_id, points, fits, str(bench.report_csv))
