@@ -13,8 +13,8 @@ from conftest import make_images
 from parablur.config import ClusterConfig, RunConfig
 from parablur.errors import DatasetError
 from parablur.executors.dask_executor import DaskExecutor
+from parablur.files import remove_stale_temps
 from parablur.pipeline import anonymize, plan_tasks
-from parablur.resume import remove_stale_temps
 
 
 def _listening(pids: list[int]) -> set[tuple[str, int]]:

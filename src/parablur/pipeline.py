@@ -17,8 +17,9 @@ from .config import RunConfig
 from .dataset import list_images
 from .errors import DatasetError
 from .executors import Executor, create_executor
-from .resume import OutputRecord, remove_stale_temps
-from .workload import BatchResult, ImageResult, ImageTask, atomic_write
+from .files import remove_stale_temps, write_atomic
+from .resume import OutputRecord
+from .workload import BatchResult, ImageResult, ImageTask
 
 STAGES = ("read_s", "decode_s", "blur_s", "encode_s", "write_s")
 
@@ -187,7 +188,7 @@ def _write_returned(img: ImageResult, out_dir: Path) -> ImageResult:
         return img
     t0 = time.perf_counter()
     try:
-        atomic_write(out_dir / img.name, img.output)
+        write_atomic(out_dir / img.name, img.output, durable=False)
     except OSError as exc:
         return replace(img, ok=False, error=f"write: {exc}", write_s=0.0, output=None)
     return replace(img, write_s=img.write_s + time.perf_counter() - t0, output=None)

@@ -11,36 +11,25 @@ one; an image finished after the last save is simply redone.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
 from .config import BlurParams
-from .workload import ImageResult, ImageTask, atomic_write
+from .files import sha256_file, write_atomic
+from .workload import ImageResult, ImageTask
 
 RECORD_NAME = ".parablur-outputs.json"
 RECORD_FORMAT = 1
-# atomic_write's temporary names: ".<name>.<8 hex>.part".
-_TEMP = re.compile(r"^\..+\.[0-9a-f]{8}\.part$")
 
 
 def params_key(params: BlurParams) -> dict:
     """The parameters an output depends on (not limits such as max_pixels)."""
     return {"sigma": params.sigma, "kernel": params.kernel, "passes": params.passes,
             "jpeg_quality": params.jpeg_quality}
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -125,19 +114,6 @@ class OutputRecord:
         if not self._dirty:
             return
         data = {"format": RECORD_FORMAT, "parablur": __version__, "images": self.entries}
-        atomic_write(self.path, json.dumps(data, indent=1, sort_keys=True).encode())
+        write_atomic(self.path, json.dumps(data, indent=1, sort_keys=True).encode())
         self._dirty = False
         self._saved_at = time.monotonic()
-
-
-def remove_stale_temps(out_dir: Path) -> int:
-    """Delete temporary files a killed writer left under ``out_dir``; returns how many."""
-    removed = 0
-    if not Path(out_dir).is_dir():
-        return 0
-    for path in Path(out_dir).rglob(".*.part"):
-        if _TEMP.match(path.name) and path.is_file():
-            with contextlib.suppress(OSError):
-                path.unlink()
-                removed += 1
-    return removed

@@ -12,7 +12,6 @@ import hashlib
 import os
 import socket
 import time
-import uuid
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -22,6 +21,7 @@ import cv2
 import numpy as np
 
 from .config import BlurParams
+from .files import write_atomic
 from .imageinfo import image_size
 
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
@@ -165,19 +165,6 @@ def encode(image: np.ndarray, suffix: str, params: BlurParams) -> bytes:
     return buf.tobytes()
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` so that ``path`` appears only once it is complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -230,11 +217,11 @@ def process_image(task: ImageTask, params: BlurParams, *, prefetched: Future | N
             return ImageResult(task.name, True, worker=worker_id(), output=encoded, **stages,
                                **digests)
         if writer is not None:
-            pending = writer.submit(atomic_write, Path(task.dst), encoded)
+            pending = writer.submit(write_atomic, Path(task.dst), encoded, durable=False)
             stages["write_s"] = time.perf_counter() - t4
             return _Pending(ImageResult(task.name, True, worker=worker_id(), **stages, **digests),
                             pending)
-        atomic_write(Path(task.dst), encoded)
+        write_atomic(Path(task.dst), encoded, durable=False)
         stages["write_s"] = time.perf_counter() - t4
         return ImageResult(task.name, True, worker=worker_id(), **stages, **digests)
     except (OSError, ValueError, cv2.error, MemoryError) as exc:

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from ..config import FetchConfig
 from ..dataset import list_images
 from ..errors import DatasetError
-from .atomic import remove_stale_temps, write_atomic
+from ..files import remove_stale_temps, write_atomic
 from .download import Downloader, DownloadFailed
 from .generate import encode_jpeg, generate_image
 from .manifest import (

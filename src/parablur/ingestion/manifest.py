@@ -8,7 +8,7 @@ import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .atomic import write_atomic
+from ..files import sha256_file, write_atomic
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "parablur-manifest"
@@ -34,15 +34,6 @@ class ManifestEntry:
 def sha256_bytes(data: bytes) -> str:
     """Hex SHA-256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's contents, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def dataset_checksum(sha256s: list[str]) -> str:
