@@ -6,7 +6,6 @@ a worker SIGKILLed mid-run, bounded retries, TLS with certificates made here.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -48,15 +47,25 @@ def slow_set(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def _bench(argv: list[str], summary: Path) -> int:
-    """`parablur bench`; without the ingestion package (another branch), the same minus fetch."""
-    if importlib.util.find_spec("parablur.ingestion") is not None:
-        return cli.main(["bench", *argv, "--summary-json", str(summary)])
-    from parablur.benchmark import run_benchmark
+    return cli.main(["bench", *argv, "--summary-json", str(summary)])
 
-    args = cli.build_parser().parse_args(["bench", *argv])
-    result = run_benchmark(cli._bench_config(args), fetch_summary={}, echo=lambda _: None)
-    summary.write_text(json.dumps(result.to_dict(), default=str))
-    return 0 if result.ok else 1
+
+def test_scale_on_remote_scheduler_uses_subsets_of_its_workers(cluster: DaskCluster,
+                                                               tmp_path: Path) -> None:
+    make_images(tmp_path / "in", 6, size=(64, 96))
+    argv = ["scale", "--scheduler", cluster.address, "--workers-list", "1,2", "--batch-sizes", "2",
+            "--trials", "1", "--warmup", "0", "--input-dir", str(tmp_path / "in"),
+            "--output-dir", str(tmp_path / "out"), "--report-csv", str(tmp_path / "r.csv"),
+            "--no-report", "--quiet"]
+    assert cli.main(argv) == 0
+    rows = (tmp_path / "r.csv").read_text().splitlines()[1:]
+    assert len(rows) == 2
+    from parablur.results import read_rows
+
+    assert [r["workers"] for r in read_rows(tmp_path / "r.csv")] == ["1", "2"]
+    assert all(r["identical"] == "true" for r in read_rows(tmp_path / "r.csv"))
+    # more workers than the cluster has: a clear error, exit 2
+    assert cli.main([*argv[:4], "3", *argv[5:]]) == 2
 
 
 @pytest.mark.parametrize("how", ["address", "scheduler-file"])

@@ -134,6 +134,8 @@ class ClusterConfig:
     open_dashboard: bool = False
     max_task_retries: int = 2
     host: str = "127.0.0.1"
+    # On a remote cluster, run on only RunConfig.workers of its workers (scale sweeps).
+    limit_workers: bool = False
     wait_workers_s: float = 30.0
 
     def __post_init__(self) -> None:

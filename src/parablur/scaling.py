@@ -90,7 +90,9 @@ def run_scale(config: ScaleConfig, *, echo: Echo = print, progress: bool = False
     sweeps: dict[str, tuple[list[int], list[float]]] = {}
     for workers in config.workers_list:
         images = all_images[: workers * config.images_per_worker] if config.weak else all_images
-        run = replace(bench.run, input_dir=bench.fetch.input_dir, workers=workers)
+        cluster = replace(bench.run.cluster, limit_workers=True)
+        run = replace(bench.run, input_dir=bench.fetch.input_dir, workers=workers,
+                      cluster=cluster)
         point_cfg = replace(bench, run=run)
         with Bench(point_cfg, echo=echo, progress=progress) as pool:
             for size in config.batch_sizes:

@@ -13,6 +13,7 @@ from distributed import WorkerPlugin
 
 from ..cluster import Connection, connect
 from ..config import BlurParams, ClusterConfig
+from ..errors import ClusterError
 from ..workload import BatchResult, prepare_process, process_batch
 from .base import Batch, ExecutorBase, bounded_map, failed_batch
 
@@ -68,6 +69,7 @@ class DaskExecutor(ExecutorBase):
         self.processes = processes
         self.profile = profile
         self._conn: Connection | None = None
+        self._only: list[str] | None = None  # the chosen workers of a remote cluster
 
     @property
     def client(self):
@@ -81,6 +83,8 @@ class DaskExecutor(ExecutorBase):
                              threads_per_worker=self.threads_per_worker,
                              processes=self.processes)
         self.workers = self._conn.threads
+        if self._conn.cluster is None and self.cluster_config.limit_workers:
+            self._only = self._pick_workers(self.requested_workers)
         if self._conn.cluster is None:
             # A remote scheduler reads allowed-failures from its own config; ParaBlur's
             # --max-task-retries should bound its runs there too.
@@ -94,6 +98,16 @@ class DaskExecutor(ExecutorBase):
         self.dashboard_link = self._conn.dashboard_link if self.cluster_config.dashboard else None
         if self.cluster_config.open_dashboard and self.dashboard_link:
             webbrowser.open(self.dashboard_link)
+
+    def _pick_workers(self, count: int) -> list[str]:
+        """The first ``count`` workers of a remote cluster, for a sweep over worker counts."""
+        info = self.client.scheduler_info(n_workers=-1).get("workers", {})
+        if count > len(info):
+            self.close()
+            raise ClusterError(f"the cluster has {len(info)} workers; {count} were asked for")
+        chosen = sorted(info)[:count]
+        self.workers = sum(int(info[a].get("nthreads", 1)) for a in chosen)
+        return chosen
 
     def performance_report(self, path: Path):
         """A context manager that writes Dask's performance report of what runs inside it."""
@@ -112,8 +126,12 @@ class DaskExecutor(ExecutorBase):
 
         def submit(batch: Batch):
             key = f"parablur-{self.name}-{uuid.uuid4().hex}"
+            # With a subset of a remote cluster's workers, the others stand in only
+            # when none of the chosen ones is alive (loose restrictions).
+            where = ({"workers": self._only, "allow_other_workers": True}
+                     if self._only else {})
             fut = client.submit(process_batch, batch, params, key=key, pure=False,
-                                retries=retries)
+                                retries=retries, **where)
             batch_of[key] = batch
             futures[key] = fut
             queue.add(fut)
