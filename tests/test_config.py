@@ -18,7 +18,8 @@ from parablur.errors import ConfigError
         (lambda: FetchConfig(num_images=0), "num-images must be >= 1, got 0"),
         (lambda: FetchConfig(source_url="ftp://x/y"), "source-url must be an http:// or https://"),
         (lambda: BenchConfig(trials=0), "trials must be >= 1"),
-        (lambda: BenchConfig(executors=("sequential",)), "executors must be among"),
+        (lambda: BenchConfig(executors=("sequential",)), "at least one parallel executor"),
+        (lambda: BenchConfig(executors=("dask", "gpu")), "executors must be among"),
         (lambda: ClusterConfig(scheduler="localhost:8786"), "must start with tcp:// or tls://"),
     ],
 )
@@ -36,3 +37,8 @@ def test_batch_size_accepts_digits_and_auto():
 def test_frozen():
     with pytest.raises(AttributeError):
         RunConfig().workers = 3  # type: ignore[misc]
+
+
+def test_sequential_may_be_named_among_the_executors():
+    cfg = BenchConfig(executors=("sequential", "dask", "processes", "threads", "dask"))
+    assert cfg.executors == ("dask", "processes", "threads")

@@ -225,7 +225,11 @@ class BenchConfig:
         object.__setattr__(self, "report_csv", Path(self.report_csv))
         _require(self.warmup >= 0, f"warmup must be >= 0, got {self.warmup}")
         _require(self.trials >= 1, f"trials must be >= 1, got {self.trials}")
-        _require(len(self.executors) >= 1, "executors must name at least one parallel executor")
+        # The sequential baseline runs in every round anyway; naming it is allowed.
+        parallel = tuple(dict.fromkeys(e for e in self.executors if e != "sequential"))
+        object.__setattr__(self, "executors", parallel)
+        _require(len(parallel) >= 1,
+                 "executors must name at least one parallel executor besides sequential")
         for name in self.executors:
             _require(name in PARALLEL_EXECUTORS,
                      f"executors must be among {', '.join(PARALLEL_EXECUTORS)}, got {name!r}")

@@ -120,7 +120,8 @@ class DaskExecutor(ExecutorBase):
 
         client = self.client
         retries = self.cluster_config.max_task_retries
-        queue = as_completed()
+        # Results are gathered in the background as tasks finish, not one round trip each.
+        queue = as_completed(with_results=True, raise_errors=False)
         batch_of: dict[str, Batch] = {}
         futures: dict[str, object] = {}
 
@@ -138,12 +139,11 @@ class DaskExecutor(ExecutorBase):
             return fut
 
         def wait_one():
-            fut = next(queue)
+            fut, result = next(queue)
             batch = batch_of.pop(fut.key)
             futures.pop(fut.key, None)
-            try:
-                result = fut.result()
-            except Exception as exc:  # KilledWorker, or retries exhausted
+            if not isinstance(result, BatchResult):  # KilledWorker, or retries exhausted
+                exc = fut.exception() if fut.status == "error" else result
                 result = failed_batch(batch, f"task failed: {type(exc).__name__}: {exc}")
             fut.release()
             return fut, result
