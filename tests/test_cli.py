@@ -54,9 +54,11 @@ def test_bench_end_to_end_offline_with_csv_rows_accumulating(tmp_path: Path, cap
     rows = results.read_rows(tmp_path / "r.csv")
     assert len(rows) == 1 and rows[0]["executor"] == "dask" and rows[0]["identical"] == "true"
     assert float(rows[0]["speedup"]) > 0 and rows[0]["cpu_model"] and rows[0]["opencv_version"]
+    assert float(rows[0]["ceiling"]) > 0  # the hardware ceiling, measured by default
+    assert "vs ceiling" in out
     assert (tmp_path / "report" / "report.html").is_file()
     # a second run reuses the dataset and appends; the header stays single
-    assert main(small_bench_args(tmp_path, "--executors", "dask,threads")) == 0
+    assert main(small_bench_args(tmp_path, "--executors", "dask,threads", "--no-ceiling")) == 0
     rows = results.read_rows(tmp_path / "r.csv")
     assert [r["executor"] for r in rows] == ["dask", "dask", "threads"]
     assert (tmp_path / "r.csv").read_text().count("schema_version") == 1
@@ -129,7 +131,7 @@ def test_original_script_and_module_entry_points(tmp_path: Path):
 @pytest.mark.slow
 def test_original_script_runs_the_benchmark(tmp_path: Path):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    args = small_bench_args(tmp_path)[1:]
+    args = small_bench_args(tmp_path, "--no-ceiling")[1:]
     proc = subprocess.run([sys.executable, str(ROOT / "ParaBlur.py"), *args], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -47,7 +47,7 @@ def slow_set(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def _bench(argv: list[str], summary: Path) -> int:
-    return cli.main(["bench", *argv, "--summary-json", str(summary)])
+    return cli.main(["bench", *argv, "--no-ceiling", "--summary-json", str(summary)])
 
 
 def test_scale_on_remote_scheduler_uses_subsets_of_its_workers(cluster: DaskCluster,

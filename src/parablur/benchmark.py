@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import results
 from .analysis import Spread, efficiency, karp_flatt, speedup
-from .ceiling import Ceiling, measure_ceiling
+from .ceiling import Ceiling, ceiling_shape, measure_ceiling
 from .config import BenchConfig, RunConfig
 from .dataset import list_images
 from .environment import snapshot
@@ -279,8 +279,7 @@ def run_benchmark(config: BenchConfig, *, echo: Echo = print, progress: bool = F
 
         fetched = fetch_dataset(config.fetch, progress=progress)
         fetch_summary = fetched.to_dict()
-        if not progress:  # with progress on, fetch_dataset has printed it already
-            echo(fetched.format_summary())
+        echo(fetched.format_summary())
     images = list_images(config.fetch.input_dir)
     if not images:
         raise DatasetError(f"no images found in {config.fetch.input_dir}")
@@ -293,7 +292,7 @@ def run_benchmark(config: BenchConfig, *, echo: Echo = print, progress: bool = F
     with Bench(config, echo=echo, progress=progress) as bench:
         if config.measure_ceiling:
             workers = max(ex.workers for ex in bench.parallel.values())
-            ceiling = measure_ceiling(workers, sigma=run.blur.sigma)
+            ceiling = measure_ceiling(workers, sigma=run.blur.sigma, **ceiling_shape(images[0]))
             echo(f"hardware ceiling: {ceiling.median:.2f}x with {workers} processes "
                  f"(range {ceiling.minimum:.2f}x to {ceiling.maximum:.2f}x)")
         total = config.warmup + config.trials

@@ -9,14 +9,18 @@ this machine at this moment.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
+import math
 import multiprocessing
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from .config import BlurParams
+from .imageinfo import image_size
 
 
 def _blur_many(shape: tuple[int, int, int], repeats: int, sigma: float) -> float:
@@ -41,6 +45,22 @@ class Ceiling:
     minimum: float
     maximum: float
     ratios: tuple[float, ...]
+
+
+def ceiling_shape(image: Path) -> dict:
+    """The ceiling's image shape and repeats for a dataset like ``image``.
+
+    The same pixel count as the dataset's first image (read from its header), and
+    enough repeats for each round to last about half a second on one core.
+    """
+    size = None
+    with contextlib.suppress(OSError):
+        with open(image, "rb") as fh:
+            size = image_size(fh.read(1 << 16))
+    width, height = size if size and size[0] > 0 and size[1] > 0 else (2000, 2000)
+    per_blur_s = width * height / 57e6  # a 61x61 blur of 2000x2000x3: ~0.07 s
+    repeats = min(max(math.ceil(0.5 / max(per_blur_s, 1e-6)), 2), 200)
+    return {"shape": (height, width, 3), "repeats": repeats}
 
 
 def measure_ceiling(workers: int, *, rounds: int = 5, repeats: int = 6,

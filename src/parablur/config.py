@@ -219,7 +219,7 @@ class BenchConfig:
     warmup: int = 1
     trials: int = 3
     report_csv: Path = Path("benchmark_results.csv")
-    measure_ceiling: bool = False
+    measure_ceiling: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "report_csv", Path(self.report_csv))

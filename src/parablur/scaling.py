@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 
 from . import results
-from .analysis import AmdahlFit, fit_amdahl
+from .analysis import AmdahlFit, fit_amdahl, karp_flatt_trend
 from .benchmark import Bench, BenchSummary, Echo, RoundResult, _csv_row, format_round, summarize
 from .config import BenchConfig, default_workers
 from .dataset import list_images
@@ -56,6 +56,7 @@ class ScaleSummary:
     points: list[BenchSummary]
     fits: dict[str, AmdahlFit]  # one per executor and batch size, over the worker counts
     csv_path: str
+    warnings: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -67,6 +68,7 @@ class ScaleSummary:
         return {
             "run_id": self.run_id, "ok": self.ok, "report_csv": self.csv_path,
             "amdahl": {label: asdict(fit) for label, fit in self.fits.items()},
+            "warnings": list(self.warnings),
             "points": [p.to_dict() for p in self.points],
         }
 
@@ -79,8 +81,7 @@ def run_scale(config: ScaleConfig, *, echo: Echo = print, progress: bool = False
     needed = (max(config.workers_list) * config.images_per_worker if config.weak
               else bench.fetch.num_images)
     fetched = fetch_dataset(replace(bench.fetch, num_images=needed), progress=progress)
-    if not progress:  # with progress on, fetch_dataset has printed it already
-        echo(fetched.format_summary())
+    echo(fetched.format_summary())
     fetch_summary = fetched.to_dict()
     all_images = list_images(bench.fetch.input_dir)
     if not all_images:
@@ -122,4 +123,10 @@ def run_scale(config: ScaleConfig, *, echo: Echo = print, progress: bool = False
                 points.append(BenchSummary(run_id, len(images), rounds, stats, None,
                                            fetch_summary, str(bench.report_csv)))
     fits = {label: fit_amdahl(ps, ts) for label, (ps, ts) in sweeps.items() if len(set(ps)) >= 2}
-    return ScaleSummary(run_id, points, fits, str(bench.report_csv))
+    warnings = []
+    for label, (ps, ts) in sweeps.items():
+        if len(set(ps)) >= 3:
+            trend = karp_flatt_trend(ps, [1 / t for t in ts])
+            if trend.growing:
+                warnings.append(f"{label}: {trend.message}")
+    return ScaleSummary(run_id, points, fits, str(bench.report_csv), tuple(warnings))

@@ -143,8 +143,6 @@ def _adopt_local(folder: Path, images: list[Path], start: float, progress: bool)
     summary = FetchSummary(images=images, downloaded=0, reused=len(images), generated=0,
                            retried=0, failed=0, dataset_checksum=checksum,
                            elapsed_s=time.perf_counter() - start, source=str(folder), local=True)
-    if progress:
-        print(summary.format_summary(), file=sys.stderr)
     return summary
 
 
@@ -250,8 +248,6 @@ def fetch_dataset(config: FetchConfig, *, progress: bool = True) -> FetchSummary
         failures=sorted(failures, key=lambda f: f["index"]), dataset_checksum=checksum,
         elapsed_s=time.perf_counter() - start, source=source, local=False,
         unreachable_hosts=downloader.breaker.open_hosts)
-    if progress:
-        print(summary.format_summary(), file=sys.stderr)
     return summary
 
 
