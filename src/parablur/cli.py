@@ -173,10 +173,9 @@ def _add_bench_flags(bench: argparse.ArgumentParser, *, sweep: bool = False) -> 
     g.add_argument("--trials", type=int, default=3, help="measured rounds (default: 3)")
     g.add_argument("--report-csv", type=Path, default=Path("benchmark_results.csv"),
                    help="CSV the measured rounds are appended to (default: %(default)s)")
-    if not sweep:
-        g.add_argument("--no-ceiling", action="store_true",
-                       help="skip the hardware ceiling (N processes against one, blurring "
-                            "in-memory images; measured by default)")
+    g.add_argument("--no-ceiling", action="store_true",
+                   help="skip the hardware ceiling (N processes against one, blurring "
+                        "in-memory images; measured by default)")
     g.add_argument("--report-dir", type=Path, default=Path("report"),
                    help="where the HTML report is written at the end (default: report/)")
     g.add_argument("--no-report", action="store_true", help="do not write the report")

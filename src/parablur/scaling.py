@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from . import results
 from .analysis import AmdahlFit, fit_amdahl, karp_flatt_trend
 from .benchmark import Bench, BenchSummary, Echo, RoundResult, _csv_row, format_round, summarize
+from .ceiling import ceiling_shape, measure_ceiling
 from .config import BenchConfig, default_workers
 from .dataset import list_images
 from .environment import snapshot
@@ -87,6 +88,14 @@ def run_scale(config: ScaleConfig, *, echo: Echo = print, progress: bool = False
     if not all_images:
         raise DatasetError(f"no images found in {bench.fetch.input_dir}")
     run_id = uuid.uuid4().hex[:12]
+    ceiling = None
+    if bench.measure_ceiling:
+        # The ceiling of the largest pool of the sweep (past the cores it stays flat).
+        top = max(config.workers_list)
+        ceiling = measure_ceiling(max(top, 2), sigma=bench.run.blur.sigma,
+                                  **ceiling_shape(all_images[0]))
+        echo(f"hardware ceiling: {ceiling.median:.2f}x with {max(top, 2)} processes "
+             f"(range {ceiling.minimum:.2f}x to {ceiling.maximum:.2f}x)")
     points: list[BenchSummary] = []
     sweeps: dict[str, tuple[list[int], list[float]]] = {}
     for workers in config.workers_list:
@@ -108,7 +117,7 @@ def run_scale(config: ScaleConfig, *, echo: Echo = print, progress: bool = False
                     if warm:
                         continue
                     env = snapshot()
-                    rows = [_csv_row(rnd, n, sized, env, run_id, config.mode, None,
+                    rows = [_csv_row(rnd, n, sized, env, run_id, config.mode, ceiling,
                                      fetch_summary.get("dataset_checksum"))
                             for n in rnd.parallel]
                     results.append_rows(bench.report_csv, rows)
@@ -119,8 +128,8 @@ def run_scale(config: ScaleConfig, *, echo: Echo = print, progress: bool = False
                             ps, ts = sweeps.setdefault(f"{name}, batch size {size}", ([], []))
                             ps.append(rnd.parallel[name].workers)
                             ts.append(rnd.parallel[name].wall_s / rnd.sequential.wall_s)
-                stats = {n: summarize(n, rounds, None) for n in bench.executors}
-                points.append(BenchSummary(run_id, len(images), rounds, stats, None,
+                stats = {n: summarize(n, rounds, ceiling) for n in bench.executors}
+                points.append(BenchSummary(run_id, len(images), rounds, stats, ceiling,
                                            fetch_summary, str(bench.report_csv)))
     fits = {label: fit_amdahl(ps, ts) for label, (ps, ts) in sweeps.items() if len(set(ps)) >= 2}
     warnings = []

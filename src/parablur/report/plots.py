@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .. import analysis as A
 from ._data import STAGES, Config, ReportData, Run
@@ -168,6 +169,7 @@ def efficiency_vs_workers(data: ReportData) -> Figure | str:
             label=_legend(data, s.config, "workers"),
         )
     ax.axhline(1.0, color="k", ls=":", lw=1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("workers p")
     ax.set_ylabel("efficiency S/p (median)")
     ax.set_ylim(0, 1.15)
@@ -199,6 +201,7 @@ def karp_flatt_vs_workers(data: ReportData) -> Figure | str:
             color="0.4",
             va="bottom",
         )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("workers p")
     ax.set_ylabel("Karp-Flatt serial fraction e")
     ax.legend(fontsize=7)
