@@ -9,7 +9,6 @@ this machine at this moment.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import contextlib
 import math
 import multiprocessing
 import statistics
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import BlurParams
-from .imageinfo import image_size
+from .imageinfo import file_image_size
 
 
 def _blur_many(shape: tuple[int, int, int], repeats: int, sigma: float) -> float:
@@ -53,10 +52,7 @@ def ceiling_shape(image: Path) -> dict:
     The same pixel count as the dataset's first image (read from its header), and
     enough repeats for each round to last about half a second on one core.
     """
-    size = None
-    with contextlib.suppress(OSError):
-        with open(image, "rb") as fh:
-            size = image_size(fh.read(1 << 16))
+    size = file_image_size(image)
     width, height = size if size and size[0] > 0 and size[1] > 0 else (2000, 2000)
     per_blur_s = width * height / 57e6  # a 61x61 blur of 2000x2000x3: ~0.07 s
     repeats = min(max(math.ceil(0.5 / max(per_blur_s, 1e-6)), 2), 200)

@@ -8,6 +8,7 @@ its pixels. Used by ingestion (downloads) and by the workload (files on disk).
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 from .errors import ValidationError
 
@@ -132,6 +133,15 @@ _PARSERS = {"png": _png_size, "jpeg": _jpeg_size, "gif": _gif_size, "bmp": _bmp_
 def header_size(fmt: str, data: bytes) -> tuple[int, int] | None:
     """(width, height) declared by the header, or None while more bytes are needed."""
     return _PARSERS[fmt](data)
+
+
+def file_image_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) of an image file from its first 64 KiB, or None when unknown."""
+    try:
+        with open(path, "rb") as handle:
+            return image_size(handle.read(1 << 16))
+    except OSError:
+        return None
 
 
 def image_size(head: bytes) -> tuple[int, int] | None:

@@ -11,13 +11,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import cv2
-
 from .config import RunConfig
 from .dataset import list_images
 from .errors import DatasetError
 from .executors import Executor, create_executor
 from .files import remove_stale_temps, write_atomic
+from .imageinfo import file_image_size
 from .resume import OutputRecord
 from .workload import BatchResult, ImageResult, ImageTask
 
@@ -65,51 +64,56 @@ def auto_batch_size(images: Sequence[Path], workers: int) -> int:
     """A batch size long enough to hide per-task costs, short enough to balance the tail.
 
     Aim for tasks of about a quarter second (estimated from the first image's
-    pixel count), but never fewer than 8 tasks per worker.
+    pixel count, read from its header), but never fewer than 8 tasks per worker.
     """
     n = len(images)
     if n == 0:
         return 1
-    pixels = 2000 * 2000
-    with contextlib.suppress(Exception):
-        small = cv2.imread(str(images[0]), cv2.IMREAD_REDUCED_GRAYSCALE_8)
-        if small is not None:
-            pixels = small.shape[0] * small.shape[1] * 64
+    width, height = file_image_size(images[0]) or (2000, 2000)
+    pixels = width * height
     per_image_s = max(pixels / 40e6, 1e-4)  # ~0.1 s for a 2000x2000 image on one core
     by_cost = max(1, math.ceil(0.25 / per_image_s))
     by_balance = max(1, n // (workers * 8))
     return max(1, min(by_cost, by_balance))
 
 
-def plan_tasks(config: RunConfig, images: Sequence[Path], out_dir: Path) -> list[ImageTask]:
-    """One task per image, its output mirroring its place under the input folder."""
+def plan_tasks(config: RunConfig, images: Sequence[Path], out_dir: Path, *,
+               digests: bool = False) -> list[ImageTask]:
+    """One task per image, its output mirroring its place under the input folder.
+
+    ``digests`` asks the workers for input and output checksums (the resume record).
+    """
     tasks = []
     root = config.input_dir
     out_root = out_dir.resolve()
-    return_bytes = config.effective_transfer == "bytes"
     for src in images:
         rel = src.relative_to(root)
         dst = (out_dir / rel).resolve()
         if out_root not in dst.parents:
             raise DatasetError(f"refusing to write outside the output folder: {rel}")
-        tasks.append(ImageTask(rel.as_posix(), str(src.resolve()), str(dst),
-                               return_bytes=return_bytes))
+        tasks.append(ImageTask(rel.as_posix(), str(src.resolve()), str(dst), digests=digests))
     return tasks
 
 
 def _batches(tasks: list[ImageTask], size: int, ship_bytes: bool) -> Iterator[list[ImageTask]]:
+    """Batches of ``size`` tasks, made as they are needed.
+
+    ``ship_bytes`` (``--transfer bytes``): each task carries its encoded input and
+    asks for its encoded output back, read here only when its batch is submitted.
+    """
     for i in range(0, len(tasks), size):
         batch = tasks[i:i + size]
         if ship_bytes:
-            shipped = []
-            for t in batch:
-                try:
-                    data = Path(t.src).read_bytes()
-                except OSError:
-                    data = b""
-                shipped.append(ImageTask(t.name, t.src, t.dst, data, t.return_bytes))
-            batch = shipped
+            batch = [replace(t, data=_read_or_empty(t.src), return_bytes=True) for t in batch]
         yield batch
+
+
+def _read_or_empty(path: str) -> bytes:
+    """A file's bytes, or none when it cannot be read (the worker then reports it empty)."""
+    try:
+        return Path(path).read_bytes()
+    except OSError:
+        return b""
 
 
 def output_dir_for(config: RunConfig, executor_name: str) -> Path:
@@ -138,8 +142,6 @@ def run_tasks(
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ship = config.effective_transfer == "bytes" and executor.name != "sequential"
-    if not ship:
-        tasks = [ImageTask(t.name, t.src, t.dst) for t in tasks]
     by_name = {t.name: t for t in tasks}
     failures: list[dict] = []
     stages = dict.fromkeys(STAGES, 0.0)
@@ -154,8 +156,7 @@ def run_tasks(
     t0 = time.perf_counter()
     with report_ctx, bar:
         result: BatchResult
-        for result in executor.map(list(_batches(tasks, batch_size, ship)) if not ship
-                                   else _batches(tasks, batch_size, ship), config.blur):
+        for result in executor.map(_batches(tasks, batch_size, ship), config.blur):
             task_s += result.task_s
             if result.worker:
                 peak[result.worker] = max(peak.get(result.worker, 0.0), result.peak_rss_mb)
@@ -211,7 +212,7 @@ def anonymize(config: RunConfig, *, progress: bool = False) -> RunSummary:
     if not images:
         raise DatasetError(f"no images found in {config.input_dir}")
     out_dir = output_dir_for(config, config.executor)
-    tasks = plan_tasks(config, images, out_dir)
+    tasks = plan_tasks(config, images, out_dir, digests=True)
     if config.force and out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
 from ..config import BlurParams
@@ -26,7 +26,7 @@ class Executor(Protocol):
 
     def start(self) -> None: ...
 
-    def map(self, batches: Sequence[Batch], params: BlurParams) -> Iterator[BatchResult]: ...
+    def map(self, batches: Iterable[Batch], params: BlurParams) -> Iterator[BatchResult]: ...
 
     def close(self) -> None: ...
 
@@ -44,7 +44,7 @@ def window_size(workers: int) -> int:
 def bounded_map(
     submit: Callable[[Batch], object],
     wait_one: Callable[[], tuple[object, BatchResult]],
-    batches: Sequence[Batch],
+    batches: Iterable[Batch],
     workers: int,
 ) -> Iterator[BatchResult]:
     """Keep a bounded window of batches in flight, yielding each result as it completes.

@@ -6,7 +6,7 @@ import contextlib
 import time
 import uuid
 import webbrowser
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from distributed import WorkerPlugin
@@ -115,7 +115,7 @@ class DaskExecutor(ExecutorBase):
 
         return performance_report(filename=str(path))
 
-    def map(self, batches: Sequence[Batch], params: BlurParams) -> Iterator[BatchResult]:
+    def map(self, batches: Iterable[Batch], params: BlurParams) -> Iterator[BatchResult]:
         from distributed import as_completed
 
         client = self.client

@@ -5,7 +5,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 
 from ..config import BlurParams
 from ..workload import BatchResult, prepare_process, process_batch
@@ -34,7 +34,7 @@ class _PoolExecutor(ExecutorBase):
         list(self._pool.map(_warm_batch, range(self.workers * 2)))
         self.startup_s = time.perf_counter() - t0
 
-    def map(self, batches: Sequence[Batch], params: BlurParams) -> Iterator[BatchResult]:
+    def map(self, batches: Iterable[Batch], params: BlurParams) -> Iterator[BatchResult]:
         assert self._pool is not None, "start() the executor first"
         pool = self._pool
         pending: dict[cf.Future, Batch] = {}

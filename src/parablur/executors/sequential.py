@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 
 from ..config import BlurParams
 from ..workload import BatchResult, prepare_process, process_batch
@@ -20,7 +20,7 @@ class SequentialExecutor(ExecutorBase):
     def start(self) -> None:
         prepare_process()
 
-    def map(self, batches: Sequence[Batch], params: BlurParams) -> Iterator[BatchResult]:
+    def map(self, batches: Iterable[Batch], params: BlurParams) -> Iterator[BatchResult]:
         for batch in batches:
             yield process_batch(batch, params)
 
