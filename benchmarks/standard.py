@@ -37,6 +37,7 @@ import psutil
 
 from parablur import results
 from parablur.analysis import efficiency, karp_flatt
+from parablur.benchmark import RoundResult, csv_row
 from parablur.ceiling import measure_ceiling
 from parablur.config import FetchConfig, RunConfig
 from parablur.dataset import list_images
@@ -109,6 +110,7 @@ def main() -> int:
 
     times: dict[str, list[float]] = {k: [] for k in ["sequential", *variants]}
     ceilings: list[float] = []
+    last_ceiling = None
     stage_runs: dict[str, list] = {k: [] for k in times}
     identical = True
     order = ["ceiling", "sequential", *variants]
@@ -118,7 +120,8 @@ def main() -> int:
             line = []
             for item in rotated:
                 if item == "ceiling":
-                    c = measure_ceiling(args.workers, rounds=1, sigma=run.blur.sigma)
+                    c = last_ceiling = measure_ceiling(args.workers, rounds=1,
+                                                       sigma=run.blur.sigma)
                     ceilings.append(c.median)
                     line.append(f"ceiling x{c.median:.2f}")
                     continue
@@ -141,27 +144,12 @@ def main() -> int:
             speed = times["sequential"][-1] / times["dask"][-1]
             print(f"round {r + 1}: " + ", ".join(line) + f"; dask x{speed:.2f}; identical: "
                   + ", ".join(f"{v} {'yes' if c.ok else 'NO'}" for v, c in checks.items()))
-            rows = []
-            for v in variants:
-                s_ = times["sequential"][-1] / times[v][-1]
-                par = stage_runs[v][-1]
-                rows.append({
-                    **env, "run_id": "standard", "mode": "bench", "round": r + 1, "executor": v,
-                    "num_images": len(images), "width": args.size, "height": args.size,
-                    "batch_size": args.batch_size, "workers": args.workers,
-                    "threads_per_worker": 1, "blur_radius": run.blur.sigma,
-                    "kernel_size": run.blur.kernel, "passes": 1, "transfer": "paths",
-                    "cluster": "local", "seq_s": times["sequential"][-1], "par_s": times[v][-1],
-                    "speedup": s_, "efficiency": efficiency(s_, args.workers),
-                    "serial_fraction": karp_flatt(s_, args.workers),
-                    "seq_throughput": len(images) / times["sequential"][-1],
-                    "par_throughput": len(images) / times[v][-1], "ok": par.ok,
-                    "failed": par.failed, "identical": checks[v].ok, "clean": checks[v].ok,
-                    "startup_s": par.startup_s, "ceiling": ceilings[-1],
-                    **{k: par.stages[k] for k in STAGES}, "idle_s": par.idle_s,
-                    "peak_worker_rss_mb": par.peak_worker_rss_mb,
-                    "dataset_checksum": fetched.dataset_checksum,
-                })
+            # One CSV row per variant, as `parablur bench` writes them.
+            rnd = RoundResult(r + 1, False, stage_runs["sequential"][-1],
+                              {v: stage_runs[v][-1] for v in variants}, checks)
+            rows = [csv_row(rnd, v, replace(run, blur=variants[v]), (args.size, args.size),
+                            snapshot(), "standard", "bench", last_ceiling,
+                            fetched.dataset_checksum) for v in variants]
             results.append_rows(args.report_csv, rows)
 
         # Orchestration cost on tiny images, and the client's memory against image count.

@@ -19,7 +19,7 @@ from pathlib import Path
 from . import results
 from .analysis import Spread, efficiency, karp_flatt, speedup
 from .ceiling import Ceiling, ceiling_shape, measure_ceiling
-from .config import BenchConfig, RunConfig
+from .config import BenchConfig, FetchConfig, RunConfig
 from .dataset import list_images
 from .environment import snapshot
 from .errors import DatasetError
@@ -167,15 +167,15 @@ def summarize(name: str, rounds: Sequence[RoundResult], ceiling: Ceiling | None)
     )
 
 
-def _csv_row(rnd: RoundResult, name: str, config: BenchConfig, env: dict, run_id: str,
-             mode: str, ceiling: Ceiling | None, checksum: str | None) -> dict:
+def csv_row(rnd: RoundResult, name: str, run: RunConfig, size: tuple[int, int], env: dict,
+            run_id: str, mode: str, ceiling: Ceiling | None, checksum: str | None) -> dict:
+    """The results-CSV row of executor ``name`` in round ``rnd`` (``size``: width, height)."""
     seq, par = rnd.sequential, rnd.parallel[name]
     s = rnd.speedup(name)
-    run = config.run
     return {
         "timestamp": env["timestamp"], "run_id": run_id, "mode": mode, "round": rnd.index,
-        "executor": name, "num_images": seq.images, "width": config.fetch.width,
-        "height": config.fetch.height, "batch_size": par.batch_size, "workers": par.workers,
+        "executor": name, "num_images": seq.images, "width": size[0],
+        "height": size[1], "batch_size": par.batch_size, "workers": par.workers,
         "threads_per_worker": run.threads_per_worker, "blur_radius": run.blur.sigma,
         "kernel_size": run.blur.kernel, "passes": run.blur.passes,
         "transfer": run.effective_transfer,
@@ -268,48 +268,68 @@ class Bench:
                         for name in runs}
         return RoundResult(index, warmup, seq, runs, verification)
 
+    def measure(self, images: list[Path], *, run: RunConfig, run_id: str, mode: str,
+                ceiling: Ceiling | None, fetch_summary: dict, label: str = "") -> BenchSummary:
+        """The warm-up and measured rounds of one configuration, each measured round's
+        rows appended to the results CSV as soon as it ends."""
+        config = self.config
+        size = (config.fetch.width, config.fetch.height)
+        checksum = fetch_summary.get("dataset_checksum")
+        rounds: list[RoundResult] = []
+        note = None
+        for i in range(config.warmup + config.trials):
+            warm = i < config.warmup
+            rnd = self.one_round(i - config.warmup + 1, warm, images, bool(i % 2), run=run)
+            rounds.append(rnd)
+            self.echo(label + format_round(rnd))
+            if not warm:
+                env = snapshot()
+                rows = [csv_row(rnd, n, run, size, env, run_id, mode, ceiling, checksum)
+                        for n in rnd.parallel]
+                note = results.append_rows(config.report_csv, rows) or note
+        stats = {name: summarize(name, rounds, ceiling) for name in self.parallel}
+        return BenchSummary(run_id, len(images), rounds, stats, ceiling, fetch_summary,
+                            str(config.report_csv), note)
+
+
+def prepare_dataset(config: FetchConfig, *, echo: Echo, progress: bool) -> tuple[list[Path], dict]:
+    """Fetch (or reuse) the dataset; its images and the fetch summary as a dict."""
+    from .ingestion import fetch_dataset
+
+    fetched = fetch_dataset(config, progress=progress)
+    echo(fetched.format_summary())
+    images = list_images(config.input_dir)
+    if not images:
+        raise DatasetError(f"no images found in {config.input_dir}")
+    return images, fetched.to_dict()
+
+
+def hardware_ceiling(workers: int, sigma: float, image: Path, echo: Echo) -> Ceiling:
+    """Measure (and print) the hardware ceiling for ``workers`` on images like ``image``."""
+    ceiling = measure_ceiling(workers, sigma=sigma, **ceiling_shape(image))
+    echo(f"hardware ceiling: {ceiling.median:.2f}x with {workers} processes "
+         f"(range {ceiling.minimum:.2f}x to {ceiling.maximum:.2f}x)")
+    return ceiling
+
 
 def run_benchmark(config: BenchConfig, *, echo: Echo = print, progress: bool = False,
                   mode: str = "bench", run_id: str | None = None,
                   fetch_summary: dict | None = None) -> BenchSummary:
     """Fetch the dataset if needed, then run warm-up and measured rounds; append CSV rows."""
-    run_id = run_id or uuid.uuid4().hex[:12]
     if fetch_summary is None:
-        from .ingestion import fetch_dataset
-
-        fetched = fetch_dataset(config.fetch, progress=progress)
-        fetch_summary = fetched.to_dict()
-        echo(fetched.format_summary())
-    images = list_images(config.fetch.input_dir)
-    if not images:
-        raise DatasetError(f"no images found in {config.fetch.input_dir}")
-    run = replace(config.run, input_dir=config.fetch.input_dir)
-    config = replace(config, run=run)
-    checksum = fetch_summary.get("dataset_checksum")
-    rounds: list[RoundResult] = []
-    note = None
-    ceiling = None
+        images, fetch_summary = prepare_dataset(config.fetch, echo=echo, progress=progress)
+    else:
+        images = list_images(config.fetch.input_dir)
+        if not images:
+            raise DatasetError(f"no images found in {config.fetch.input_dir}")
+    config = replace(config, run=replace(config.run, input_dir=config.fetch.input_dir))
     with Bench(config, echo=echo, progress=progress) as bench:
+        ceiling = None
         if config.measure_ceiling:
             workers = max(ex.workers for ex in bench.parallel.values())
-            ceiling = measure_ceiling(workers, sigma=run.blur.sigma, **ceiling_shape(images[0]))
-            echo(f"hardware ceiling: {ceiling.median:.2f}x with {workers} processes "
-                 f"(range {ceiling.minimum:.2f}x to {ceiling.maximum:.2f}x)")
-        total = config.warmup + config.trials
-        for i in range(total):
-            warm = i < config.warmup
-            index = i - config.warmup + 1
-            rnd = bench.one_round(index, warm, images, order_flip=bool(i % 2))
-            rounds.append(rnd)
-            echo(format_round(rnd))
-            if not warm:
-                env = snapshot()
-                rows = [_csv_row(rnd, n, config, env, run_id, mode, ceiling, checksum)
-                        for n in rnd.parallel]
-                note = results.append_rows(config.report_csv, rows) or note
-    stats = {name: summarize(name, rounds, ceiling) for name in config.executors}
-    return BenchSummary(run_id, len(images), rounds, stats, ceiling, fetch_summary,
-                        str(config.report_csv), note)
+            ceiling = hardware_ceiling(workers, config.run.blur.sigma, images[0], echo)
+        return bench.measure(images, run=config.run, run_id=run_id or uuid.uuid4().hex[:12],
+                             mode=mode, ceiling=ceiling, fetch_summary=fetch_summary)
 
 
 def format_summary(summary: BenchSummary) -> str:

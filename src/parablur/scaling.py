@@ -11,14 +11,10 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field, replace
 
-from . import results
 from .analysis import AmdahlFit, fit_amdahl, karp_flatt_trend
-from .benchmark import Bench, BenchSummary, Echo, RoundResult, _csv_row, format_round, summarize
-from .ceiling import ceiling_shape, measure_ceiling
+from .benchmark import Bench, BenchSummary, Echo, hardware_ceiling, prepare_dataset
 from .config import BenchConfig, default_workers
-from .dataset import list_images
-from .environment import snapshot
-from .errors import ConfigError, DatasetError
+from .errors import ConfigError
 
 
 def default_workers_list() -> tuple[int, ...]:
@@ -76,61 +72,48 @@ class ScaleSummary:
 
 def run_scale(config: ScaleConfig, *, echo: Echo = print, progress: bool = False) -> ScaleSummary:
     """Run the sweep; one cluster per worker count, reused for every batch size."""
-    from .ingestion import fetch_dataset
-
     bench = config.bench
     needed = (max(config.workers_list) * config.images_per_worker if config.weak
               else bench.fetch.num_images)
-    fetched = fetch_dataset(replace(bench.fetch, num_images=needed), progress=progress)
-    echo(fetched.format_summary())
-    fetch_summary = fetched.to_dict()
-    all_images = list_images(bench.fetch.input_dir)
-    if not all_images:
-        raise DatasetError(f"no images found in {bench.fetch.input_dir}")
+    all_images, fetch_summary = prepare_dataset(replace(bench.fetch, num_images=needed),
+                                                echo=echo, progress=progress)
     run_id = uuid.uuid4().hex[:12]
     ceiling = None
     if bench.measure_ceiling:
         # The ceiling of the largest pool of the sweep (past the cores it stays flat).
-        top = max(config.workers_list)
-        ceiling = measure_ceiling(max(top, 2), sigma=bench.run.blur.sigma,
-                                  **ceiling_shape(all_images[0]))
-        echo(f"hardware ceiling: {ceiling.median:.2f}x with {max(top, 2)} processes "
-             f"(range {ceiling.minimum:.2f}x to {ceiling.maximum:.2f}x)")
+        ceiling = hardware_ceiling(max(max(config.workers_list), 2), bench.run.blur.sigma,
+                                   all_images[0], echo)
     points: list[BenchSummary] = []
-    sweeps: dict[str, tuple[list[int], list[float]]] = {}
     for workers in config.workers_list:
         images = all_images[: workers * config.images_per_worker] if config.weak else all_images
         cluster = replace(bench.run.cluster, limit_workers=True)
         run = replace(bench.run, input_dir=bench.fetch.input_dir, workers=workers,
                       cluster=cluster)
-        point_cfg = replace(bench, run=run)
-        with Bench(point_cfg, echo=echo, progress=progress) as pool:
+        with Bench(replace(bench, run=run), echo=echo, progress=progress) as pool:
             for size in config.batch_sizes:
-                sized = replace(point_cfg, run=replace(run, batch_size=size))
-                rounds: list[RoundResult] = []
-                for i in range(bench.warmup + bench.trials):
-                    warm = i < bench.warmup
-                    rnd = pool.one_round(i - bench.warmup + 1, warm, images, bool(i % 2),
-                                         run=sized.run)
-                    rounds.append(rnd)
-                    echo(f"workers {workers}, batch {size}: {format_round(rnd)}")
-                    if warm:
-                        continue
-                    env = snapshot()
-                    rows = [_csv_row(rnd, n, sized, env, run_id, config.mode, ceiling,
-                                     fetch_summary.get("dataset_checksum"))
-                            for n in rnd.parallel]
-                    results.append_rows(bench.report_csv, rows)
-                    for name in rnd.parallel:
-                        if rnd.clean(name) and not config.weak:
-                            # Drift-corrected: the round's parallel time in units of its
-                            # own sequential time, so that machine drift cancels out.
-                            ps, ts = sweeps.setdefault(f"{name}, batch size {size}", ([], []))
-                            ps.append(rnd.parallel[name].workers)
-                            ts.append(rnd.parallel[name].wall_s / rnd.sequential.wall_s)
-                stats = {n: summarize(n, rounds, ceiling) for n in bench.executors}
-                points.append(BenchSummary(run_id, len(images), rounds, stats, ceiling,
-                                           fetch_summary, str(bench.report_csv)))
+                points.append(pool.measure(
+                    images, run=replace(run, batch_size=size), run_id=run_id,
+                    mode=config.mode, ceiling=ceiling, fetch_summary=fetch_summary,
+                    label=f"workers {workers}, batch {size}: "))
+    fits, warnings = ({}, ()) if config.weak else _amdahl(points)
+    return ScaleSummary(run_id, points, fits, str(bench.report_csv), warnings)
+
+
+def _amdahl(points: list[BenchSummary]) -> tuple[dict[str, AmdahlFit], tuple[str, ...]]:
+    """One Amdahl fit per executor and batch size over the worker counts, and the warnings.
+
+    Each clean round's parallel time is taken in units of its own sequential time,
+    so that drift in the machine's speed between rounds cancels out.
+    """
+    sweeps: dict[str, tuple[list[int], list[float]]] = {}
+    for point in points:
+        for rnd in point.rounds:
+            for name, par in rnd.parallel.items():
+                if rnd.warmup or not rnd.clean(name):
+                    continue
+                ps, ts = sweeps.setdefault(f"{name}, batch size {par.batch_size}", ([], []))
+                ps.append(par.workers)
+                ts.append(par.wall_s / rnd.sequential.wall_s)
     fits = {label: fit_amdahl(ps, ts) for label, (ps, ts) in sweeps.items() if len(set(ps)) >= 2}
     warnings = []
     for label, (ps, ts) in sweeps.items():
@@ -138,4 +121,4 @@ def run_scale(config: ScaleConfig, *, echo: Echo = print, progress: bool = False
             trend = karp_flatt_trend(ps, [1 / t for t in ts])
             if trend.growing:
                 warnings.append(f"{label}: {trend.message}")
-    return ScaleSummary(run_id, points, fits, str(bench.report_csv), tuple(warnings))
+    return fits, tuple(warnings)
