@@ -67,6 +67,12 @@ def prepare_process() -> None:
         _PREPARED = True
 
 
+def warm_up(_: object = None) -> int:
+    """Prepare a worker before any timing (imports done, threads pinned); its pid."""
+    prepare_process()
+    return os.getpid()
+
+
 @dataclass(frozen=True)
 class ImageTask:
     """One image to anonymize: where it comes from and where its output goes."""

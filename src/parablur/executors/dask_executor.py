@@ -14,7 +14,7 @@ from distributed import WorkerPlugin
 from ..cluster import Connection, connect
 from ..config import BlurParams, ClusterConfig
 from ..errors import ClusterError
-from ..workload import BatchResult, prepare_process, process_batch
+from ..workload import BatchResult, process_batch, warm_up
 from .base import Batch, ExecutorBase, bounded_map, failed_batch
 
 
@@ -40,13 +40,6 @@ class _IgnoreSigint(WorkerPlugin):
 
     def setup(self, worker) -> None:
         _ignore_sigint()
-
-
-def _warm_worker() -> int:
-    import os
-
-    prepare_process()
-    return os.getpid()
 
 
 class DaskExecutor(ExecutorBase):
@@ -93,7 +86,7 @@ class DaskExecutor(ExecutorBase):
                                              count=self.cluster_config.max_task_retries + 1)
         if self._conn.cluster is not None and self.processes:
             self.client.register_plugin(_IgnoreSigint())
-        self.client.run(_warm_worker)
+        self.client.run(warm_up)
         self.startup_s = time.perf_counter() - t0
         self.dashboard_link = self._conn.dashboard_link if self.cluster_config.dashboard else None
         if self.cluster_config.open_dashboard and self.dashboard_link:

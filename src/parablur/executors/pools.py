@@ -8,15 +8,8 @@ import time
 from collections.abc import Iterable, Iterator
 
 from ..config import BlurParams
-from ..workload import BatchResult, prepare_process, process_batch
+from ..workload import BatchResult, prepare_process, process_batch, warm_up
 from .base import Batch, ExecutorBase, bounded_map, failed_batch
-
-
-def _warm() -> int:
-    import os
-
-    prepare_process()
-    return os.getpid()
 
 
 class _PoolExecutor(ExecutorBase):
@@ -63,7 +56,7 @@ class _PoolExecutor(ExecutorBase):
 
 def _warm_batch(_: int) -> int:
     time.sleep(0.05)  # let every worker pick up one warm-up task
-    return _warm()
+    return warm_up()
 
 
 class ProcessPoolExecutor(_PoolExecutor):
