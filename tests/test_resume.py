@@ -72,6 +72,16 @@ def test_plain_run_never_wipes_and_force_empties_the_output_folder(tmp_path: Pat
     assert not stale.exists()
 
 
+def _default_signals() -> None:
+    """In the child: SIGINT and SIGTERM as a foreground terminal program has them.
+
+    A test run started in the background (CI scripts, `cmd &`) inherits an ignored
+    SIGINT, which Python keeps; a user's Ctrl-C reaches a foreground process instead.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _children(pid: int) -> list[psutil.Process]:
     try:
         return psutil.Process(pid).children(recursive=True)
@@ -91,7 +101,8 @@ def test_interrupt_stops_cleanly_and_the_next_run_finishes(tmp_path: Path, sig, 
             "--output-dir", str(out), "--passes", "100", "--batch-size", "1", "--quiet",
             "--no-dashboard"]
     proc = subprocess.Popen([sys.executable, "-m", "parablur", *argv], env=child_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_default_signals)
     children: list[psutil.Process] = []
     try:
         deadline = time.monotonic() + 90
