@@ -80,3 +80,83 @@ def test_stale_temporary_files_are_removed(tmp_path: Path) -> None:
         p.write_bytes(b"x")
     assert remove_stale_temps(tmp_path) == 2
     assert not any(p.exists() for p in stale) and all(p.exists() for p in keep)
+
+
+def _digests(folder: Path) -> dict[str, tuple[str, int]]:
+    """Every file under ``folder``: its sha256 and mtime, to show nothing was touched."""
+    import hashlib
+
+    return {p.relative_to(folder).as_posix(): (hashlib.sha256(p.read_bytes()).hexdigest(),
+                                               p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("argv", [
+    # A benchmark whose dataset is a previous run's output folder: round 1 would delete it.
+    ["bench", "--input-dir", "processed/sequential", "--trials", "1", "--warmup", "0",
+     "--no-ceiling", "--no-report"],
+    ["scale", "--input-dir", "processed/sequential", "--workers-list", "1", "--batch-sizes", "1",
+     "--trials", "1", "--warmup", "0", "--no-ceiling", "--no-report"],
+    # Outputs written over their own inputs, or fed back in as inputs on the next run.
+    ["run", "--input-dir", "processed/sequential", "--output-dir", "processed/sequential"],
+    ["run", "--input-dir", "photos", "--output-dir", "photos/out"],
+    ["run", "--input-dir", "photos/sub", "--output-dir", "photos", "--force"],
+    ["bench", "--input-dir", "photos", "--output-dir", "photos/processed", "--no-ceiling"],
+])
+def test_overlapping_input_and_output_folders_are_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+        argv: list[str]) -> None:
+    from parablur.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    make_images(tmp_path / "processed" / "sequential", 3, size=(32, 32))
+    make_images(tmp_path / "photos" / "sub", 2, size=(32, 32), seed=1)
+    before = _digests(tmp_path)
+    assert main([*argv, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "must not contain one another" in err[0], err
+    assert _digests(tmp_path) == before
+
+
+def test_overlap_is_refused_by_the_api_and_through_symlinks(tmp_path: Path) -> None:
+    from parablur.config import BenchConfig, FetchConfig
+    from parablur.errors import ConfigError
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "alias").symlink_to(tmp_path / "data", target_is_directory=True)
+    with pytest.raises(ConfigError, match="must not contain one another"):
+        RunConfig(input_dir=tmp_path / "data", output_dir=tmp_path / "alias" / "out")
+    with pytest.raises(ConfigError, match="must not contain one another"):
+        BenchConfig(fetch=FetchConfig(input_dir=tmp_path / "out" / "dask"),
+                    run=RunConfig(output_dir=tmp_path / "out"))
+    # Siblings with a common prefix do not overlap.
+    RunConfig(input_dir=tmp_path / "data", output_dir=tmp_path / "data2")
+
+
+def test_an_output_folder_parablur_did_not_make_is_never_written_or_cleared(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from parablur.cli import main
+
+    src = tmp_path / "in"
+    make_images(src, 2, size=(32, 32))
+    # The user's own folder happens to sit where the outputs would go, with a same-named file.
+    theirs = tmp_path / "out" / "sequential"
+    make_images(theirs, 1, size=(16, 16), seed=5)
+    (theirs / "notes.txt").write_text("mine")
+    before = _digests(tmp_path / "out")
+    for argv in (["run", "--input-dir", str(src), "--output-dir", str(tmp_path / "out")],
+                 ["run", "--input-dir", str(src), "--output-dir", str(tmp_path / "out"), "--force"],
+                 ["bench", "--input-dir", str(src), "--output-dir", str(tmp_path / "out"),
+                  "--executors", "threads", "--workers", "2", "--trials", "1", "--warmup", "0",
+                  "--no-ceiling", "--no-report", "--report-csv", str(tmp_path / "r.csv")]):
+        assert main([*argv, "--quiet"]) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "ParaBlur did not make" in err[-1], err
+    assert _digests(tmp_path / "out") == before
+    # A folder ParaBlur made is its own to redo: a second forced run clears and rewrites it.
+    out2 = tmp_path / "out2"
+    assert main(["run", "--input-dir", str(src), "--output-dir", str(out2), "--quiet"]) == 0
+    assert main(["run", "--input-dir", str(src), "--output-dir", str(out2), "--force",
+                 "--quiet"]) == 0
+    assert sorted(p.name for p in (out2 / "sequential").iterdir() if p.suffix == ".jpg") == [
+        "img_000.jpg", "img_001.jpg"]

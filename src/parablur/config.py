@@ -34,6 +34,19 @@ def _require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def folders_overlap(a: Path, b: Path) -> bool:
+    """True when ``a`` and ``b`` are the same folder or one lies inside the other (links resolved)."""
+    ra, rb = Path(a).resolve(), Path(b).resolve()
+    return ra == rb or ra in rb.parents or rb in ra.parents
+
+
+def _require_apart(input_dir: Path, output_dir: Path) -> None:
+    _require(not folders_overlap(input_dir, output_dir),
+             f"input-dir and output-dir must not contain one another: {input_dir} and "
+             f"{output_dir} overlap (outputs are written, and cleared between benchmark rounds, "
+             "under output-dir)")
+
+
 def kernel_size(sigma: float) -> int:
     """Side of the Gaussian kernel for ``sigma``: 6*sigma+1 rounded up to odd (61 for 10)."""
     return 2 * math.ceil(3 * sigma) + 1
@@ -198,8 +211,7 @@ class RunConfig:
         if self.transfer is not None:
             _require(self.transfer in TRANSFERS,
                      f"transfer must be one of {', '.join(TRANSFERS)}, got {self.transfer!r}")
-        _require(self.input_dir.resolve() != self.output_dir.resolve(),
-                 "output-dir must differ from input-dir")
+        _require_apart(self.input_dir, self.output_dir)
 
     @property
     def effective_transfer(self) -> str:
@@ -223,6 +235,7 @@ class BenchConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "report_csv", Path(self.report_csv))
+        _require_apart(self.fetch.input_dir, self.run.output_dir)
         _require(self.warmup >= 0, f"warmup must be >= 0, got {self.warmup}")
         _require(self.trials >= 1, f"trials must be >= 1, got {self.trials}")
         # The sequential baseline runs in every round anyway; naming it is allowed.

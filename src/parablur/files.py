@@ -11,11 +11,19 @@ import contextlib
 import hashlib
 import os
 import re
+import shutil
 import uuid
 from pathlib import Path
 
+from .errors import DatasetError
+
 # Temporary names: ".<final name>.<8 hex>.part".
 _TEMP = re.compile(r"^\..+\.[0-9a-f]{8}\.part$")
+
+# Left in every output folder ParaBlur makes: only such a folder is ever cleared or written over.
+OUTPUT_MARKER = ".parablur-output"
+# The resume record of runs made before the marker existed (``parablur.resume``).
+_LEGACY_MARKERS = (".parablur-outputs.json",)
 
 
 def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
@@ -71,3 +79,38 @@ def remove_stale_temps(folder: Path) -> int:
                 path.unlink()
                 removed += 1
     return removed
+
+
+def claim_output_dir(folder: Path) -> Path:
+    """Make ``folder`` an output folder of ParaBlur's: new or empty (then marked), or already ours.
+
+    A folder holding files ParaBlur did not make is refused before anything is
+    written, so that outputs never replace a user's files of the same names.
+    """
+    folder = Path(folder)
+    marker = folder / OUTPUT_MARKER
+    if folder.exists() and not folder.is_dir():
+        raise DatasetError(f"output path is not a folder: {folder}")
+    if folder.is_dir() and not marker.is_file():
+        legacy = any((folder / name).is_file() for name in _LEGACY_MARKERS)
+        if not legacy and any(folder.iterdir()):
+            raise DatasetError(f"refusing to write into {folder}: it holds files ParaBlur did not "
+                               "make (choose a new or empty --output-dir)")
+    folder.mkdir(parents=True, exist_ok=True)
+    if not marker.is_file():
+        marker.write_text("Made by ParaBlur: this folder's contents are outputs it may replace.\n",
+                          encoding="utf-8")
+    return folder
+
+
+def clear_output_dir(folder: Path) -> Path:
+    """Empty an output folder of ParaBlur's (``claim_output_dir`` checks it is one) and re-mark it."""
+    folder = claim_output_dir(folder)
+    for path in folder.iterdir():
+        if path.name == OUTPUT_MARKER:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    return folder

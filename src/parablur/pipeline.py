@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import shutil
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -15,7 +14,7 @@ from .config import RunConfig
 from .dataset import list_images
 from .errors import DatasetError
 from .executors import Executor, create_executor
-from .files import remove_stale_temps, write_atomic
+from .files import claim_output_dir, clear_output_dir, remove_stale_temps, write_atomic
 from .imageinfo import file_image_size
 from .resume import OutputRecord
 from .workload import BatchResult, ImageResult, ImageTask
@@ -138,9 +137,7 @@ def run_tasks(
     """
     from tqdm import tqdm
 
-    if clean and out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    (clear_output_dir if clean else claim_output_dir)(out_dir)
     ship = config.effective_transfer == "bytes" and executor.name != "sequential"
     by_name = {t.name: t for t in tasks}
     failures: list[dict] = []
@@ -213,9 +210,7 @@ def anonymize(config: RunConfig, *, progress: bool = False) -> RunSummary:
         raise DatasetError(f"no images found in {config.input_dir}")
     out_dir = output_dir_for(config, config.executor)
     tasks = plan_tasks(config, images, out_dir, digests=True)
-    if config.force and out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    (clear_output_dir if config.force else claim_output_dir)(out_dir)
     record = OutputRecord(out_dir, config.blur)
     todo, done = record.split(tasks)
     if not todo:
