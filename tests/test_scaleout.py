@@ -21,6 +21,7 @@ from parablur import cli
 from parablur.config import BlurParams, ClusterConfig, RunConfig
 from parablur.pipeline import anonymize
 from parablur.verify import compare_dirs
+from parablur.workload import ImageTask, Job
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -146,7 +147,6 @@ def _exit_worker(path: str) -> None:
 def test_retries_are_bounded_on_a_remote_scheduler(cluster: DaskCluster, tmp_path: Path) -> None:
     """A task that keeps killing its worker ends as KilledWorker after max-task-retries + 1 tries."""
     from parablur.executors.dask_executor import DaskExecutor
-    from parablur.workload import ImageTask
 
     ex = DaskExecutor(2, 1, ClusterConfig(scheduler=cluster.address, max_task_retries=0))
     with ex:
@@ -157,7 +157,7 @@ def test_retries_are_bounded_on_a_remote_scheduler(cluster: DaskCluster, tmp_pat
         assert len(mark.read_text()) == 1 + 1  # the first try, one retry allowed
         # An exception inside a task is retried, then reported for the batch's images.
         bad = [ImageTask("bad.jpg", None, str(tmp_path / "bad.jpg"))]  # type: ignore[arg-type]
-        (result,) = list(ex.map([bad], BlurParams()))
+        (result,) = list(ex.map([bad], Job.blur(BlurParams())))
         assert not result.images[0].ok and "task failed: TypeError" in result.images[0].error
     with cluster.client() as c:
         c.wait_for_workers(2, timeout=60)

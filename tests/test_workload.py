@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from parablur.config import BlurParams, kernel_size
-from parablur.workload import ImageTask, blur, process_batch, process_image
+from parablur.workload import ImageTask, Job, blur, process_batch, process_image
 
 
 def reference_blur(image: np.ndarray, sigma: float) -> np.ndarray:
@@ -66,7 +66,7 @@ def test_passes_apply_the_blur_repeatedly():
 def test_process_image_writes_output_and_times_each_stage(image_dir: Path, tmp_path: Path):
     src = sorted(image_dir.iterdir())[0]
     dst = tmp_path / "out" / src.name
-    result = process_image(ImageTask(src.name, str(src), str(dst)), BlurParams())
+    result = process_image(ImageTask(src.name, str(src), str(dst)), Job.blur(BlurParams()))
     assert result.ok and result.error is None
     assert dst.is_file()
     assert all(getattr(result, s) > 0 for s in ("read_s", "decode_s", "blur_s", "encode_s", "write_s"))
@@ -79,7 +79,7 @@ def test_corrupt_image_is_a_recorded_failure_not_a_crash(tmp_path: Path):
     empty = tmp_path / "empty.jpg"
     empty.write_bytes(b"")
     batch = [ImageTask(p.name, str(p), str(tmp_path / "out" / p.name)) for p in (bad, empty)]
-    res = process_batch(batch, BlurParams())
+    res = process_batch(batch, Job.blur(BlurParams()))
     assert [r.ok for r in res.images] == [False, False]
     assert "decode" in res.images[0].error
     assert "empty" in res.images[1].error
@@ -91,9 +91,9 @@ def test_overlapped_io_gives_the_same_outputs(image_dir: Path, tmp_path: Path):
     plain = [ImageTask(p.name, str(p), str(tmp_path / "a" / p.name)) for p in srcs]
     overlapped = [ImageTask(p.name, str(p), str(tmp_path / "b" / p.name)) for p in srcs]
     missing = ImageTask("gone.jpg", str(tmp_path / "gone.jpg"), str(tmp_path / "b" / "gone.jpg"))
-    res_a = process_batch(plain, BlurParams(sigma=3))
+    res_a = process_batch(plain, Job.blur(BlurParams(sigma=3)))
     res_b = process_batch([*overlapped[:3], missing, *overlapped[3:]],
-                          BlurParams(sigma=3, overlap_io=True))
+                          Job.blur(BlurParams(sigma=3, overlap_io=True)))
     assert all(r.ok for r in res_a.images)
     assert [r.name for r in res_b.images] == [*(p.name for p in srcs[:3]), "gone.jpg",
                                               *(p.name for p in srcs[3:])]

@@ -10,6 +10,7 @@ against the sequential one, and appends one CSV row per executor.
 from __future__ import annotations
 
 import contextlib
+import json
 import statistics
 import uuid
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ from .errors import DatasetError
 from .executors import Executor, create_executor
 from .pipeline import STAGES, RunSummary, output_dir_for, plan_tasks, resolve_batch_size, run_tasks
 from .verify import Verification, compare_dirs
+from .workload import Job
 
 Echo = Callable[[str], None]
 
@@ -190,6 +192,8 @@ def csv_row(rnd: RoundResult, name: str, run: RunConfig, size: tuple[int, int], 
         **{s_: par.stages.get(s_, 0.0) for s_ in STAGES}, "idle_s": par.idle_s,
         "peak_worker_rss_mb": par.peak_worker_rss_mb, "dataset_checksum": checksum,
         **{k: v for k, v in env.items() if k != "timestamp"},
+        "workload": run.workload, "engine": run.engine,
+        "workload_params": json.dumps(Job.for_run(run).describe(), sort_keys=True),
     }
 
 

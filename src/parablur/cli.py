@@ -14,6 +14,7 @@ from pathlib import Path
 from . import __version__
 from .config import (
     DEFAULT_SOURCE_URL,
+    ENGINES,
     EXECUTORS,
     FALLBACKS,
     PARALLEL_EXECUTORS,
@@ -82,6 +83,13 @@ def _add_run_flags(p: argparse.ArgumentParser, *, single_executor: bool) -> None
                    help="threads in each Dask worker (default: 1)")
     g.add_argument("--batch-size", default="4",
                    help="images per task, or 'auto' (default: 4)")
+    g.add_argument("--workload", default="blur", metavar="blur|MODULE:FUNCTION",
+                   help="what is computed on each image: blur (the study's full-frame "
+                        "Gaussian) or MODULE:FUNCTION, your own function of a decoded image "
+                        "(numpy array in, array or (array, dict) out), importable on the "
+                        "workers (default: blur)")
+    g.add_argument("--engine", choices=ENGINES, default="exact",
+                   help="how a Gaussian blur is computed (default: exact, cv2.GaussianBlur)")
     g.add_argument("--blur-radius", type=float, default=10.0,
                    help="Gaussian sigma; the kernel side is 6*sigma+1 (default: 10, i.e. 61)")
     g.add_argument("--passes", type=int, default=1, help="blur passes per image (default: 1)")
@@ -204,6 +212,7 @@ def _run_config(a: argparse.Namespace, executor: str) -> RunConfig:
         blur=BlurParams(sigma=a.blur_radius, passes=a.passes, overlap_io=a.overlap_io),
         cluster=cluster, transfer=a.transfer, force=getattr(a, "force", False),
         include_startup=a.include_dask_startup, performance_report=a.performance_report,
+        workload=a.workload, engine=a.engine,
     )
 
 

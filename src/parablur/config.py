@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -19,6 +20,10 @@ EXECUTORS = ("sequential", "dask", "dask-threads", "processes", "threads")
 PARALLEL_EXECUTORS = tuple(e for e in EXECUTORS if e != "sequential")
 FALLBACKS = ("scene", "noise")
 TRANSFERS = ("paths", "bytes")
+WORKLOADS = ("blur",)
+ENGINES = ("exact",)
+# A user's own workload: an importable ``package.module:function``.
+CUSTOM_WORKLOAD = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 
 
 def default_workers() -> int:
@@ -191,8 +196,15 @@ class RunConfig:
     force: bool = False  # anonymize(): redo every image instead of resuming
     include_startup: bool = False
     performance_report: Path | None = None
+    workload: str = "blur"  # one of WORKLOADS, or MODULE:FUNCTION
+    engine: str = "exact"  # how a Gaussian is computed (the blur workload's, and the faces')
 
     def __post_init__(self) -> None:
+        _require(self.workload in WORKLOADS or bool(CUSTOM_WORKLOAD.match(self.workload)),
+                 f"workload must be one of {', '.join(WORKLOADS)} or MODULE:FUNCTION, "
+                 f"got {self.workload!r}")
+        _require(self.engine in ENGINES,
+                 f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         object.__setattr__(self, "input_dir", Path(self.input_dir))
         object.__setattr__(self, "output_dir", Path(self.output_dir))
         _require(self.executor in EXECUTORS,

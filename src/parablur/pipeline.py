@@ -12,12 +12,13 @@ from pathlib import Path
 
 from .config import RunConfig
 from .dataset import list_images
-from .errors import DatasetError
+from .errors import ConfigError, DatasetError
 from .executors import Executor, create_executor
 from .files import claim_output_dir, clear_output_dir, remove_stale_temps, write_atomic
 from .imageinfo import file_image_size
+from .records import RecordLog
 from .resume import OutputRecord
-from .workload import BatchResult, ImageResult, ImageTask
+from .workload import BatchResult, ImageResult, ImageTask, Job
 
 STAGES = ("read_s", "decode_s", "blur_s", "encode_s", "write_s")
 
@@ -119,6 +120,15 @@ def output_dir_for(config: RunConfig, executor_name: str) -> Path:
     return config.output_dir / executor_name
 
 
+def preflight(executor: Executor, job: Job) -> None:
+    """Refuse, with one line, a job that cannot run where ``executor`` runs it (e.g. a user's
+    workload that its workers cannot import), before any image is touched."""
+    problems = {w: r for w, r in executor.run_on_workers(job.workload.preflight).items() if r}
+    if problems:
+        where = ", ".join(sorted(problems)[:3]) + (" ..." if len(problems) > 3 else "")
+        raise ConfigError(f"{next(iter(problems.values()))} (on {len(problems)} worker(s): {where})")
+
+
 def run_tasks(
     executor: Executor,
     config: RunConfig,
@@ -134,10 +144,15 @@ def run_tasks(
 
     ``clean`` empties ``out_dir`` first (benchmark rounds: verification must never
     pass on a previous round's outputs); ``record`` notes each finished output.
+    The workload's per-image records go to its record file in ``out_dir``.
     """
     from tqdm import tqdm
 
+    job = Job.for_run(config)
+    preflight(executor, job)
     (clear_output_dir if clean else claim_output_dir)(out_dir)
+    log = (RecordLog(out_dir / job.workload.record_file, keep_existing=not clean)
+           if job.workload.record_file else None)
     ship = config.effective_transfer == "bytes" and executor.name != "sequential"
     by_name = {t.name: t for t in tasks}
     failures: list[dict] = []
@@ -153,7 +168,7 @@ def run_tasks(
     t0 = time.perf_counter()
     with report_ctx, bar:
         result: BatchResult
-        for result in executor.map(_batches(tasks, batch_size, ship), config.blur):
+        for result in executor.map(_batches(tasks, batch_size, ship), job):
             task_s += result.task_s
             if result.worker:
                 peak[result.worker] = max(peak.get(result.worker, 0.0), result.peak_rss_mb)
@@ -165,10 +180,16 @@ def run_tasks(
                     ok += 1
                     if record is not None and img.name in by_name:
                         record.add(by_name[img.name], img)
+                    if log is not None and img.record is not None:
+                        log.add(img.name, img.record)
                 else:
+                    if log is not None:
+                        log.drop(img.name)
                     failures.append({"image": img.name, "reason": img.error or "unknown"})
             bar.update(len(result.images))
     wall = time.perf_counter() - t0
+    if log is not None:
+        log.save()
     remove_stale_temps(out_dir)
     return RunSummary(
         executor=executor.name, workers=executor.workers, batch_size=batch_size,
@@ -211,7 +232,7 @@ def anonymize(config: RunConfig, *, progress: bool = False) -> RunSummary:
     out_dir = output_dir_for(config, config.executor)
     tasks = plan_tasks(config, images, out_dir, digests=True)
     (clear_output_dir if config.force else claim_output_dir)(out_dir)
-    record = OutputRecord(out_dir, config.blur)
+    record = OutputRecord(out_dir, Job.for_run(config))
     todo, done = record.split(tasks)
     if not todo:
         remove_stale_temps(out_dir)

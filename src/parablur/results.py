@@ -73,6 +73,9 @@ COLUMNS: tuple[str, ...] = (
     "opencv_version",
     "dask_version",
     "parablur_version",
+    "workload",  # blur | faces | MODULE:FUNCTION
+    "engine",  # exact | fast
+    "workload_params",  # JSON: the parameters the outputs depend on
 )
 
 

@@ -18,18 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
-from .config import BlurParams
 from .files import sha256_file, write_atomic
-from .workload import ImageResult, ImageTask
+from .workload import ImageResult, ImageTask, Job
 
 RECORD_NAME = ".parablur-outputs.json"
 RECORD_FORMAT = 1
 
 
-def params_key(params: BlurParams) -> dict:
+def params_key(job: Job) -> dict:
     """The parameters an output depends on (not limits such as max_pixels)."""
-    return {"sigma": params.sigma, "kernel": params.kernel, "passes": params.passes,
-            "jpeg_quality": params.jpeg_quality}
+    return job.describe()
 
 
 @dataclass(frozen=True)
@@ -41,9 +39,9 @@ class _Stat:
 class OutputRecord:
     """The record of finished outputs of one output folder, saved at most every ``every_s``."""
 
-    def __init__(self, out_dir: Path, params: BlurParams, *, every_s: float = 1.0) -> None:
+    def __init__(self, out_dir: Path, job: Job, *, every_s: float = 1.0) -> None:
         self.path = Path(out_dir) / RECORD_NAME
-        self.params = params_key(params)
+        self.params = params_key(job)
         self.every_s = every_s
         self.entries: dict[str, dict] = {}
         self._stats: dict[str, _Stat] = {}

@@ -1,8 +1,10 @@
-"""The workload: read, decode, blur, encode and write one image, timing each stage.
+"""One image's path through a worker: read, decode, compute, encode and write, timing each stage.
 
-``blur`` is a pure function of an array; everything else here is the I/O
-around it. Workers receive ``ImageTask`` records (file paths, or encoded bytes
-when the workers do not share the client's disk), never decoded arrays.
+What is computed is the job's workload (``parablur.workloads``: the study's
+blur, faces, or a user's function), a pure function of an array; everything
+here is the I/O around it. Workers receive ``ImageTask`` records (file paths,
+or encoded bytes when the workers do not share the client's disk) and one
+``Job``, never decoded arrays.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .config import BlurParams
+from .config import BlurParams, RunConfig
 from .files import write_atomic
 from .imageinfo import image_size
+from .workloads import BlurWorkload, Workload
+from .workloads.blur import gaussian_exact
 
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
               "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
@@ -74,6 +78,36 @@ def warm_up(_: object = None) -> int:
 
 
 @dataclass(frozen=True)
+class Job:
+    """What every worker does to each image of a run; executors pass it through unopened."""
+
+    workload: Workload = field(default_factory=BlurWorkload)
+    jpeg_quality: int = 92
+    max_pixels: int = 100_000_000  # larger images are rejected from their header
+    # How a worker schedules its disk I/O (never what it computes).
+    overlap_io: bool = False
+
+    @classmethod
+    def blur(cls, params: BlurParams) -> Job:
+        """The study's job: ``params``' full-frame blur, encoding and limits."""
+        return cls(BlurWorkload(params.sigma, params.passes), params.jpeg_quality,
+                   params.max_pixels, params.overlap_io)
+
+    @classmethod
+    def for_run(cls, config: RunConfig) -> Job:
+        """The job ``config`` asks for: its workload, with the run's encoding and limits."""
+        from .workloads import workload_for
+
+        p = config.blur
+        return cls(workload_for(config), p.jpeg_quality, p.max_pixels, p.overlap_io)
+
+    def describe(self) -> dict:
+        """What an output depends on: the workload and its parameters, and the encoding."""
+        return {"workload": self.workload.name, **self.workload.describe(),
+                "jpeg_quality": self.jpeg_quality}
+
+
+@dataclass(frozen=True)
 class ImageTask:
     """One image to anonymize: where it comes from and where its output goes."""
 
@@ -102,6 +136,7 @@ class ImageResult:
     input_sha256: str = ""  # of the bytes that were decoded
     output_sha256: str = ""  # of the encoded output
     output_size: int = 0
+    record: dict | None = None  # the workload's small per-image record (faces: the detections)
 
     @property
     def total_s(self) -> float:
@@ -120,11 +155,7 @@ class BatchResult:
 
 def blur(image: np.ndarray, params: BlurParams) -> np.ndarray:
     """Gaussian-blur ``image`` with a (6*sigma+1)-square kernel, ``params.passes`` times."""
-    k = params.kernel
-    out = image
-    for _ in range(params.passes):
-        out = cv2.GaussianBlur(out, (k, k), params.sigma, borderType=cv2.BORDER_REFLECT_101)
-    return out
+    return gaussian_exact(image, params.sigma, params.passes)
 
 
 def check_header(data: bytes, max_pixels: int) -> None:
@@ -153,7 +184,7 @@ def decode(data: bytes, suffix: str) -> np.ndarray:
     return image
 
 
-def encode(image: np.ndarray, suffix: str, params: BlurParams) -> bytes:
+def encode(image: np.ndarray, suffix: str, params: BlurParams | Job) -> bytes:
     """Encode ``image`` in the format its output suffix names."""
     suffix = suffix.lower()
     if suffix in _JPEG_SUFFIXES:
@@ -184,7 +215,7 @@ def read_input(task: ImageTask) -> bytes:
         return fh.read()
 
 
-def process_image(task: ImageTask, params: BlurParams, *, prefetched: Future | None = None,
+def process_image(task: ImageTask, job: Job, *, prefetched: Future | None = None,
                   writer: ThreadPoolExecutor | None = None) -> ImageResult | _Pending:
     """Anonymize one image; never raises for a bad image, it reports the reason instead.
 
@@ -201,25 +232,25 @@ def process_image(task: ImageTask, params: BlurParams, *, prefetched: Future | N
         stages["read_s"] = t1 - t0
         stage = "decode"
         input_sha256 = hashlib.sha256(data).hexdigest() if task.digests else ""
-        check_header(data, params.max_pixels)
+        check_header(data, job.max_pixels)
         image = decode(data, Path(task.src).suffix)
         del data
         t2 = time.perf_counter()
         stages["decode_s"] = t2 - t1
-        stage = "blur"
-        out = blur(image, params)
+        stage = job.workload.name
+        out, record = job.workload(image)
         del image
         t3 = time.perf_counter()
         stages["blur_s"] = t3 - t2
         stage = "encode"
-        encoded = encode(out, Path(task.dst).suffix, params)
+        encoded = encode(out, Path(task.dst).suffix, job)
         del out
         t4 = time.perf_counter()
         stages["encode_s"] = t4 - t3
         stage = "write"
         digests = {"input_sha256": input_sha256,
                    "output_sha256": hashlib.sha256(encoded).hexdigest() if task.digests else "",
-                   "output_size": len(encoded)}
+                   "output_size": len(encoded), "record": record}
         if task.return_bytes:
             return ImageResult(task.name, True, worker=worker_id(), output=encoded, **stages,
                                **digests)
@@ -273,7 +304,7 @@ class _Pending:
         return replace(self.result, write_s=self.result.write_s + time.perf_counter() - t0)
 
 
-def _overlapped(tasks: Sequence[ImageTask], params: BlurParams) -> tuple[ImageResult, ...]:
+def _overlapped(tasks: Sequence[ImageTask], job: Job) -> tuple[ImageResult, ...]:
     """Process ``tasks`` while one background thread reads ahead and writes behind."""
     out: list[ImageResult | _Pending] = []
     with ThreadPoolExecutor(1, thread_name_prefix="parablur-io") as io:
@@ -281,17 +312,17 @@ def _overlapped(tasks: Sequence[ImageTask], params: BlurParams) -> tuple[ImageRe
         for i, task in enumerate(tasks):
             current = nxt
             nxt = io.submit(read_input, tasks[i + 1]) if i + 1 < len(tasks) else None
-            out.append(process_image(task, params, prefetched=current, writer=io))
+            out.append(process_image(task, job, prefetched=current, writer=io))
     return tuple(r.settle() if isinstance(r, _Pending) else r for r in out)
 
 
-def process_batch(tasks: Sequence[ImageTask], params: BlurParams) -> BatchResult:
-    """Anonymize a batch of images in this process, one after another, single-threaded."""
+def process_batch(tasks: Sequence[ImageTask], job: Job) -> BatchResult:
+    """Run ``job`` on a batch of images in this process, one after another, single-threaded."""
     if not _PREPARED or cv2.getNumThreads() != 1:
         prepare_process()
     t0 = time.perf_counter()
-    if params.overlap_io:
-        results = _overlapped(tasks, params)
+    if job.overlap_io:
+        results = _overlapped(tasks, job)
     else:
-        results = tuple(process_image(task, params) for task in tasks)
+        results = tuple(process_image(task, job) for task in tasks)
     return BatchResult(results, time.perf_counter() - t0, worker_id(), peak_rss_mb())

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
-from ..config import BlurParams
-from ..workload import BatchResult, ImageResult, ImageTask
+from ..workload import BatchResult, ImageResult, ImageTask, Job
 
 Batch = Sequence[ImageTask]
 
@@ -26,7 +25,9 @@ class Executor(Protocol):
 
     def start(self) -> None: ...
 
-    def map(self, batches: Iterable[Batch], params: BlurParams) -> Iterator[BatchResult]: ...
+    def map(self, batches: Iterable[Batch], job: Job) -> Iterator[BatchResult]: ...
+
+    def run_on_workers(self, fn: Callable[[], object]) -> dict[str, object]: ...
 
     def close(self) -> None: ...
 
@@ -80,6 +81,11 @@ class ExecutorBase:
 
     def start(self) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
+
+    def run_on_workers(self, fn: Callable[[], object]) -> dict[str, object]:
+        """``fn()`` where the work runs, by worker. Local pools run it here: their processes
+        are started from this interpreter, with its packages and its ``sys.path``."""
+        return {"local": fn()}
 
     def close(self) -> None:  # pragma: no cover - overridden
         raise NotImplementedError

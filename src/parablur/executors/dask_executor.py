@@ -12,9 +12,9 @@ from pathlib import Path
 from distributed import WorkerPlugin
 
 from ..cluster import Connection, connect
-from ..config import BlurParams, ClusterConfig
+from ..config import ClusterConfig
 from ..errors import ClusterError
-from ..workload import BatchResult, process_batch, warm_up
+from ..workload import BatchResult, Job, process_batch, warm_up
 from .base import Batch, ExecutorBase, bounded_map, failed_batch
 
 
@@ -108,7 +108,7 @@ class DaskExecutor(ExecutorBase):
 
         return performance_report(filename=str(path))
 
-    def map(self, batches: Iterable[Batch], params: BlurParams) -> Iterator[BatchResult]:
+    def map(self, batches: Iterable[Batch], job: Job) -> Iterator[BatchResult]:
         from distributed import as_completed
 
         client = self.client
@@ -124,7 +124,7 @@ class DaskExecutor(ExecutorBase):
             # when none of the chosen ones is alive (loose restrictions).
             where = ({"workers": self._only, "allow_other_workers": True}
                      if self._only else {})
-            fut = client.submit(process_batch, batch, params, key=key, pure=False,
+            fut = client.submit(process_batch, batch, job, key=key, pure=False,
                                 retries=retries, **where)
             batch_of[key] = batch
             futures[key] = fut
@@ -147,6 +147,10 @@ class DaskExecutor(ExecutorBase):
             if futures:  # interrupted: a remote cluster should not keep running our tasks
                 with contextlib.suppress(Exception):
                     client.cancel(list(futures.values()), force=True)
+
+    def run_on_workers(self, fn) -> dict[str, object]:
+        """``fn()`` on every worker this executor uses (a remote cluster has its own packages)."""
+        return dict(self.client.run(fn, workers=self._only))
 
     def worker_memory_mb(self) -> dict[str, float]:
         """Current resident memory of each worker, in MB."""

@@ -7,8 +7,7 @@ import multiprocessing
 import time
 from collections.abc import Iterable, Iterator
 
-from ..config import BlurParams
-from ..workload import BatchResult, prepare_process, process_batch, warm_up
+from ..workload import BatchResult, Job, prepare_process, process_batch, warm_up
 from .base import Batch, ExecutorBase, bounded_map, failed_batch
 
 
@@ -27,13 +26,13 @@ class _PoolExecutor(ExecutorBase):
         list(self._pool.map(_warm_batch, range(self.workers * 2)))
         self.startup_s = time.perf_counter() - t0
 
-    def map(self, batches: Iterable[Batch], params: BlurParams) -> Iterator[BatchResult]:
+    def map(self, batches: Iterable[Batch], job: Job) -> Iterator[BatchResult]:
         assert self._pool is not None, "start() the executor first"
         pool = self._pool
         pending: dict[cf.Future, Batch] = {}
 
         def submit(batch: Batch) -> cf.Future:
-            fut = pool.submit(process_batch, batch, params)
+            fut = pool.submit(process_batch, batch, job)
             pending[fut] = batch
             return fut
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from ..config import BlurParams
-from ..workload import BatchResult, prepare_process, process_batch
+from ..workload import BatchResult, Job, prepare_process, process_batch
 from .base import Batch, ExecutorBase
 
 
@@ -20,9 +19,9 @@ class SequentialExecutor(ExecutorBase):
     def start(self) -> None:
         prepare_process()
 
-    def map(self, batches: Iterable[Batch], params: BlurParams) -> Iterator[BatchResult]:
+    def map(self, batches: Iterable[Batch], job: Job) -> Iterator[BatchResult]:
         for batch in batches:
-            yield process_batch(batch, params)
+            yield process_batch(batch, job)
 
     def close(self) -> None:
         pass

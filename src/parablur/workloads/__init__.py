@@ -1,0 +1,56 @@
+"""Workloads: what is computed on one decoded image.
+
+A workload is a small, picklable, frozen object; executors, the pipeline and
+the benchmark pass it through without looking inside. ``blur`` is the study's
+full-frame Gaussian (the default, what the benchmark measures), ``faces``
+detects faces and anonymizes only them, and ``MODULE:FUNCTION`` runs a user's
+own step under the same harness.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ..config import RunConfig
+from .blur import BlurWorkload
+from .custom import CustomWorkload, is_custom_spec
+
+BUILTIN = ("blur", "faces")
+
+
+@runtime_checkable
+class Workload(Protocol):
+    """One image in, one image (and an optional small JSON-ready record) out."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def record_file(self) -> str | None:
+        """Where the per-image records go in the output folder (None: the workload keeps none)."""
+
+    def describe(self) -> dict:
+        """The parameters an output depends on, for the CSV, the summary and resume records."""
+
+    def preflight(self) -> str | None:
+        """Run where the work runs, before any image: why it cannot run there, or None."""
+
+    def decode_factor(self, suffix: str) -> int:
+        """How much smaller than full size an input with ``suffix`` may be decoded (1: full)."""
+
+    def __call__(self, image: np.ndarray, full_shape: tuple[int, ...] | None = None
+                 ) -> tuple[np.ndarray, dict | None]:
+        """The output image (of ``full_shape`` when the input was decoded smaller) and a record."""
+
+
+def workload_for(config: RunConfig) -> Workload:
+    """The workload ``config.workload`` names, with the run's parameters."""
+    if config.workload == "blur":
+        return BlurWorkload(config.blur.sigma, config.blur.passes, config.engine)
+    return CustomWorkload(config.workload)
+
+
+__all__ = ["BUILTIN", "BlurWorkload", "CustomWorkload", "Workload", "is_custom_spec",
+           "workload_for"]

@@ -1,0 +1,88 @@
+"""A user's own computer-vision step as a workload: ``MODULE:FUNCTION``, imported where it runs.
+
+The function takes one decoded image (a numpy array, BGR or gray, as OpenCV
+decodes it) and returns the output image, or ``(image, record)`` where
+``record`` is a small JSON-ready dict kept in the run's summary. It must be
+importable on every worker; ParaBlur checks that before any image is processed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from ..config import CUSTOM_WORKLOAD
+from ..errors import ConfigError
+
+
+def is_custom_spec(text: str) -> bool:
+    """True for ``package.module:function``."""
+    return bool(CUSTOM_WORKLOAD.match(text))
+
+
+@lru_cache(maxsize=16)
+def load_function(spec: str) -> Callable:
+    """Import ``MODULE:FUNCTION`` in this process (once); ConfigError with one line when it cannot."""
+    module_name, _, func_name = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"workload {spec}: cannot import {module_name} ({exc}); it must be "
+                          "importable where the work runs (install it, or add it to PYTHONPATH)"
+                          ) from exc
+    except Exception as exc:  # noqa: BLE001 - the user's module failed while importing
+        raise ConfigError(f"workload {spec}: importing {module_name} raised "
+                          f"{type(exc).__name__}: {exc}") from exc
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise ConfigError(f"workload {spec}: {module_name} has no function {func_name}")
+    return func
+
+
+def import_error(spec: str) -> str | None:
+    """Why ``spec`` cannot be imported in this process, or None; run on every worker."""
+    try:
+        load_function(spec)
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
+@dataclass(frozen=True)
+class CustomWorkload:
+    """A user's function applied to every decoded image."""
+
+    spec: str
+
+    def __post_init__(self) -> None:
+        if not is_custom_spec(self.spec):
+            raise ConfigError(f"workload must be blur, faces or MODULE:FUNCTION, got {self.spec!r}")
+
+    @property
+    def name(self) -> str:
+        return self.spec
+
+    @property
+    def record_file(self) -> str | None:
+        return "records.jsonl"
+
+    def describe(self) -> dict:
+        return {"function": self.spec}
+
+    def preflight(self) -> str | None:
+        return import_error(self.spec)
+
+    def __call__(self, image: np.ndarray) -> tuple[np.ndarray, dict | None]:
+        out = load_function(self.spec)(image)
+        record = None
+        if isinstance(out, tuple) and len(out) == 2:
+            out, record = out
+        if not isinstance(out, np.ndarray) or out.size == 0:
+            raise ValueError(f"{self.spec} returned {type(out).__name__}, not an image array")
+        if record is not None and not isinstance(record, dict):
+            raise ValueError(f"{self.spec} returned a {type(record).__name__} record, not a dict")
+        return out, record
