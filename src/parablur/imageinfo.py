@@ -27,7 +27,8 @@ _OPENERS = {"jpeg": JpegImagePlugin.JpegImageFile, "png": PngImagePlugin.PngImag
             "tiff": TiffImagePlugin.TiffImageFile}
 
 # What Pillow's parsers raise for a header they cannot read (SyntaxError is
-# Pillow's "not this format / malformed"); anything else is a bug and propagates.
+# Pillow's "not this format / malformed"). Anything else (a bug, or a warning that
+# the caller's filters turn into an error) propagates.
 _UNREADABLE = (SyntaxError, OSError, ValueError, EOFError, struct.error, Image.DecompressionBombError)
 
 # In a JPEG's entropy-coded data 0xFF is followed by 0x00 (a stuffed byte), a
@@ -109,7 +110,7 @@ def read_size(source: bytes | Path) -> tuple[int, int]:
 
 
 def header_size(fmt: str, data: bytes) -> tuple[int, int] | None:
-    """(width, height) declared by the ``fmt`` header in ``data``, or None while it is incomplete."""
+    """(width, height) declared by the ``fmt`` header in ``data``; None while incomplete or unreadable."""
     if sniff_format(data[:16]) != fmt:
         return None
     return image_size(data)
