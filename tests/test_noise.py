@@ -9,14 +9,19 @@ reference; bounds are generous because the machine is shared.
 from __future__ import annotations
 
 import contextlib
+import json
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
 
+from parablur import results
+from parablur.cli import main
 from parablur.noise import NOISY_LOAD_CORES, Load, LoadSampler
 
 MARK = "parablur-noise-test-busy-loop"
@@ -126,3 +131,44 @@ def test_a_round_is_noisy_when_others_take_cores_the_benchmark_uses(outside, ste
                 steal_cores=steal)
     assert load.noisy is noisy
 
+
+def closed_port_url() -> str:
+    """An http URL on 127.0.0.1 where nothing listens: the dataset is generated offline."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/200/200"
+
+
+@pytest.mark.slow
+def test_bench_flags_rounds_run_while_another_program_takes_a_core(tmp_path: Path, capsys):
+    summary_json = tmp_path / "s.json"
+    argv = ["bench", "--num-images", "8", "--width", "200", "--height", "200", "--workers", "2",
+            "--batch-size", "2", "--trials", "2", "--warmup", "0", "--quiet", "--no-dashboard",
+            "--source-url", closed_port_url(), "--input-dir", str(tmp_path / "data"),
+            "--output-dir", str(tmp_path / "out"), "--report-csv", str(tmp_path / "r.csv"),
+            "--no-report", "--summary-json", str(summary_json)]
+    with outside_busy_loop(seconds=300):
+        assert main(argv) == 0
+    out = capsys.readouterr().out
+    data = json.loads(summary_json.read_text())
+
+    # every round: its outside load recorded and flagged, with the reason in its printed line
+    assert [r["noisy"] for r in data["rounds"]] == [True, True]
+    assert all(r["load"]["outside_cores"] >= 0.3 for r in data["rounds"])
+    assert all(r["ceiling"] > 0 for r in data["rounds"])  # a ceiling measured with each round
+    lines = [line.strip() for line in out.splitlines() if line.strip().startswith("round ")]
+    assert len(lines) == 2
+    assert all("NOISY: outside load" in line and "other programs" in line for line in lines)
+
+    # the headline says the rounds were noisy and does not report their Karp-Flatt
+    assert "noise: 2 of 2 rounds ran while other programs took cores" in out
+    assert "all 2 rounds noisy" in out and "no quiet round" in out
+    serial = next(line for line in out.splitlines() if "serial fraction" in line)
+    assert "n/a (no quiet round" in serial and "%" not in serial
+    dask = data["executors"]["dask"]
+    assert dask["noisy_rounds"] == 2 and dask["headline_noisy"] is True
+
+    rows = results.read_rows(tmp_path / "r.csv")
+    assert [r["noisy"] for r in rows] == ["true", "true"]
+    assert all(float(r["outside_load_cores"]) >= 0.3 and r["steal_cores"] for r in rows)
+    assert all(float(r["ceiling"]) > 0 for r in rows)
