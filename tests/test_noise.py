@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -19,10 +20,11 @@ from pathlib import Path
 
 import psutil
 import pytest
+from dask_cluster import start_cluster
 
 from parablur import results
 from parablur.cli import main
-from parablur.noise import NOISY_LOAD_CORES, Load, LoadSampler
+from parablur.noise import NOISY_LOAD_CORES, Load, LoadSampler, dask_local_pids
 
 MARK = "parablur-noise-test-busy-loop"
 
@@ -172,3 +174,20 @@ def test_bench_flags_rounds_run_while_another_program_takes_a_core(tmp_path: Pat
     assert [r["noisy"] for r in rows] == ["true", "true"]
     assert all(float(r["outside_load_cores"]) >= 0.3 and r["steal_cores"] for r in rows)
     assert all(float(r["ceiling"]) > 0 for r in rows)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_remote_clusters_processes_on_this_machine_are_found(tmp_path: Path):
+    # `parablur bench --scheduler ...` with `dask worker`s started elsewhere on this machine:
+    # their CPU is the benchmark's, not other programs'. Each is found by pid and start time.
+    cluster = start_cluster(tmp_path / "cluster", workers=1)
+    try:
+        with cluster.client() as client:
+            pids = dask_local_pids(client)
+        worker = next(iter(cluster.worker_pids().values()))
+        nanny = psutil.Process(worker).ppid()
+        assert {cluster.procs[0].pid, nanny, worker} <= pids  # scheduler, nanny, worker
+        assert os.getpid() not in pids
+    finally:
+        cluster.stop()
