@@ -337,7 +337,8 @@ class Bench:
         """The warm-up and measured rounds of one configuration, each measured round's
         rows appended to the results CSV as soon as it ends.
 
-        Every round records the outside load over its ceiling measurement and its runs.
+        Every round records the outside load over its ceiling measurement, its runs and
+        their verification.
         """
         config = self.config
         size = (config.fetch.width, config.fetch.height)
@@ -425,7 +426,7 @@ def format_summary(summary: BenchSummary) -> str:
     for st in summary.stats.values():
         noisy = " (noisy rounds)" if st.headline_noisy else ""
         n = st.noisy_rounds
-        left_out = (f", all {n} rounds noisy" if st.headline_noisy
+        left_out = (f", {n} of {st.rounds} rounds noisy, none quiet and clean" if st.headline_noisy
                     else f", {n} noisy round{'s' if n > 1 else ''} left out" if n else "")
         if st.serial_fraction is None:
             serial = "       n/a (1 worker)"

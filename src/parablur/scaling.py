@@ -103,22 +103,34 @@ def _amdahl(points: list[BenchSummary]) -> tuple[dict[str, AmdahlFit], tuple[str
 
     Each clean round's parallel time is taken in units of its own sequential time,
     so that drift in the machine's speed between rounds cancels out. Noisy rounds
-    (other programs took cores) are left out: their slowdown is not a serial part.
+    (other programs took cores) are left out, as their slowdown is no serial part;
+    a sweep without quiet rounds at two worker counts is fitted over every clean
+    round, and a warning says that its f measures the machine's load.
     """
-    sweeps: dict[str, tuple[list[int], list[float]]] = {}
-    noisy = sum(1 for point in points for rnd in point.rounds if rnd.noisy and not rnd.warmup)
+    sweeps: dict[str, list[tuple[int, float, bool]]] = {}
     for point in points:
         for rnd in point.rounds:
             for name, par in rnd.parallel.items():
-                if rnd.warmup or not rnd.clean(name) or rnd.noisy:
+                if rnd.warmup or not rnd.clean(name):
                     continue
-                ps, ts = sweeps.setdefault(f"{name}, batch size {par.batch_size}", ([], []))
-                ps.append(par.workers)
-                ts.append(par.wall_s / rnd.sequential.wall_s)
-    fits = {label: fit_amdahl(ps, ts) for label, (ps, ts) in sweeps.items() if len(set(ps)) >= 2}
-    warnings = [f"{noisy} noisy round{'s' if noisy > 1 else ''} (other programs took cores) "
-                "left out of the Amdahl fit"] if noisy else []
-    for label, (ps, ts) in sweeps.items():
+                sweeps.setdefault(f"{name}, batch size {par.batch_size}", []).append(
+                    (par.workers, par.wall_s / rnd.sequential.wall_s, rnd.noisy))
+    fits, warnings = {}, []
+    for label, rows in sweeps.items():
+        quiet = [r for r in rows if not r[2]]
+        left_out = len(rows) - len(quiet)
+        if len({p for p, _, _ in quiet}) >= 2:
+            rows = quiet
+            if left_out:
+                warnings.append(f"{label}: {left_out} noisy round{'s' if left_out > 1 else ''} "
+                                "(other programs took cores) left out of the Amdahl fit")
+        elif left_out:
+            warnings.append(f"{label}: no quiet rounds at two worker counts, so the Amdahl fit is "
+                            f"over {left_out} noisy rounds: its f measures other programs' load, "
+                            "not a serial fraction; rerun on a quiet machine")
+        ps, ts = [p for p, _, _ in rows], [t for _, t, _ in rows]
+        if len(set(ps)) >= 2:
+            fits[label] = fit_amdahl(ps, ts)
         if len(set(ps)) >= 3:
             trend = karp_flatt_trend(ps, [1 / t for t in ts])
             if trend.growing:
