@@ -20,6 +20,7 @@ from ingestion_support import (
     small_config,
 )
 
+from parablur.benchmark import prepare_dataset
 from parablur.cli import main
 from parablur.config import DEFAULT_SOURCE_URL
 from parablur.ingestion import fetch_dataset
@@ -75,6 +76,21 @@ def test_shrinking_keeps_every_image_and_bench_uses_the_first_n(tmp_path, capsys
     blurred = sorted(p.name for p in (tmp_path / "out" / "sequential").iterdir())
     assert blurred == [f"img_{i:04d}.jpg" for i in range(10)]
     assert images_state(data) == before
+
+
+def test_bench_and_scale_measure_exactly_the_fetched_images(tmp_path):
+    data = tmp_path / "data"
+    config = small_config(data, num_images=3, source_url=offline_url())
+    fetch_dataset(config, progress=False)
+    (data / "holiday.jpg").write_bytes(jpeg_bytes(9))  # dropped in by hand: not the dataset's
+    lines = []
+    images, summary = prepare_dataset(small_config(data, num_images=2,
+                                                   source_url=offline_url()),
+                                      echo=lines.append, progress=False)
+    assert images == [data / "img_0000.jpg", data / "img_0001.jpg"]
+    assert summary["images"] == [str(p) for p in images] and summary["kept"] == 1
+    assert "Using the first 2 of 3 images" in lines[0]
+    assert (data / "holiday.jpg").read_bytes() == jpeg_bytes(9)
 
 
 def test_bench_reuses_a_dataset_fetched_from_another_source(tmp_path, httpserver, capsys):

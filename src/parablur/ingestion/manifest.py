@@ -21,7 +21,7 @@ MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "parablur-manifest"
 MANIFEST_VERSION = 1
 # The only file names ParaBlur writes into a dataset: img_<index, 4+ digits>.<stored suffix>.
-OWN_NAME = re.compile(r"^img_(\d{4,})\.(jpg|png|webp|bmp)$")
+_OWN_NAME = re.compile(r"^img_(\d{4,})\.(jpg|png|webp|bmp)$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -76,7 +76,7 @@ def _entry(item: object) -> ManifestEntry:
     ints = (entry.index, entry.bytes, entry.width, entry.height, entry.attempts)
     if not all(type(v) is int and v >= 0 for v in ints):
         raise ValueError(f"image entry {entry.index!r} has a non-integer count")
-    name = OWN_NAME.match(entry.file) if isinstance(entry.file, str) else None
+    name = _OWN_NAME.match(entry.file) if isinstance(entry.file, str) else None
     if name is None or entry.file != f"img_{entry.index:04d}.{name.group(2)}":
         raise ValueError(f"image entry {entry.index} names {entry.file!r}, not a file ParaBlur "
                          "writes")
