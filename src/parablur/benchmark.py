@@ -374,15 +374,15 @@ def run_ceiling(rounds: Sequence[RoundResult]) -> Ceiling | None:
 
 
 def prepare_dataset(config: FetchConfig, *, echo: Echo, progress: bool) -> tuple[list[Path], dict]:
-    """Fetch (or reuse) the dataset; its images and the fetch summary as a dict."""
+    """Fetch (or reuse) the dataset; its images (exactly those the fetch chose, the first
+    ``num_images`` of a larger dataset) and the fetch summary as a dict."""
     from .ingestion import fetch_dataset
 
     fetched = fetch_dataset(config, progress=progress)
     echo(fetched.format_summary())
-    images = list_images(config.input_dir)
-    if not images:
+    if not fetched.images:
         raise DatasetError(f"no images found in {config.input_dir}")
-    return images, fetched.to_dict()
+    return list(fetched.images), fetched.to_dict()
 
 
 def run_benchmark(config: BenchConfig, *, echo: Echo = print, progress: bool = False,
@@ -392,7 +392,9 @@ def run_benchmark(config: BenchConfig, *, echo: Echo = print, progress: bool = F
     if fetch_summary is None:
         images, fetch_summary = prepare_dataset(config.fetch, echo=echo, progress=progress)
     else:
-        images = list_images(config.fetch.input_dir)
+        listed = fetch_summary.get("images")
+        images = ([Path(p) for p in listed] if listed is not None
+                  else list_images(config.fetch.input_dir))
         if not images:
             raise DatasetError(f"no images found in {config.fetch.input_dir}")
     config = replace(config, run=replace(config.run, input_dir=config.fetch.input_dir))
