@@ -73,7 +73,8 @@ def test_shrinking_keeps_every_image_and_bench_uses_the_first_n(tmp_path, capsys
     assert main(bench_args(data, tmp_path, "--num-images", "10", "--source-url", offline_url(),
                            "--summary-json", str(summary))) == 0
     assert json.loads(summary.read_text())["images"] == 10
-    blurred = sorted(p.name for p in (tmp_path / "out" / "sequential").iterdir())
+    blurred = sorted(p.name for p in (tmp_path / "out" / "sequential").iterdir()
+                     if not p.name.startswith("."))
     assert blurred == [f"img_{i:04d}.jpg" for i in range(10)]
     assert images_state(data) == before
 
