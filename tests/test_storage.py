@@ -214,6 +214,7 @@ def test_credentials_are_masked_everywhere():
     for secret in ("s3cr3t-value", "tok-123", "url-pass", "AKIAEXAMPLE"):
         assert secret not in masked
     assert "http://user:***@h/x" == redact("http://user:pw@h/x")
+    assert redact("photos s3", {"s"}) == "photos s3"  # too short to mask inside words
     shown = redacted_options(options)
     assert shown["secret"] == "***" and shown["client_kwargs"]["aws_session_token"] == "***"
     assert shown["client_kwargs"]["endpoint_url"] == "http://127.0.0.1:9" and shown["anon"] is False
@@ -268,6 +269,14 @@ except ParaBlurError as exc:
     line = out.stdout.strip()
     assert line.startswith("2 s3:// needs a package that is not installed: install parablur[s3]")
     assert "\n" not in line and "never-shown" not in line
+
+
+def test_credentials_in_a_cloud_url_are_refused_without_showing_them():
+    with pytest.raises(ConfigError) as caught:
+        open_store("s3://someone:pw-secret-123@photos/in", {})
+    message = str(caught.value)
+    assert message.startswith("credentials in a s3:// URL are not supported")
+    assert "pw-secret-123" not in message and "s3://someone:***@photos/in" in message
 
 
 def test_s3_location_needs_a_bucket():

@@ -65,6 +65,9 @@ class FsspecStore(Store):
         self._cls = filesystem_class(url)
         self._secret_set = secrets_in(self.options, [url])
         self.url = redact(url, self._secret_set)
+        if self.protocol in EXTRAS and "@" in url.split("://", 1)[1].split("/", 1)[0]:
+            raise ConfigError(f"credentials in a {self.protocol}:// URL are not supported: pass them "
+                              f"in --storage-options or the environment ({self.url})")
         self.root = self._cls._strip_protocol(url).rstrip("/")
         self.is_s3 = self.protocol in _S3 and hasattr(self._cls, "call_s3")
         if self.is_s3:

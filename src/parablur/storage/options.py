@@ -12,6 +12,7 @@ from typing import Any
 from ..errors import ConfigError
 
 MASK = "***"
+MIN_SECRET = 4
 
 # A storage option whose name contains one of these holds a credential (s3fs: key, secret,
 # token, client_kwargs.aws_secret_access_key; gcsfs: token; adlfs: account_key, sas_token,
@@ -84,11 +85,15 @@ def secrets_in(options: Mapping[str, Any] | None, urls: Iterable[str] = ()) -> f
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with every secret and every URL password replaced by ``***``."""
+    """``text`` with every secret and every URL password replaced by ``***``.
+
+    Secrets shorter than ``MIN_SECRET`` characters are not masked inside other words
+    (a one-letter "secret" would mask every such letter); real keys are 16+ characters.
+    """
     text = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", str(text))
     # Longest first, so that a secret containing another is masked whole.
     for secret in sorted(set(secrets), key=len, reverse=True):
-        if secret:
+        if len(secret) >= MIN_SECRET:
             text = text.replace(secret, MASK)
     return text
 
