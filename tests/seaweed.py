@@ -82,7 +82,8 @@ class Seaweed:
     process: subprocess.Popen
     folder: Path
     log: Path
-    started_s: float = 0.0
+    started_s: float = 0.0  # until a listing answered
+    port_s: float | None = None  # until the S3 port accepted a connection
     stopped_s: float | None = None
 
     def options(self, *, reader: bool = False, endpoint: str | None = None, **extra) -> dict:
@@ -158,7 +159,7 @@ def start_seaweed(folder: Path) -> Seaweed:
                                    stdin=subprocess.DEVNULL)
     server = Seaweed(f"http://127.0.0.1:{s3}", s3, process, folder, log)
     try:
-        _wait_ready(server, t0 + START_TIMEOUT_S)
+        _wait_ready(server, t0)
     except BaseException:
         server.stop()
         raise
@@ -166,16 +167,18 @@ def start_seaweed(folder: Path) -> Seaweed:
     return server
 
 
-def _wait_ready(server: Seaweed, deadline: float) -> None:
-    """Until the S3 port accepts and the bucket can be listed (bounded by ``deadline``)."""
+def _wait_ready(server: Seaweed, t0: float) -> None:
+    """Until the S3 port accepts and the bucket can be listed (at most START_TIMEOUT_S after ``t0``)."""
     last: Exception | None = None
-    while time.monotonic() < deadline:
+    while time.monotonic() < t0 + START_TIMEOUT_S:
         if server.process.poll() is not None:
             raise RuntimeError(f"weed mini exited with {server.process.returncode}: "
                                f"{server.log.read_text(errors='replace')[-2000:]}")
         try:
             with socket.create_connection(("127.0.0.1", server.s3_port), timeout=0.5):
                 pass
+            if server.port_s is None:
+                server.port_s = time.monotonic() - t0
             server.client().call_s3("list_objects_v2", Bucket=BUCKET, MaxKeys=1)
             return
         except Exception as exc:  # not up yet

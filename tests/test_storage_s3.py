@@ -221,3 +221,20 @@ def test_claim_output_marks_a_new_prefix_and_refuses_a_users(seaweed, prefix):
     with pytest.raises(DatasetError, match="refusing to write into"):
         open_store(f"s3://{BUCKET}/{prefix}/users", seaweed.options()).claim_output()
     assert seaweed.keys(f"{prefix}/users") == [f"{prefix}/users/photo.jpg"]
+
+
+def test_seaweed_fixture_stops_its_server_by_pid(tmp_path):
+    import socket
+
+    import psutil
+    from seaweed import start_seaweed
+
+    server = start_seaweed(tmp_path / "own")
+    process = psutil.Process(server.process.pid)
+    family = [process, *process.children(recursive=True)]
+    assert server.client().call_s3("list_objects_v2", Bucket=BUCKET, MaxKeys=1)["KeyCount"] == 0
+    server.stop()
+    assert server.process.returncode is not None
+    assert not [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    with pytest.raises(ConnectionRefusedError):  # nothing listens on its S3 port any more
+        socket.create_connection(("127.0.0.1", server.s3_port), timeout=2).close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import os
@@ -58,13 +59,14 @@ class FsspecStore(Store):
 
     def __init__(self, url: str, storage_options: Mapping[str, Any] | None = None,
                  retry: RetryPolicy | None = None) -> None:
+        self._setup(url, copy.deepcopy(dict(storage_options or {})), retry or RetryPolicy())
+
+    def _setup(self, url: str, options: dict[str, Any], retry: RetryPolicy) -> None:
         self._raw_url = url
-        self.options: dict[str, Any] = copy.deepcopy(dict(storage_options or {}))
-        self.retry = retry or RetryPolicy()
+        self.options = options
+        self.retry = retry
         self.protocol = url.split("://", 1)[0].lower()
         self._cls = filesystem_class(url)
-        self._secret_set = secrets_in(self.options, [url])
-        self.url = redact(url, self._secret_set)
         if self.protocol in EXTRAS and "@" in url.split("://", 1)[1].split("/", 1)[0]:
             raise ConfigError(f"credentials in a {self.protocol}:// URL are not supported: pass them "
                               f"in --storage-options or the environment ({self.url})")
@@ -81,10 +83,19 @@ class FsspecStore(Store):
             raise ConfigError("storage options must be JSON-like values") from None
 
     def __reduce__(self):
-        return (FsspecStore, (self._raw_url, self.options, self.retry))
+        return (_restore, (self._raw_url, self.options, self.retry))
 
     def __repr__(self) -> str:
         return f"FsspecStore({self.url!r}, storage_options={redacted_options(self.options)!r})"
+
+    # Worked out on first use: a store unpickled for each task on a worker seldom needs them.
+    @functools.cached_property
+    def _secret_set(self) -> frozenset[str]:
+        return secrets_in(self.options, [self._raw_url])
+
+    @functools.cached_property
+    def url(self) -> str:  # type: ignore[override]
+        return redact(self._raw_url, self._secret_set)
 
     def _secrets(self) -> frozenset[str]:
         return self._secret_set
@@ -264,7 +275,7 @@ class FsspecStore(Store):
         A prefix that holds objects ParaBlur did not make is refused before anything is
         written, so that outputs never replace a user's objects of the same names.
         """
-        if self.info(OUTPUT_MARKER) is not None:
+        if self._guard(lambda: self.info(OUTPUT_MARKER)) is not None:
             return
         first = next(self._pages(1), [])
         if first:
@@ -272,6 +283,13 @@ class FsspecStore(Store):
                                "ParaBlur did not make (choose a new or empty output location)")
         self._call("write", OUTPUT_MARKER, lambda: self._write(OUTPUT_MARKER, _MARKER_TEXT, {}, True),
                    per_object=False)
+
+
+def _restore(url: str, options: dict[str, Any], retry: RetryPolicy) -> FsspecStore:
+    """Unpickle a store: the options were just made by pickle, so they are not copied again."""
+    store = FsspecStore.__new__(FsspecStore)
+    store._setup(url, options, retry)
+    return store
 
 
 def _strip_tag(tag: Any) -> str | None:
