@@ -127,8 +127,34 @@ class Seaweed:
             self.stopped_s = time.monotonic() - t0
 
 
-def start_seaweed(folder: Path) -> Seaweed:
-    """Start `weed mini` in ``folder`` on free 127.0.0.1 ports; return once its S3 API answers."""
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the test process dies, so that even a killed run leaves no server."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class _PortTaken(RuntimeError):
+    pass
+
+
+def start_seaweed(folder: Path, tries: int = 3) -> Seaweed:
+    """Start `weed mini` in ``folder`` on free 127.0.0.1 ports; return once its S3 API answers.
+
+    A port taken by another program between choosing it and weed binding it makes weed
+    exit at once: then it is started again on new ports (``tries`` times in all).
+    """
+    for attempt in range(tries):
+        try:
+            return _start(folder / f"run{attempt}")
+        except _PortTaken:
+            if attempt == tries - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start(folder: Path) -> Seaweed:
     folder.mkdir(parents=True, exist_ok=True)
     data = folder / "data"
     data.mkdir(exist_ok=True)
@@ -156,7 +182,7 @@ def start_seaweed(folder: Path) -> Seaweed:
     t0 = time.monotonic()
     with open(log, "wb") as out:
         process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=folder,
-                                   stdin=subprocess.DEVNULL)
+                                   stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
     server = Seaweed(f"http://127.0.0.1:{s3}", s3, process, folder, log)
     try:
         _wait_ready(server, t0)
@@ -172,14 +198,17 @@ def _wait_ready(server: Seaweed, t0: float) -> None:
     last: Exception | None = None
     while time.monotonic() < t0 + START_TIMEOUT_S:
         if server.process.poll() is not None:
-            raise RuntimeError(f"weed mini exited with {server.process.returncode}: "
-                               f"{server.log.read_text(errors='replace')[-2000:]}")
+            log = server.log.read_text(errors="replace")
+            taken = "address already in use" in log or "Port allocation failed" in log
+            error = _PortTaken if taken else RuntimeError
+            raise error(f"weed mini exited with {server.process.returncode}: {log[-2000:]}")
         try:
             with socket.create_connection(("127.0.0.1", server.s3_port), timeout=0.5):
                 pass
             if server.port_s is None:
                 server.port_s = time.monotonic() - t0
-            server.client().call_s3("list_objects_v2", Bucket=BUCKET, MaxKeys=1)
+            quick = {"connect_timeout": 1, "read_timeout": 2, "retries": {"total_max_attempts": 1}}
+            server.client(config_kwargs=quick).call_s3("list_objects_v2", Bucket=BUCKET, MaxKeys=1)
             return
         except Exception as exc:  # not up yet
             last = exc
