@@ -181,9 +181,19 @@ class Store(ABC):
         self._call("write", key, lambda: self._write(key, bytes(data), meta, durable), per_object=True)
 
     def info(self, key: str) -> ObjectInfo | None:
-        """The object's size, tag and metadata, or None if there is no object at ``key``."""
+        """The object's size, tag and metadata, or None if there is no object at ``key``.
+
+        One HEAD on S3 (which cannot tell a missing bucket from a missing key: both give
+        None; ``probe_read``/``probe_write`` name the bucket). Where the store has no tag
+        of its own (folders, memory://) the tag is the SHA-256 of the content, read for it.
+        """
         key = check_key(key)
         return self._call("inspect", key, lambda: self._info(key), per_object=True)
+
+    @abstractmethod
+    def claim_output(self) -> None:
+        """Make the root an output location of ParaBlur's (new or empty, then marked), or refuse
+        with ``DatasetError`` if it holds anything ParaBlur did not make."""
 
     def probe_read(self) -> str:
         """Prove the input can be listed and read: the first image's key (its first 64 KB are read).
