@@ -279,6 +279,19 @@ def test_credentials_in_a_cloud_url_are_refused_without_showing_them():
     assert "pw-secret-123" not in message and "s3://someone:***@photos/in" in message
 
 
+@pytest.mark.parametrize("url, extra, module", [("gs://bucket/in", "gcs", "gcsfs"),
+                                                ("az://container/in", "azure", "adlfs")])
+def test_uninstalled_cloud_backends_name_their_extra(url, extra, module):
+    import importlib.util
+
+    if importlib.util.find_spec(module) is not None:
+        pytest.skip(f"{module} is installed here")
+    with pytest.raises(StorageError) as caught:
+        open_store(url, {})
+    assert f"needs a package that is not installed: install parablur[{extra}]" in str(caught.value)
+    assert caught.value.exit_code == 2
+
+
 def test_s3_location_needs_a_bucket():
     with pytest.raises(ConfigError, match="needs a bucket"):
         open_store("s3://", {})
