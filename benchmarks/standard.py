@@ -90,7 +90,7 @@ def main() -> int:
     fetched = fetch_dataset(FetchConfig(input_dir=args.input_dir, num_images=args.num_images,
                                         width=args.size, height=args.size,
                                         fallback=args.fallback), progress=False)
-    images = list_images(args.input_dir)
+    images = fetched.images
     print(f"dataset: {len(images)} images {args.size}x{args.size} in {args.input_dir} "
           f"({fetched.generated} generated, checksum {fetched.dataset_checksum[:16]})")
     run = RunConfig(input_dir=args.input_dir, output_dir=args.output_dir, executor="dask",

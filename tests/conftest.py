@@ -29,3 +29,15 @@ def image_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "in"
     make_images(folder, 7)
     return folder
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory):
+    """One real SeaweedFS S3 store for the whole session (tests/seaweed.py); stopped by its PID at the end."""
+    from seaweed import start_seaweed
+
+    server = start_seaweed(tmp_path_factory.mktemp("seaweed"))
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -66,8 +66,18 @@ def assert_dataset_consistent(folder: Path, count: int) -> dict:
     return doc
 
 
+def folder_state(folder: Path) -> dict[str, tuple[str, int] | None]:
+    """Everything below ``folder``: each file's (sha256, mtime_ns), None for a folder."""
+    state: dict[str, tuple[str, int] | None] = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        state[rel] = None if path.is_dir() else (sha256_file(path), path.stat().st_mtime_ns)
+    return state
+
+
 class _Handler(BaseHTTPRequestHandler):
-    """Misbehaves according to the path: /reset, /slow, /truncated, /ok; '-once' only first time."""
+    """Misbehaves according to the path: /reset, /slow, /truncated, /busy, /trickle, /ok;
+    '-once' only the first time."""
 
     def log_message(self, *args) -> None:  # keep test output quiet
         pass
@@ -101,6 +111,23 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()
             self.connection.shutdown(socket.SHUT_RDWR)
+        elif mode == "busy":  # 503, come back in 30 s
+            self.send_response(503)
+            self.send_header("Retry-After", "30")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif mode == "trickle":  # the body at 100 bytes per 0.5 s
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            try:
+                for start in range(0, len(body), 100):
+                    self.wfile.write(body[start:start + 100])
+                    self.wfile.flush()
+                    time.sleep(0.5)
+            except OSError:
+                pass
         else:
             self.send_error(404)
 

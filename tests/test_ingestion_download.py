@@ -1,5 +1,17 @@
-"""Each misbehaving server ends in a valid image (downloaded or generated), never a bad file."""
+"""Each misbehaving server ends in a valid image (downloaded or generated), never a bad file;
+a disk that refuses one image costs that image only; Ctrl-C stops every download."""
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
 import pytest
 from ingestion_support import (
     RawServer,
@@ -9,8 +21,15 @@ from ingestion_support import (
     small_config,
 )
 
+from parablur.cli import main
 from parablur.ingestion import fetch_dataset
-from parablur.ingestion.download import Downloader, DownloadFailed, parse_retry_after
+from parablur.ingestion.download import (
+    DownloadCancelled,
+    Downloader,
+    DownloadFailed,
+    parse_retry_after,
+)
+from parablur.ingestion.manifest import MANIFEST_NAME
 
 pytestmark = pytest.mark.timeout(30)
 GOOD = jpeg_bytes()
@@ -193,3 +212,89 @@ def test_parse_retry_after():
     assert parse_retry_after(None) is None
     assert parse_retry_after("garbage") is None
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+
+
+def test_an_unwritable_image_fails_alone_and_the_fetch_goes_on(tmp_path, httpserver, capsys):
+    png = cv2.imencode(".png", np.full((20, 30, 3), 90, np.uint8))[1].tobytes()
+    httpserver.expect_request("/0").respond_with_data(GOOD, content_type="image/jpeg")
+    httpserver.expect_request("/1").respond_with_data(png, content_type="image/png")
+    httpserver.expect_request("/2").respond_with_data(GOOD, content_type="image/jpeg")
+    (tmp_path / "u.txt").write_text("".join(httpserver.url_for(f"/{i}") + "\n" for i in range(3)))
+    folder = tmp_path / "data"
+    # Folders where images 1 and 2 go: no file can be put there, even by root.
+    (folder / "img_0001.png").mkdir(parents=True)
+    (folder / "img_0002.jpg").mkdir()
+    code = main(["fetch", "--input-dir", str(folder), "--url-list", str(tmp_path / "u.txt"),
+                 "--num-images", "3", "--width", "64", "--height", "64", "--quiet",
+                 "--summary-json", str(tmp_path / "f.json")])
+    assert code == 1  # image 2 could not be stored at all
+    doc = json.loads((tmp_path / "f.json").read_text())
+    assert (doc["downloaded"], doc["generated"], doc["failed"]) == (1, 1, 1)
+    one, two = doc["failures"]
+    assert one["index"] == 1 and one["outcome"] == "generated"
+    assert "cannot write img_0001.png" in one["reason"]
+    assert two["index"] == 2 and two["outcome"] == "failed"
+    assert "cannot write img_0002.jpg" in two["reason"]
+    assert "image 2 FAILED" in capsys.readouterr().out
+    entries = json.loads((folder / MANIFEST_NAME).read_text())["images"]
+    assert [(e["index"], e["file"]) for e in entries] == [(0, "img_0000.jpg"),
+                                                          (1, "img_0001.jpg")]
+    assert (folder / "img_0001.png").is_dir() and (folder / "img_0002.jpg").is_dir()
+    assert not list(folder.glob(".*.part"))
+
+
+def test_closing_the_downloader_ends_a_backoff_sleep_without_retrying(tmp_path, raw_server):
+    downloader = Downloader(small_config(tmp_path, retries=5, retry_after_cap_s=30))
+    outcome = []
+    worker = threading.Thread(target=lambda: outcome.append(
+        pytest.raises(DownloadCancelled, downloader.fetch, raw_server.url("/busy"))))
+    worker.start()
+    deadline = time.monotonic() + 10
+    while raw_server.hits("/busy") < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)  # now in the 30 s wait that the 503's Retry-After asked for
+    downloader.close()
+    worker.join(5)
+    assert not worker.is_alive() and outcome
+    assert raw_server.hits("/busy") == 1  # the wait was cut short, not turned into a retry
+
+
+def _default_signals() -> None:
+    """In the child: SIGINT as a foreground terminal program has it (not inherited-ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_stops_downloads_in_flight(tmp_path, raw_server):
+    # Image 0 waits out a 30 s Retry-After; image 1's body arrives at 100 bytes per 0.5 s
+    # (about 10 s). Ctrl-C must end both at once, with no retry and no stand-in image.
+    urls = [raw_server.url("/busy/0"), raw_server.url("/trickle/1")]
+    (tmp_path / "u.txt").write_text("\n".join(urls) + "\n")
+    folder = tmp_path / "data"
+    argv = ["fetch", "--input-dir", str(folder), "--url-list", str(tmp_path / "u.txt"),
+            "--num-images", "2", "--retries", "5", "--timeout-s", "60", "--download-workers",
+            "2", "--width", "64", "--height", "64", "--quiet"]
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    child = subprocess.Popen([sys.executable, "-m", "parablur", *argv], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             preexec_fn=_default_signals)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (
+                raw_server.hits("/busy/0") and raw_server.hits("/trickle/1")):
+            assert child.poll() is None, child.communicate()
+            time.sleep(0.02)
+        time.sleep(0.5)  # image 0 is in its backoff wait, image 1 part-way through its body
+        hits = (raw_server.hits("/busy/0"), raw_server.hits("/trickle/1"))
+        assert hits == (1, 1)
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=5)  # not the 10 s of the body, nor 30 s of waiting
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(5)
+    assert child.returncode == 130, err.decode()[-2000:]
+    assert err.decode().strip().splitlines()[-1].endswith("run again to do the rest")
+    assert (raw_server.hits("/busy/0"), raw_server.hits("/trickle/1")) == hits
+    assert not list(folder.glob("img_*"))  # no stand-in was generated for either
+    assert json.loads((folder / MANIFEST_NAME).read_text())["images"] == []

@@ -12,18 +12,14 @@ import cv2
 import numpy as np
 import pytest
 from conftest import make_images
+from ingestion_support import png_bomb
+from PIL import Image as PIL
 
 from parablur import cli
 from parablur.config import BlurParams, RunConfig
 from parablur.imageinfo import image_size
 from parablur.pipeline import anonymize
 from parablur.verify import compare_dirs
-
-try:  # Pillow (a test extra) makes the CMYK, EXIF-orientation, GIF and progressive cases
-    from PIL import Image as PIL
-except ImportError:  # pragma: no cover - those cases are skipped, the rest still run
-    PIL = None
-needs_pillow = pytest.mark.skipif(PIL is None, reason="Pillow is needed to make this case")
 
 
 def _photo(h: int, w: int, channels: int = 3, dtype=np.uint8, seed: int = 0) -> np.ndarray:
@@ -63,21 +59,28 @@ def odd_dir(tmp_path: Path) -> Path:
     ok, buf = cv2.imencode(".jpg", good)
     (d / "truncated.jpg").write_bytes(buf.tobytes()[: len(buf) // 2])
     (d / "text.jpg").write_text("this is not an image\n")
-    (d / "huge.png").write_bytes(_png_header_only(20_000, 20_000))  # 400 MP from its header
+    (d / "huge.png").write_bytes(png_bomb(20_000, 20_000))  # 400 MP from its header, 100 bytes
+    (d / "huge-header-only.png").write_bytes(_png_header_only(20_000, 20_000))
     assert cv2.imwrite(str(d / "alpha.png"), _photo(40, 60, 4, seed=2))
     assert cv2.imwrite(str(d / "deep.png"), _photo(40, 60, 3, np.uint16, seed=3))
     assert cv2.imwrite(str(d / "gray.png"), _photo(40, 60, 1, seed=4))
     assert cv2.imwrite(str(d / "gray.jpg"), _photo(40, 60, 1, seed=5))
-    if PIL is not None:
-        (d / "cmyk.jpg").write_bytes(_jpeg_bytes(good[:, :, ::-1].copy(), "CMYK"))
-        (d / "exif-rotated.jpg").write_bytes(_jpeg_bytes(good[:, :, ::-1].copy(),
-                                                         exif_orientation=6))
+    (d / "cmyk.jpg").write_bytes(_jpeg_bytes(good[:, :, ::-1].copy(), "CMYK"))
+    (d / "exif-rotated.jpg").write_bytes(_jpeg_bytes(good[:, :, ::-1].copy(), exif_orientation=6))
+    # A phone's motion photo (the JPEG, then its video) and a JPEG with trailing padding.
+    video = np.random.default_rng(7).integers(0, 256, 2**20, np.uint8).tobytes()
+    (d / "motion-photo.jpg").write_bytes(buf.tobytes() + b"\x00\x00\x00\x18ftypmp42" + video)
+    (d / "padded.jpg").write_bytes(buf.tobytes() + b"\x00" * 8192)
+    # Not a format whose header ParaBlur reads (a PPM named .png): its size is unknown.
+    (d / "ppm-named.png").write_bytes(b"P6 60 40 255\n" + good.tobytes())
     assert cv2.imwrite(str(d / "spaces and é ü 名前.png"), _photo(32, 32, seed=6))
     return d
 
 
 BROKEN = {"empty.jpg": "empty file", "truncated.jpg": "truncated JPEG",
-          "text.jpg": "not a decodable image", "huge.png": "over the cap"}
+          "text.jpg": "not a recognised image format", "huge.png": "over the cap",
+          "huge-header-only.png": "unreadable or truncated PNG header",
+          "ppm-named.png": "not a recognised image format"}
 
 
 def test_odd_inputs_are_processed_or_reported(odd_dir: Path, tmp_path: Path) -> None:
@@ -89,7 +92,7 @@ def test_odd_inputs_are_processed_or_reported(odd_dir: Path, tmp_path: Path) -> 
     assert {f["image"]: f["reason"] for f in summary["failures"]}.keys() == BROKEN.keys()
     for f in summary["failures"]:
         assert BROKEN[f["image"]] in f["reason"], f
-    assert summary["ok"] == summary["images"] - len(BROKEN) == (11 if PIL else 9)
+    assert summary["ok"] == summary["images"] - len(BROKEN) == 13
 
     seq = out / "sequential"
 
@@ -99,9 +102,11 @@ def test_odd_inputs_are_processed_or_reported(odd_dir: Path, tmp_path: Path) -> 
     assert load("alpha.png").shape == (40, 60, 4)
     assert load("deep.png").dtype == np.uint16
     assert load("gray.png").ndim == 2 and load("gray.jpg").ndim == 2
-    if PIL is not None:
-        assert load("cmyk.jpg").shape == (40, 60, 3)
-        assert load("exif-rotated.jpg").shape == (60, 40, 3)  # orientation applied
+    assert load("cmyk.jpg").shape == (40, 60, 3)
+    assert load("exif-rotated.jpg").shape == (60, 40, 3)  # orientation applied
+    # The same JPEG whatever follows it, and the same as its bare bytes would give.
+    assert np.array_equal(load("motion-photo.jpg"), load("padded.jpg"))
+    assert load("motion-photo.jpg").shape == (40, 60, 3)
     assert load("spaces and é ü 名前.png").shape == (32, 32, 3)
     assert (seq / "nested" / "deeper" / "img_001.png").is_file()
     for name in BROKEN:
@@ -122,8 +127,7 @@ def test_pixel_cap_rejects_from_the_header(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("suffix", [".png", ".jpg", ".bmp", ".webp", ".tiff",
-                                    pytest.param(".gif", marks=needs_pillow),
-                                    pytest.param("progressive.jpg", marks=needs_pillow)])
+                                    ".gif", "progressive.jpg"])
 def test_header_dimensions(suffix: str) -> None:
     img = _photo(23, 37)
     if suffix in (".gif", "progressive.jpg"):

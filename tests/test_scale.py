@@ -30,7 +30,7 @@ def test_scale_sweeps_workers_and_batch_sizes_and_writes_a_report(tmp_path: Path
     assert sorted((r["workers"], r["batch_size"]) for r in rows) == [
         ("1", "1"), ("1", "4"), ("2", "1"), ("2", "4")]
     assert {r["mode"] for r in rows} == {"scale-strong"} and all(r["identical"] == "true" for r in rows)
-    assert all(float(r["ceiling"]) > 0 for r in rows)  # measured once, beside every point
+    assert all(float(r["ceiling"]) > 0 for r in rows)  # measured with every round
     data = json.loads((tmp_path / "s.json").read_text())
     fit = data["amdahl"]["processes, batch size 4"]
     assert 0.0 <= fit["f"] <= 1.0 and 0.0 <= fit["ci_low"] <= fit["ci_high"] <= 1.0

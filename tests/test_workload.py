@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import math
+import struct
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from conftest import make_images
+from PIL import Image as PIL
 
 from parablur.config import BlurParams, kernel_size
-from parablur.workload import ImageTask, Job, blur, process_batch, process_image
+from parablur.workload import ImageTask, Job, blur, decode, process_batch, process_image
 
 
 def reference_blur(image: np.ndarray, sigma: float) -> np.ndarray:
@@ -101,3 +106,97 @@ def test_overlapped_io_gives_the_same_outputs(image_dir: Path, tmp_path: Path):
     assert "read" in next(r.error for r in res_b.images if not r.ok)
     for p in srcs:
         assert (tmp_path / "a" / p.name).read_bytes() == (tmp_path / "b" / p.name).read_bytes()
+
+
+def _photo_jpeg(h: int = 240, w: int = 320, *, progressive: bool = False, seed: int = 5) -> bytes:
+    """A real photo-like JPEG: libjpeg through OpenCV (baseline) or Pillow (progressive)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, size=(h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
+    image = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+    if not progressive:
+        return cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    buf = io.BytesIO()
+    PIL.fromarray(image).save(buf, "JPEG", quality=90, progressive=True)
+    return buf.getvalue()
+
+
+def _motion_photo_tail(megabytes: float, seed: int = 1) -> bytes:
+    """What a phone appends after the JPEG of a motion photo: an MP4 (here its box header
+    and random bytes, which hold 0xFFD9 and 0xFFDA pairs by chance)."""
+    body = np.random.default_rng(seed).integers(0, 256, int(megabytes * 2**20), np.uint8).tobytes()
+    return b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + body
+
+
+def _second_scan(jpeg: bytes) -> int:
+    """Where a progressive JPEG's second scan (SOS) starts."""
+    first = jpeg.find(b"\xff\xda")
+    return jpeg.find(b"\xff\xda", first + 2)
+
+
+@pytest.mark.parametrize("case", ["motion photo", "zero padding", "progressive + motion photo"])
+def test_jpeg_with_bytes_after_its_end_decodes_to_the_same_pixels(case: str, tmp_path: Path):
+    bare = _photo_jpeg(progressive=case.startswith("progressive"))
+    tail = b"\x00" * 16384 if case == "zero padding" else _motion_photo_tail(4)
+    if tail[0] != 0:
+        assert b"\xff\xd9" in tail and b"\xff\xda" in tail
+    image = decode(bare + tail, ".jpg")
+    assert image.shape == (240, 320, 3)
+    assert np.array_equal(image, decode(bare, ".jpg"))
+    src = tmp_path / "in.jpg"
+    src.write_bytes(bare + tail)
+    result = process_image(ImageTask(src.name, str(src), str(tmp_path / "out.jpg")), Job.blur(BlurParams()))
+    assert result.ok, result.error
+
+
+def _with_comment(jpeg: bytes, text: bytes) -> bytes:
+    """``jpeg`` with a comment segment (COM) right after its start marker."""
+    return jpeg[:2] + b"\xff\xfe" + (len(text) + 2).to_bytes(2, "big") + text + jpeg[2:]
+
+
+@pytest.mark.parametrize("case", ["cut in its scan", "cut in its scan, then zero padding",
+                                  "small, with a comment holding 0xFFD9, cut in its scan",
+                                  "progressive, cut between scans", "progressive, cut in a scan"])
+def test_truncated_jpeg_is_refused(case: str, tmp_path: Path):
+    if case.startswith("progressive"):
+        full = _photo_jpeg(progressive=True)
+        cut = _second_scan(full) + (0 if "between" in case else 400)
+    elif case.startswith("small"):
+        full = _with_comment(_photo_jpeg(48, 64), b"edited \xff\xd9 with care")
+        cut = (full.find(b"\xff\xda") + len(full)) // 2
+    else:
+        full = _photo_jpeg()
+        cut = (full.find(b"\xff\xda") + len(full)) // 2
+    data = full[:cut] + (b"\x00" * 16384 if "padding" in case else b"")
+    assert decode(full, ".jpg").size  # the whole file is a valid JPEG
+    src = tmp_path / "cut.jpg"
+    src.write_bytes(data)
+    result = process_image(ImageTask(src.name, str(src), str(tmp_path / "out.jpg")), Job.blur(BlurParams()))
+    assert not result.ok and "decode: truncated JPEG" in result.error
+    assert not (tmp_path / "out.jpg").exists()
+
+
+def _gif_frame_larger_than_screen(width: int, height: int) -> bytes:
+    """A GIF whose first frame (``width`` x ``height``) is larger than its 1x1 screen."""
+    screen = b"GIF89a" + struct.pack("<HHBBB", 1, 1, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
+    frame = b"," + struct.pack("<HHHHB", 0, 0, width, height, 0) + b"\x02\x02\x4c\x01\x00"
+    return screen + frame + b";"
+
+
+@pytest.mark.parametrize("overlap_io", [False, True])
+def test_any_exception_from_one_file_is_a_recorded_failure_and_the_batch_goes_on(
+        overlap_io: bool, tmp_path: Path):
+    # A caller (a notebook, ``python -W error``) that turns warnings into errors: ParaBlur
+    # leaves that as it is, so Pillow's decompression-bomb warning, given while reading the
+    # header of a GIF (named .png) whose frame declares 95 MP, is raised in the decode stage.
+    images = make_images(tmp_path / "in", 2, size=(40, 56))
+    odd = tmp_path / "in" / "frame-larger-than-screen.png"
+    odd.write_bytes(_gif_frame_larger_than_screen(9500, 10000))
+    tasks = [ImageTask(p.name, str(p), str(tmp_path / "out" / p.name))
+             for p in (images[0], odd, images[1])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = process_batch(tasks, Job.blur(BlurParams(sigma=2, overlap_io=overlap_io)))
+    assert [r.ok for r in res.images] == [True, False, True]
+    assert res.images[1].error.startswith(
+        "decode: PIL.Image.DecompressionBombWarning: Image size (95000000 pixels) exceeds limit")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [p.name for p in images]

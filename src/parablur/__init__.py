@@ -20,8 +20,10 @@ from .errors import (
     DatasetError,
     ImageError,
     IngestionError,
+    ObjectError,
     ParaBlurError,
     ResultsError,
+    StorageError,
     ValidationError,
 )
 
@@ -64,8 +66,10 @@ __all__ = [
     "FetchConfig",
     "ImageError",
     "IngestionError",
+    "ObjectError",
     "ParaBlurError",
     "ResultsError",
+    "StorageError",
     "RunConfig",
     "ValidationError",
     "__version__",

@@ -5,6 +5,12 @@ Each round runs the sequential baseline and every parallel executor on the
 same dataset (alternating which goes first, so that drift in the machine's
 speed does not favour one side), checks every parallel output pixel for pixel
 against the sequential one, and appends one CSV row per executor.
+
+Each measured round also re-measures the hardware ceiling (a short run of the
+ceiling's alternations, in a pool started once) and records the machine's own
+noise: the CPU other programs and the hypervisor took while it ran. A round with
+outside load above ``noise.NOISY_LOAD_CORES`` is flagged and left out of the
+headline figures, so a busy machine shows as noise, not as a serial fraction.
 """
 
 from __future__ import annotations
@@ -19,17 +25,23 @@ from pathlib import Path
 
 from . import results
 from .analysis import Spread, efficiency, karp_flatt, speedup
-from .ceiling import Ceiling, ceiling_shape, measure_ceiling
+from .ceiling import Ceiling, CeilingMeter, ceiling_shape
 from .config import BenchConfig, FetchConfig, RunConfig
 from .dataset import list_images
 from .environment import snapshot
 from .errors import DatasetError
 from .executors import Executor, create_executor
+from .noise import NOISY_LOAD_CORES, Load, LoadSampler, dask_local_pids
 from .pipeline import STAGES, RunSummary, output_dir_for, plan_tasks, resolve_batch_size, run_tasks
 from .verify import Verification, compare_dirs
 from .workload import Job
 
 Echo = Callable[[str], None]
+
+#: Alternations of the ceiling measured with every round: each one blurs the dataset's
+#: image size for about 0.25 s on one process, then as long on each of the pool's, so
+#: a round's ceiling costs about 1 s (plus the pool's start, once per benchmark).
+ROUND_CEILING_ALTERNATIONS = 2
 
 
 @dataclass(frozen=True)
@@ -41,9 +53,20 @@ class RoundResult:
     sequential: RunSummary
     parallel: dict[str, RunSummary]
     verification: dict[str, Verification]
+    load: Load | None = None  # what other programs took while the round ran
+    ceiling: Ceiling | None = None  # the hardware ceiling measured with this round
 
     def speedup(self, name: str) -> float:
         return speedup(self.sequential.wall_s, self.parallel[name].wall_s)
+
+    @property
+    def noisy(self) -> bool:
+        """True when other programs took cores the benchmark uses while the round ran."""
+        return self.load is not None and self.load.noisy
+
+    def vs_ceiling(self, name: str) -> float | None:
+        """The round's speedup as a share of the ceiling measured with it."""
+        return self.speedup(name) / self.ceiling.median if self.ceiling else None
 
     def clean(self, name: str) -> bool:
         """True when both runs finished every image and the outputs were identical."""
@@ -60,7 +83,7 @@ class ExecutorStats:
     batch_size: int
     sequential_s: Spread
     parallel_s: Spread
-    speedup: float  # median of the clean rounds' paired speedups
+    speedup: float  # median of the clean, quiet rounds' paired speedups
     speedup_range: tuple[float, float]
     efficiency: float
     serial_fraction: float | None
@@ -71,7 +94,9 @@ class ExecutorStats:
     startup_s: float
     stage_share: dict[str, float]
     peak_worker_rss_mb: float
-    ceiling_efficiency: float | None = None
+    ceiling_efficiency: float | None = None  # median of the rounds' speedup / own ceiling
+    noisy_rounds: int = 0  # measured rounds with outside load, left out of the headline
+    headline_noisy: bool = False  # no quiet round: the figures are the noisy rounds'
 
 
 @dataclass(frozen=True)
@@ -115,6 +140,7 @@ class BenchSummary:
             "ok": self.ok,
             "fetch": self.fetch,
             "ceiling": asdict(self.ceiling) if self.ceiling else None,
+            "noisy_load_cores": NOISY_LOAD_CORES,
             "executors": {k: asdict(v) for k, v in self.stats.items()},
             "rounds": [
                 {
@@ -124,6 +150,10 @@ class BenchSummary:
                     **{f"{n}_s": p.wall_s for n, p in r.parallel.items()},
                     **{f"{n}_speedup": r.speedup(n) for n in r.parallel},
                     **{f"{n}_identical": r.verification[n].ok for n in r.parallel},
+                    "ceiling": r.ceiling.median if r.ceiling else None,
+                    **{f"{n}_vs_ceiling": r.vs_ceiling(n) for n in r.parallel},
+                    "noisy": r.noisy,
+                    "load": asdict(r.load) if r.load else None,
                 }
                 for r in self.rounds
             ],
@@ -145,10 +175,13 @@ def _stage_share(runs: Sequence[RunSummary]) -> dict[str, float]:
     return share
 
 
-def summarize(name: str, rounds: Sequence[RoundResult], ceiling: Ceiling | None) -> ExecutorStats:
+def summarize(name: str, rounds: Sequence[RoundResult]) -> ExecutorStats:
     measured = [r for r in rounds if not r.warmup]
     clean = [r for r in measured if r.clean(name)] or measured
-    speedups = [r.speedup(name) for r in clean]
+    quiet = [r for r in clean if not r.noisy]
+    headline = quiet or clean  # with no quiet round, the noisy ones (and the summary says so)
+    speedups = [r.speedup(name) for r in headline]
+    vs_ceiling = [v for r in headline if (v := r.vs_ceiling(name)) is not None]
     par = [r.parallel[name] for r in measured]
     seq = [r.sequential for r in measured]
     s = statistics.median(speedups)
@@ -165,7 +198,8 @@ def summarize(name: str, rounds: Sequence[RoundResult], ceiling: Ceiling | None)
         clean_rounds=sum(1 for r in measured if r.clean(name)), rounds=len(measured),
         startup_s=par[0].startup_s, stage_share=_stage_share(par),
         peak_worker_rss_mb=max(r.peak_worker_rss_mb for r in par),
-        ceiling_efficiency=(s / ceiling.median) if ceiling else None,
+        ceiling_efficiency=statistics.median(vs_ceiling) if vs_ceiling else None,
+        noisy_rounds=sum(1 for r in measured if r.noisy), headline_noisy=not quiet,
     )
 
 
@@ -192,6 +226,9 @@ def csv_row(rnd: RoundResult, name: str, run: RunConfig, size: tuple[int, int], 
         **{s_: par.stages.get(s_, 0.0) for s_ in STAGES}, "idle_s": par.idle_s,
         "peak_worker_rss_mb": par.peak_worker_rss_mb, "dataset_checksum": checksum,
         **{k: v for k, v in env.items() if k != "timestamp"},
+        "outside_load_cores": rnd.load.outside_cores if rnd.load else None,
+        "steal_cores": rnd.load.steal_cores if rnd.load else None,
+        "noisy": rnd.noisy if rnd.load else None,
         "workload": run.workload, "engine": run.engine,
         "workload_params": json.dumps(Job.for_run(run).describe(), sort_keys=True),
     }
@@ -205,18 +242,27 @@ def format_round(rnd: RoundResult) -> str:
         if run.failed or rnd.sequential.failed:
             mark += f", {run.failed + rnd.sequential.failed} failed"
         parts.append(f"{name} {run.wall_s:7.2f} s  x{rnd.speedup(name):.2f} ({mark})")
+    if rnd.ceiling:
+        parts.append(f"ceiling x{rnd.ceiling.median:.2f}")
+    if rnd.load:
+        parts.append(f"NOISY: {rnd.load.describe()}, over the {rnd.load.limit_cores:.2f}-core limit"
+                     if rnd.noisy else f"outside load {rnd.load.taken_cores:.2f} cores")
     return " | ".join(parts)
 
 
 class Bench:
     """Started executors for one benchmark, reusable across rounds and configurations."""
 
-    def __init__(self, config: BenchConfig, *, echo: Echo = print, progress: bool = False):
+    def __init__(self, config: BenchConfig, *, echo: Echo = print, progress: bool = False,
+                 ceiling_workers: int | None = None):
         self.config = config
         self.echo = echo
         self.progress = progress
         self.sequential = create_executor("sequential", config.run)
         self.parallel: dict[str, Executor] = {}
+        self.ceiling_workers = ceiling_workers  # default: the largest pool's
+        self._meter: CeilingMeter | None = None
+        self._own: set[int] = set()  # a remote cluster's processes on this machine
 
     def __enter__(self) -> Bench:
         self.sequential.start()
@@ -227,6 +273,9 @@ class Bench:
                 self.parallel[name] = ex
                 link = f", dashboard {ex.dashboard_link}" if ex.dashboard_link else ""
                 self.echo(f"{name}: {ex.workers} workers ready in {ex.startup_s:.2f} s{link}")
+                client = getattr(ex, "client", None)
+                if client is not None:
+                    self._own |= dask_local_pids(client)
         except BaseException:
             self.close()
             raise
@@ -236,6 +285,10 @@ class Bench:
         self.close()
 
     def close(self) -> None:
+        if self._meter is not None:
+            with contextlib.suppress(Exception):
+                self._meter.close()
+            self._meter = None
         for ex in self.parallel.values():
             with contextlib.suppress(Exception):
                 ex.close()
@@ -272,10 +325,25 @@ class Bench:
                         for name in runs}
         return RoundResult(index, warmup, seq, runs, verification)
 
+    def _ceiling_meter(self, image: Path, sigma: float) -> CeilingMeter | None:
+        """The pool that measures the ceiling with every round, started on first use."""
+        if self._meter is None and self.config.measure_ceiling:
+            workers = self.ceiling_workers or max(ex.workers for ex in self.parallel.values())
+            if workers >= 2:
+                meter = CeilingMeter(workers, sigma=sigma, shape=ceiling_shape(image))
+                self._meter = meter.__enter__()
+                self.echo(f"hardware ceiling: measured with every round ({workers} processes "
+                          f"against one, {ROUND_CEILING_ALTERNATIONS} alternations)")
+        return self._meter
+
     def measure(self, images: list[Path], *, run: RunConfig, run_id: str, mode: str,
-                ceiling: Ceiling | None, fetch_summary: dict, label: str = "") -> BenchSummary:
+                fetch_summary: dict, label: str = "") -> BenchSummary:
         """The warm-up and measured rounds of one configuration, each measured round's
-        rows appended to the results CSV as soon as it ends."""
+        rows appended to the results CSV as soon as it ends.
+
+        Every round records the outside load over its ceiling measurement, its runs and
+        their verification.
+        """
         config = self.config
         size = (config.fetch.width, config.fetch.height)
         checksum = fetch_summary.get("dataset_checksum")
@@ -283,37 +351,42 @@ class Bench:
         note = None
         for i in range(config.warmup + config.trials):
             warm = i < config.warmup
-            rnd = self.one_round(i - config.warmup + 1, warm, images, bool(i % 2), run=run)
+            meter = None if warm else self._ceiling_meter(images[0], run.blur.sigma)
+            busy = max([ex.workers for ex in self.parallel.values()]
+                       + [meter.workers if meter else 1])
+            with LoadSampler(busy, own=self._own) as sampler:
+                ceiling = meter.measure(ROUND_CEILING_ALTERNATIONS) if meter else None
+                rnd = self.one_round(i - config.warmup + 1, warm, images, bool(i % 2), run=run)
+            rnd = replace(rnd, load=sampler.load, ceiling=ceiling)
             rounds.append(rnd)
             self.echo(label + format_round(rnd))
             if not warm:
                 env = snapshot()
-                rows = [csv_row(rnd, n, run, size, env, run_id, mode, ceiling, checksum)
+                rows = [csv_row(rnd, n, run, size, env, run_id, mode, rnd.ceiling, checksum)
                         for n in rnd.parallel]
                 note = results.append_rows(config.report_csv, rows) or note
-        stats = {name: summarize(name, rounds, ceiling) for name in self.parallel}
-        return BenchSummary(run_id, len(images), rounds, stats, ceiling, fetch_summary,
-                            str(config.report_csv), note)
+        stats = {name: summarize(name, rounds) for name in self.parallel}
+        return BenchSummary(run_id, len(images), rounds, stats, run_ceiling(rounds),
+                            fetch_summary, str(config.report_csv), note)
+
+
+def run_ceiling(rounds: Sequence[RoundResult]) -> Ceiling | None:
+    """The ceilings measured with the quiet measured rounds, pooled (all of them if none was quiet)."""
+    measured = [r for r in rounds if not r.warmup and r.ceiling]
+    use = [r for r in measured if not r.noisy] or measured
+    return Ceiling.pooled([r.ceiling for r in use])
 
 
 def prepare_dataset(config: FetchConfig, *, echo: Echo, progress: bool) -> tuple[list[Path], dict]:
-    """Fetch (or reuse) the dataset; its images and the fetch summary as a dict."""
+    """Fetch (or reuse) the dataset; its images (exactly those the fetch chose, the first
+    ``num_images`` of a larger dataset) and the fetch summary as a dict."""
     from .ingestion import fetch_dataset
 
     fetched = fetch_dataset(config, progress=progress)
     echo(fetched.format_summary())
-    images = list_images(config.input_dir)
-    if not images:
+    if not fetched.images:
         raise DatasetError(f"no images found in {config.input_dir}")
-    return images, fetched.to_dict()
-
-
-def hardware_ceiling(workers: int, sigma: float, image: Path, echo: Echo) -> Ceiling:
-    """Measure (and print) the hardware ceiling for ``workers`` on images like ``image``."""
-    ceiling = measure_ceiling(workers, sigma=sigma, **ceiling_shape(image))
-    echo(f"hardware ceiling: {ceiling.median:.2f}x with {workers} processes "
-         f"(range {ceiling.minimum:.2f}x to {ceiling.maximum:.2f}x)")
-    return ceiling
+    return list(fetched.images), fetched.to_dict()
 
 
 def run_benchmark(config: BenchConfig, *, echo: Echo = print, progress: bool = False,
@@ -323,47 +396,79 @@ def run_benchmark(config: BenchConfig, *, echo: Echo = print, progress: bool = F
     if fetch_summary is None:
         images, fetch_summary = prepare_dataset(config.fetch, echo=echo, progress=progress)
     else:
-        images = list_images(config.fetch.input_dir)
+        listed = fetch_summary.get("images")
+        images = ([Path(p) for p in listed] if listed is not None
+                  else list_images(config.fetch.input_dir))
         if not images:
             raise DatasetError(f"no images found in {config.fetch.input_dir}")
     config = replace(config, run=replace(config.run, input_dir=config.fetch.input_dir))
     with Bench(config, echo=echo, progress=progress) as bench:
-        ceiling = None
-        if config.measure_ceiling:
-            workers = max(ex.workers for ex in bench.parallel.values())
-            ceiling = hardware_ceiling(workers, config.run.blur.sigma, images[0], echo)
         return bench.measure(images, run=config.run, run_id=run_id or uuid.uuid4().hex[:12],
-                             mode=mode, ceiling=ceiling, fetch_summary=fetch_summary)
+                             mode=mode, fetch_summary=fetch_summary)
+
+
+def _noise_lines(summary: BenchSummary) -> list[str]:
+    """Which measured rounds had outside load, and what was done with them."""
+    measured = [r for r in summary.rounds if not r.warmup]
+    noisy = [r for r in measured if r.noisy]
+    if not noisy:
+        return []
+    why = "; ".join(f"round {r.index}: {r.load.describe()}" for r in noisy if r.load)
+    lines = [f"noise: {len(noisy)} of {len(measured)} rounds ran while other programs took "
+             f"cores the benchmark uses (over {NOISY_LOAD_CORES:.2f} cores beyond the idle ones): "
+             f"{why}"]
+    if len(noisy) < len(measured):
+        lines.append(f"  {len(noisy)} noisy round{'s' if len(noisy) > 1 else ''} left out of "
+                     "the headline speedup, efficiency, serial fraction and ceiling")
+    else:
+        lines.append("  no quiet round: the figures below are the noisy rounds' and measure the "
+                     "machine's contention, not ParaBlur; rerun on a quiet machine")
+    return lines
 
 
 def format_summary(summary: BenchSummary) -> str:
     """The summary table printed at the end of a benchmark."""
-    lines = []
+    lines = _noise_lines(summary)
     for st in summary.stats.values():
+        noisy = " (noisy rounds)" if st.headline_noisy else ""
+        n = st.noisy_rounds
+        left_out = (f", {n} of {st.rounds} rounds noisy, none quiet and clean" if st.headline_noisy
+                    else f", {n} noisy round{'s' if n > 1 else ''} left out" if n else "")
+        if st.serial_fraction is None:
+            serial = "       n/a (1 worker)"
+        elif st.headline_noisy:
+            serial = "       n/a (no quiet round: it would measure the other programs' load)"
+        else:
+            serial = f"{st.serial_fraction * 100:8.1f}%  (Karp-Flatt)"
         lines += [
             f"{st.executor}: {st.workers} workers, batch size {st.batch_size}, "
-            f"{st.clean_rounds}/{st.rounds} clean rounds, start-up {st.startup_s:.2f} s",
+            f"{st.clean_rounds}/{st.rounds} clean rounds{left_out}, start-up {st.startup_s:.2f} s",
             "                      median      min      max",
             f"  sequential s     {st.sequential_s.median:8.2f} {st.sequential_s.minimum:8.2f} "
             f"{st.sequential_s.maximum:8.2f}",
             f"  parallel s       {st.parallel_s.median:8.2f} {st.parallel_s.minimum:8.2f} "
             f"{st.parallel_s.maximum:8.2f}",
             f"  speedup          {st.speedup:8.2f}x  (rounds {st.speedup_range[0]:.2f}x "
-            f"to {st.speedup_range[1]:.2f}x)",
-            f"  efficiency       {st.efficiency * 100:8.1f}%",
-            "  serial fraction  " + (f"{st.serial_fraction * 100:8.1f}%  (Karp-Flatt)"
-                                     if st.serial_fraction is not None else "       n/a (1 worker)"),
+            f"to {st.speedup_range[1]:.2f}x){noisy}",
+            f"  efficiency       {st.efficiency * 100:8.1f}%{noisy}",
+            "  serial fraction  " + serial,
             f"  throughput       {st.sequential_throughput:8.2f} img/s sequential, "
             f"{st.parallel_throughput:.2f} img/s parallel",
         ]
-        if st.ceiling_efficiency is not None and summary.ceiling:
-            lines.append(f"  vs ceiling       {st.ceiling_efficiency * 100:8.1f}% of "
-                         f"{summary.ceiling.median:.2f}x")
+        if st.ceiling_efficiency is not None:
+            lines.append(f"  vs ceiling       {st.ceiling_efficiency * 100:8.1f}%  (each round's "
+                         f"speedup over the ceiling measured with it){noisy}")
         if st.stage_share:
             shares = ", ".join(f"{k} {v * 100:.1f}%" for k, v in st.stage_share.items())
             lines.append(f"  worker time      {shares}")
         if st.peak_worker_rss_mb:
             lines.append(f"  peak worker RSS  {st.peak_worker_rss_mb:8.0f} MB")
+    c = summary.ceiling
+    if c:
+        per_round = c.seconds / len(c.ratios) * ROUND_CEILING_ALTERNATIONS
+        lines.append(f"hardware ceiling: {c.median:.2f}x with {c.workers} processes (rounds "
+                     f"{c.minimum:.2f}x to {c.maximum:.2f}x), measured with every round in "
+                     f"{per_round:.1f} s a round")
     verdict = ("all outputs pixel-identical" if not summary.mismatches
                else f"{len(summary.mismatches)} MISMATCHES")
     lines.append(f"verified: {verdict}; failed images: {len(summary.failures)}; "

@@ -44,35 +44,85 @@ class Ceiling:
     minimum: float
     maximum: float
     ratios: tuple[float, ...]
+    seconds: float = 0.0  # time the measurement took (the pool's start-up excluded)
+
+    @classmethod
+    def pooled(cls, ceilings: list[Ceiling]) -> Ceiling | None:
+        """One ceiling from the ratios of several measurements (None when there are none)."""
+        ratios = tuple(r for c in ceilings for r in c.ratios)
+        if not ratios:
+            return None
+        return cls(ceilings[0].workers, statistics.median(ratios), min(ratios), max(ratios),
+                   ratios, sum(c.seconds for c in ceilings))
 
 
-def ceiling_shape(image: Path) -> dict:
-    """The ceiling's image shape and repeats for a dataset like ``image``.
-
-    The same pixel count as the dataset's first image (read from its header), and
-    enough repeats for each round to last about half a second on one core.
-    """
+def ceiling_shape(image: Path) -> tuple[int, int, int]:
+    """The ceiling's image shape for a dataset like ``image``: its first image's (from the header)."""
     size = file_image_size(image)
     width, height = size if size and size[0] > 0 and size[1] > 0 else (2000, 2000)
-    per_blur_s = width * height / 57e6  # a 61x61 blur of 2000x2000x3: ~0.07 s
-    repeats = min(max(math.ceil(0.5 / max(per_blur_s, 1e-6)), 2), 200)
-    return {"shape": (height, width, 3), "repeats": repeats}
+    return (height, width, 3)
+
+
+class CeilingMeter:
+    """A started pool that measures the ceiling again and again (between benchmark rounds).
+
+    The processes are spawned and warmed once, so each later measurement costs only
+    its own alternations: ``rounds`` x (one process's ``repeats`` blurs + the pool's).
+    Without ``repeats``, they are calibrated when the pool starts so that one process
+    blurs for about ``side_s`` seconds.
+    """
+
+    def __init__(self, workers: int, *, repeats: int | None = None, side_s: float = 0.25,
+                 shape: tuple[int, int, int] = (2000, 2000, 3), sigma: float = 10.0) -> None:
+        self.workers = workers
+        self.repeats = repeats
+        self.side_s = side_s
+        self.shape = shape
+        self.sigma = sigma
+        self._pool: cf.ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> CeilingMeter:
+        n = self.workers
+        self._pool = cf.ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            list(self._pool.map(_blur_many, [(64, 64, 3)] * n, [1] * n, [self.sigma] * n))
+            if self.repeats is None:
+                per_blur = self._pool.submit(_blur_many, self.shape, 3, self.sigma).result() / 3
+                self.repeats = min(max(math.ceil(self.side_s / max(per_blur, 1e-6)), 2), 1000)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def measure(self, rounds: int) -> Ceiling:
+        """Median throughput ratio of the pool to one process over ``rounds`` alternations."""
+        assert self._pool is not None and self.repeats, "enter the CeilingMeter first"
+        n, shape, repeats, sigma = self.workers, self.shape, self.repeats, self.sigma
+        ratios = []
+        started = time.perf_counter()
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            self._pool.submit(_blur_many, shape, repeats, sigma).result()
+            one = repeats / (time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            list(self._pool.map(_blur_many, [shape] * n, [repeats] * n, [sigma] * n))
+            many = n * repeats / (time.perf_counter() - t0)
+            ratios.append(many / one)
+        return Ceiling(n, statistics.median(ratios), min(ratios), max(ratios), tuple(ratios),
+                       time.perf_counter() - started)
 
 
 def measure_ceiling(workers: int, *, rounds: int = 5, repeats: int = 6,
                     shape: tuple[int, int, int] = (2000, 2000, 3),
                     sigma: float = 10.0) -> Ceiling:
     """Median throughput ratio of ``workers`` processes to one, over alternating rounds."""
-    ctx = multiprocessing.get_context("spawn")
-    ratios = []
-    with cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        list(pool.map(_blur_many, [(64, 64, 3)] * workers, [1] * workers, [sigma] * workers))
-        for _ in range(rounds):
-            t0 = time.perf_counter()
-            pool.submit(_blur_many, shape, repeats, sigma).result()
-            one = repeats / (time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            list(pool.map(_blur_many, [shape] * workers, [repeats] * workers, [sigma] * workers))
-            many = workers * repeats / (time.perf_counter() - t0)
-            ratios.append(many / one)
-    return Ceiling(workers, statistics.median(ratios), min(ratios), max(ratios), tuple(ratios))
+    with CeilingMeter(workers, repeats=repeats, shape=shape, sigma=sigma) as meter:
+        return meter.measure(rounds)

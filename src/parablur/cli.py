@@ -300,10 +300,13 @@ def _cmd_scale(a: argparse.Namespace) -> int:
         print(f"warning: {warning}")
     for point in summary.points:
         for st in point.stats.values():
-            kf = f"{st.serial_fraction:.3f}" if st.serial_fraction is not None else "n/a"
+            kf = (f"{st.serial_fraction:.3f}" if st.serial_fraction is not None
+                  and not st.headline_noisy else "n/a")
+            noise = (" (no quiet round: noisy figures)" if st.headline_noisy
+                     else f", {st.noisy_rounds} noisy left out" if st.noisy_rounds else "")
             print(f"  workers {st.workers}, batch {st.batch_size}: speedup {st.speedup:.2f}x, "
                   f"efficiency {st.efficiency * 100:.1f}%, Karp-Flatt {kf}, "
-                  f"{st.clean_rounds}/{st.rounds} clean")
+                  f"{st.clean_rounds}/{st.rounds} clean{noise}")
     _write_json(a.summary_json, summary.to_dict())
     _write_report(a)
     return 0 if summary.ok else 1

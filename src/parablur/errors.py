@@ -10,6 +10,8 @@ catches that base class, prints its message on one line and exits with
     ├── IngestionError       a download or image validation failed
     │   └── ValidationError  a body is not an acceptable image
     ├── ImageError           one image could not be read, blurred or written
+    │   └── ObjectError      one object of a store is missing, unreadable or kept failing (also OSError)
+    ├── StorageError         a store cannot be used: scheme, extra, bucket, credentials, access (exit 2)
     ├── ClusterError         a Dask cluster could not be started or reached (exit 2)
     └── ResultsError         a results CSV cannot be read or appended
 """
@@ -45,6 +47,19 @@ class ValidationError(IngestionError):
 
 class ImageError(ParaBlurError):
     """One image could not be read, blurred or written."""
+
+
+class ObjectError(ImageError, OSError):
+    """One object of a store could not be read or written; the other objects go on.
+
+    Also an ``OSError``, so the workload records it for that image like a failed file read.
+    """
+
+
+class StorageError(ParaBlurError):
+    """A store cannot be used at all (unknown scheme, missing extra, bucket, credentials, access)."""
+
+    exit_code = 2
 
 
 class ClusterError(ParaBlurError):

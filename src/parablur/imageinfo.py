@@ -1,18 +1,43 @@
-"""Image format and dimensions from the first bytes of a file, before anything is decoded.
+"""What an encoded image declares about itself, read before anything is decoded.
 
-Enough of PNG, JPEG, GIF, BMP, WEBP and TIFF to find width and height, so that an
-image over the pixel cap (a decompression bomb) is rejected without allocating
-its pixels. Used by ingestion (downloads) and by the workload (files on disk).
+The width and height come from Pillow's header parsers, so that an image over the
+pixel cap (a decompression bomb) is refused without allocating its pixels; the
+JPEG walk finds where a JPEG's data really ends, so that a truncated file is told
+apart from one with bytes after its end (a phone's motion photo, padding). Used
+by ingestion (downloads) and by the workload (files on disk).
 """
 
 from __future__ import annotations
 
+import io
+import re
 import struct
 from pathlib import Path
 
-from .errors import ValidationError
+from PIL import BmpImagePlugin, GifImagePlugin, Image, JpegImagePlugin, PngImagePlugin, TiffImagePlugin
 
-_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+from .errors import ImageError
+
+# Pillow's parser of each format, called directly: ``Image.open`` would also apply
+# Pillow's process-wide decompression-bomb limit (a warning above 89 MP, an error
+# above 179 MP) to every image; ParaBlur applies its own cap to the size read here.
+# (Only a GIF frame larger than the GIF's screen still meets Pillow's check.)
+_OPENERS = {"jpeg": JpegImagePlugin.JpegImageFile, "png": PngImagePlugin.PngImageFile,
+            "gif": GifImagePlugin.GifImageFile, "bmp": BmpImagePlugin.BmpImageFile,
+            "tiff": TiffImagePlugin.TiffImageFile}
+
+# What Pillow's parsers raise for a header they cannot read (SyntaxError is
+# Pillow's "not this format / malformed"). Anything else (a bug, or a warning that
+# the caller's filters turn into an error) propagates.
+_UNREADABLE = (SyntaxError, OSError, ValueError, EOFError, struct.error, Image.DecompressionBombError)
+
+# In a JPEG's entropy-coded data 0xFF is followed by 0x00 (a stuffed byte), a
+# restart marker (0xD0-0xD7) or more 0xFF (fill); anything else is the next marker.
+_SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
+class HeaderError(ImageError):
+    """An image header that does not declare a readable size."""
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -27,129 +52,113 @@ def sniff_format(data: bytes) -> str | None:
         return "bmp"
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "webp"
-    if data[:4] in (b"II*\x00", b"MM\x00*"):
+    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):  # TIFF, BigTIFF
         return "tiff"
     return None
 
 
-def _png_size(data: bytes) -> tuple[int, int] | None:
-    if len(data) < 24:
-        return None
-    if data[12:16] != b"IHDR":
-        raise ValidationError("PNG without an IHDR header")
-    return struct.unpack(">II", data[16:24])
+def _webp_size(head: bytes) -> tuple[int, int]:
+    """The canvas size from a WebP's first chunk.
 
-
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    i = 2
-    while True:
-        while i < len(data) and data[i] != 0xFF:  # tolerate junk between segments
-            i += 1
-        while i < len(data) and data[i] == 0xFF:
-            i += 1
-        if i >= len(data):
-            return None
-        marker = data[i]
-        i += 1
-        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:
-            continue
-        if marker in (0xD9, 0xDA):
-            raise ValidationError("JPEG without a frame header before its image data")
-        if i + 2 > len(data):
-            return None
-        (length,) = struct.unpack(">H", data[i:i + 2])
-        if length < 2:
-            raise ValidationError("JPEG with a malformed segment length")
-        if marker in _JPEG_SOF:
-            if i + 7 > len(data):
-                return None
-            height, width = struct.unpack(">HH", data[i + 3:i + 7])
-            return width, height
-        i += length
-
-
-def _gif_size(data: bytes) -> tuple[int, int] | None:
-    return struct.unpack("<HH", data[6:10]) if len(data) >= 10 else None
-
-
-def _bmp_size(data: bytes) -> tuple[int, int] | None:
-    if len(data) < 26:
-        return None
-    (header,) = struct.unpack("<I", data[14:18])
-    if header == 12:
-        return struct.unpack("<HH", data[18:22])
-    width, height = struct.unpack("<ii", data[18:26])
-    return abs(width), abs(height)
-
-
-def _webp_size(data: bytes) -> tuple[int, int] | None:
-    if len(data) < 30:
-        return None
-    chunk = data[12:16]
-    if chunk == b"VP8 ":
-        if data[23:26] != b"\x9d\x01\x2a":
-            raise ValidationError("WEBP (VP8) with a bad frame start code")
-        width, height = struct.unpack("<HH", data[26:30])
+    By hand because Pillow's WebP parser reads the whole file and creates the
+    decoder, which allocates the canvas, before it reports a size.
+    """
+    chunk = head[12:16]
+    if chunk == b"VP8 " and len(head) >= 30 and head[23:26] == b"\x9d\x01\x2a":
+        width, height = struct.unpack("<HH", head[26:30])
         return width & 0x3FFF, height & 0x3FFF
-    if chunk == b"VP8L":
-        if data[20] != 0x2F:
-            raise ValidationError("WEBP (VP8L) with a bad signature")
-        (bits,) = struct.unpack("<I", data[21:25])
+    if chunk == b"VP8L" and len(head) >= 25 and head[20] == 0x2F:
+        (bits,) = struct.unpack("<I", head[21:25])
         return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-    if chunk == b"VP8X":
-        width = int.from_bytes(data[24:27], "little") + 1
-        height = int.from_bytes(data[27:30], "little") + 1
-        return width, height
-    raise ValidationError(f"WEBP with an unknown chunk {chunk!r}")
+    if chunk == b"VP8X" and len(head) >= 30:
+        return int.from_bytes(head[24:27], "little") + 1, int.from_bytes(head[27:30], "little") + 1
+    raise HeaderError(f"unreadable WEBP header (first chunk {chunk!r})")
 
 
-def _tiff_size(data: bytes) -> tuple[int, int] | None:
-    try:
-        return _tiff_dims(data)
-    except (struct.error, IndexError):  # the first directory lies beyond these bytes
-        return None
+def _read_size(stream: io.BufferedIOBase | io.BytesIO) -> tuple[int, int]:
+    head = stream.read(32)
+    if not head:
+        raise HeaderError("empty file")
+    fmt = sniff_format(head)
+    if fmt is None:
+        raise HeaderError(f"not a recognised image format (starts with {head[:16]!r})")
+    if fmt == "webp":
+        size = _webp_size(head)
+    else:
+        stream.seek(0)
+        try:
+            size = _OPENERS[fmt](stream).size
+        except _UNREADABLE as exc:
+            raise HeaderError(f"unreadable or truncated {fmt.upper()} header ({exc})") from exc
+    if size[0] <= 0 or size[1] <= 0:
+        raise HeaderError(f"{fmt.upper()} header declares an empty size {size[0]}x{size[1]}")
+    return size
 
 
-def _tiff_dims(data: bytes) -> tuple[int, int] | None:
-    e = "<" if data[:2] == b"II" else ">"
-    offset = struct.unpack(e + "I", data[4:8])[0]
-    count = struct.unpack(e + "H", data[offset:offset + 2])[0]
-    dims: dict[int, int] = {}
-    for k in range(count):
-        entry = data[offset + 2 + 12 * k: offset + 14 + 12 * k]
-        tag, kind = struct.unpack(e + "HH", entry[:4])
-        if tag in (256, 257):  # ImageWidth, ImageLength: SHORT or LONG
-            dims[tag] = struct.unpack(e + ("H" if kind == 3 else "I"),
-                                      entry[8:10] if kind == 3 else entry[8:12])[0]
-    if 256 in dims and 257 in dims:
-        return dims[256], dims[257]
-    return None
+def read_size(source: bytes | Path) -> tuple[int, int]:
+    """(width, height) declared by an image's header, without decoding a pixel.
 
-
-_PARSERS = {"png": _png_size, "jpeg": _jpeg_size, "gif": _gif_size, "bmp": _bmp_size,
-            "webp": _webp_size, "tiff": _tiff_size}
+    The stored size: a JPEG with an EXIF rotation of 90 degrees decodes to
+    (height, width), the same pixel count. Raises HeaderError when the bytes are not
+    an image in a format we accept or its header is unreadable (OSError when a file
+    cannot be read).
+    """
+    if isinstance(source, bytes | bytearray | memoryview):
+        return _read_size(io.BytesIO(source))
+    with open(source, "rb") as handle:
+        return _read_size(handle)
 
 
 def header_size(fmt: str, data: bytes) -> tuple[int, int] | None:
-    """(width, height) declared by the header, or None while more bytes are needed."""
-    return _PARSERS[fmt](data)
-
-
-def file_image_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) of an image file from its first 64 KiB, or None when unknown."""
-    try:
-        with open(path, "rb") as handle:
-            return image_size(handle.read(1 << 16))
-    except OSError:
+    """(width, height) declared by the ``fmt`` header in ``data``; None while incomplete or unreadable."""
+    if sniff_format(data[:16]) != fmt:
         return None
+    return image_size(data)
 
 
 def image_size(head: bytes) -> tuple[int, int] | None:
-    """(width, height) from the first bytes of an encoded image, or None when unknown."""
-    fmt = sniff_format(head)
-    if fmt is None:
-        return None
+    """(width, height) from the encoded bytes of an image, or None when unknown."""
     try:
-        return header_size(fmt, head)
-    except (ValidationError, struct.error, IndexError):
+        return read_size(head)
+    except HeaderError:
         return None
+
+
+def file_image_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) of an image file from its header, or None when unknown (an estimate)."""
+    try:
+        return read_size(path)
+    except Exception:  # any failure: the callers only want an estimate and have a default
+        return None
+
+
+def jpeg_end(data: bytes) -> int | None:
+    """Where a JPEG's end-of-image marker ends, or None when its data stops before one.
+
+    Walks the segments from SOI: a marker with a length is skipped whole, a scan
+    (SOS, several in a progressive JPEG) runs to the next marker. The first EOI
+    reached this way ends the image: bytes after it (a motion photo's video,
+    padding) are not part of it, and an EOI-like pair inside them is never reached.
+    """
+    n = len(data)
+    i = 2
+    while True:
+        i = data.find(b"\xff", i)  # junk between segments is skipped, as libjpeg does
+        if i < 0 or i + 1 >= n:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            i += 1
+        elif marker == 0xD9:
+            return i + 2
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            i += 2
+        elif i + 4 > n:
+            return None
+        else:
+            i += 2 + ((data[i + 2] << 8) | data[i + 3])
+            if marker == 0xDA:
+                found = _SCAN_END.search(data, i)
+                if found is None:
+                    return None
+                i = found.start()

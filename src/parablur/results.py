@@ -73,6 +73,9 @@ COLUMNS: tuple[str, ...] = (
     "opencv_version",
     "dask_version",
     "parablur_version",
+    "outside_load_cores",  # CPU other programs took while the round ran, in cores
+    "steal_cores",  # CPU the hypervisor gave to other virtual machines, in cores
+    "noisy",  # the outside load was over noise.NOISY_LOAD_CORES beyond the idle cores
     "workload",  # blur | faces | MODULE:FUNCTION
     "engine",  # exact | fast
     "workload_params",  # JSON: the parameters the outputs depend on

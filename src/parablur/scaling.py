@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 
 from .analysis import AmdahlFit, fit_amdahl, karp_flatt_trend
-from .benchmark import Bench, BenchSummary, Echo, hardware_ceiling, prepare_dataset
+from .benchmark import Bench, BenchSummary, Echo, prepare_dataset
 from .config import BenchConfig, default_workers
 from .errors import ConfigError
 
@@ -78,22 +78,21 @@ def run_scale(config: ScaleConfig, *, echo: Echo = print, progress: bool = False
     all_images, fetch_summary = prepare_dataset(replace(bench.fetch, num_images=needed),
                                                 echo=echo, progress=progress)
     run_id = uuid.uuid4().hex[:12]
-    ceiling = None
-    if bench.measure_ceiling:
-        # The ceiling of the largest pool of the sweep (past the cores it stays flat).
-        ceiling = hardware_ceiling(max(max(config.workers_list), 2), bench.run.blur.sigma,
-                                   all_images[0], echo)
+    # Every round measures the ceiling of the sweep's largest pool (past the cores it
+    # stays flat): the one ceiling the report draws over every worker count.
+    ceiling_workers = max(max(config.workers_list), 2)
     points: list[BenchSummary] = []
     for workers in config.workers_list:
         images = all_images[: workers * config.images_per_worker] if config.weak else all_images
         cluster = replace(bench.run.cluster, limit_workers=True)
         run = replace(bench.run, input_dir=bench.fetch.input_dir, workers=workers,
                       cluster=cluster)
-        with Bench(replace(bench, run=run), echo=echo, progress=progress) as pool:
+        with Bench(replace(bench, run=run), echo=echo, progress=progress,
+                   ceiling_workers=ceiling_workers) as pool:
             for size in config.batch_sizes:
                 points.append(pool.measure(
                     images, run=replace(run, batch_size=size), run_id=run_id,
-                    mode=config.mode, ceiling=ceiling, fetch_summary=fetch_summary,
+                    mode=config.mode, fetch_summary=fetch_summary,
                     label=f"workers {workers}, batch {size}: "))
     fits, warnings = ({}, ()) if config.weak else _amdahl(points)
     return ScaleSummary(run_id, points, fits, str(bench.report_csv), warnings)
@@ -103,20 +102,35 @@ def _amdahl(points: list[BenchSummary]) -> tuple[dict[str, AmdahlFit], tuple[str
     """One Amdahl fit per executor and batch size over the worker counts, and the warnings.
 
     Each clean round's parallel time is taken in units of its own sequential time,
-    so that drift in the machine's speed between rounds cancels out.
+    so that drift in the machine's speed between rounds cancels out. Noisy rounds
+    (other programs took cores) are left out, as their slowdown is no serial part;
+    a sweep without quiet rounds at two worker counts is fitted over every clean
+    round, and a warning says that its f measures the machine's load.
     """
-    sweeps: dict[str, tuple[list[int], list[float]]] = {}
+    sweeps: dict[str, list[tuple[int, float, bool]]] = {}
     for point in points:
         for rnd in point.rounds:
             for name, par in rnd.parallel.items():
                 if rnd.warmup or not rnd.clean(name):
                     continue
-                ps, ts = sweeps.setdefault(f"{name}, batch size {par.batch_size}", ([], []))
-                ps.append(par.workers)
-                ts.append(par.wall_s / rnd.sequential.wall_s)
-    fits = {label: fit_amdahl(ps, ts) for label, (ps, ts) in sweeps.items() if len(set(ps)) >= 2}
-    warnings = []
-    for label, (ps, ts) in sweeps.items():
+                sweeps.setdefault(f"{name}, batch size {par.batch_size}", []).append(
+                    (par.workers, par.wall_s / rnd.sequential.wall_s, rnd.noisy))
+    fits, warnings = {}, []
+    for label, rows in sweeps.items():
+        quiet = [r for r in rows if not r[2]]
+        left_out = len(rows) - len(quiet)
+        if len({p for p, _, _ in quiet}) >= 2:
+            rows = quiet
+            if left_out:
+                warnings.append(f"{label}: {left_out} noisy round{'s' if left_out > 1 else ''} "
+                                "(other programs took cores) left out of the Amdahl fit")
+        elif left_out:
+            warnings.append(f"{label}: no quiet rounds at two worker counts, so the Amdahl fit is "
+                            f"over {left_out} noisy rounds: its f measures other programs' load, "
+                            "not a serial fraction; rerun on a quiet machine")
+        ps, ts = [p for p, _, _ in rows], [t for _, t, _ in rows]
+        if len(set(ps)) >= 2:
+            fits[label] = fit_amdahl(ps, ts)
         if len(set(ps)) >= 3:
             trend = karp_flatt_trend(ps, [1 / t for t in ts])
             if trend.growing:

@@ -23,8 +23,9 @@ import cv2
 import numpy as np
 
 from .config import BlurParams, RunConfig
+from .errors import ImageError, ParaBlurError
 from .files import write_atomic
-from .imageinfo import image_size
+from .imageinfo import jpeg_end, read_size
 from .workloads import BlurWorkload, Workload
 from .workloads.blur import gaussian_exact
 
@@ -159,28 +160,37 @@ def blur(image: np.ndarray, params: BlurParams) -> np.ndarray:
 
 
 def check_header(data: bytes, max_pixels: int) -> None:
-    """Reject an image over ``max_pixels`` from its header, before any pixel is decoded."""
-    size = image_size(data)
-    if size is not None and size[0] * size[1] > max_pixels:
-        raise ValueError(f"{size[0]}x{size[1]} is {size[0] * size[1]} pixels, over the cap of "
+    """Refuse an image over ``max_pixels`` from its header, before any pixel is decoded.
+
+    An image whose header declares no readable size is refused too: its pixel
+    count could not be checked.
+    """
+    width, height = read_size(data)
+    if width * height > max_pixels:
+        raise ImageError(f"{width}x{height} is {width * height} pixels, over the cap of "
                          f"{max_pixels}")
 
 
 def decode(data: bytes, suffix: str) -> np.ndarray:
-    """Decode encoded image bytes; raise ValueError when they are not a readable image.
+    """Decode encoded image bytes; raise ImageError when they are not a readable image.
 
-    JPEG: EXIF orientation applied, CMYK converted to BGR, grayscale kept gray.
-    Other formats: decoded unchanged (alpha and 16-bit depth kept).
+    JPEG: only the bytes up to its end-of-image marker (a truncated JPEG is refused,
+    bytes after its end are ignored), EXIF orientation applied, CMYK converted to
+    BGR, grayscale kept gray. Other formats: decoded unchanged (alpha and 16-bit
+    depth kept).
     """
     if not data:
-        raise ValueError("empty file")
+        raise ImageError("empty file")
     jpeg = data[:2] == b"\xff\xd8"
-    if jpeg and b"\xff\xd9" not in data[-4096:]:
-        raise ValueError("truncated JPEG (no end-of-image marker)")
+    count = -1
+    if jpeg:
+        count = jpeg_end(data)
+        if count is None:
+            raise ImageError("truncated JPEG (its image data stops before an end-of-image marker)")
     flags = cv2.IMREAD_ANYCOLOR if jpeg or suffix.lower() in _JPEG_SUFFIXES else cv2.IMREAD_UNCHANGED
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8, count=count), flags)
     if image is None or image.size == 0:
-        raise ValueError("not a decodable image (corrupt, truncated or not an image)")
+        raise ImageError("not a decodable image (corrupt, truncated or not an image)")
     return image
 
 
@@ -199,7 +209,7 @@ def encode(image: np.ndarray, suffix: str, params: BlurParams | Job) -> bytes:
         opts = []
     ok, buf = cv2.imencode(suffix, image, opts)
     if not ok:
-        raise ValueError(f"could not encode output as {suffix}")
+        raise ImageError(f"could not encode output as {suffix}")
     return buf.tobytes()
 
 
@@ -262,9 +272,20 @@ def process_image(task: ImageTask, job: Job, *, prefetched: Future | None = None
         write_atomic(Path(task.dst), encoded, durable=False)
         stages["write_s"] = time.perf_counter() - t4
         return ImageResult(task.name, True, worker=worker_id(), **stages, **digests)
-    except (OSError, ValueError, cv2.error, MemoryError) as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        return ImageResult(task.name, False, f"{stage}: {reason}", worker=worker_id(), **stages)
+    except Exception as exc:  # a user's file must never fail the batch; Ctrl-C still stops it
+        return ImageResult(task.name, False, f"{stage}: {failure_reason(exc)}", worker=worker_id(),
+                           **stages)
+
+
+def failure_reason(exc: Exception) -> str:
+    """One line saying why an image failed: ParaBlur's own refusal, else the exception's type and message."""
+    text = str(exc).strip()
+    last = text.splitlines()[-1] if text else ""
+    if isinstance(exc, ParaBlurError) and last:
+        return last
+    kind = type(exc)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    return f"{name}: {last}" if last else name
 
 
 def peak_rss_mb() -> float:
@@ -299,8 +320,8 @@ class _Pending:
         t0 = time.perf_counter()
         try:
             self.write.result()
-        except OSError as exc:
-            return replace(self.result, ok=False, error=f"write: {exc}")
+        except Exception as exc:
+            return replace(self.result, ok=False, error=f"write: {failure_reason(exc)}")
         return replace(self.result, write_s=self.result.write_s + time.perf_counter() - t0)
 
 

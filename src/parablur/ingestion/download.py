@@ -3,18 +3,21 @@ and validation of the body before it is accepted."""
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
+import os
 import random
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 import numpy as np
 import requests
 from requests.adapters import HTTPAdapter
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_when_event_set
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
 
 from .. import __version__
@@ -38,6 +41,14 @@ class DownloadFailed(IngestionError):
         super().__init__(reason)
         self.reason = reason
         self.attempts = attempts
+
+
+class DownloadCancelled(IngestionError):
+    """The fetch was closed (Ctrl-C) while this download was under way: no image, no fallback."""
+
+
+class _Cancelled(IngestionError):
+    """Raised inside an attempt once the fetch is closed; never retried."""
 
 
 class BreakerOpen(IngestionError):
@@ -108,6 +119,23 @@ def _is_connect_level(exc: requests.ConnectionError) -> bool:
     return isinstance(reason, (NewConnectionError, ConnectTimeoutError))
 
 
+def _shut_down(response: requests.Response) -> None:
+    """Shut down the socket a body is being read from, so that the blocked read returns.
+
+    Through a duplicate of its descriptor: shutdown acts on the connection itself (under
+    TLS too), and closing the duplicate leaves the reader's own socket object alone.
+    """
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        fd = os.dup(response.raw.fileno())
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            os.close(fd)
+            raise
+        with sock:
+            sock.shutdown(socket.SHUT_RDWR)
+
+
 def _check_scheme(url: str) -> None:
     scheme = urlsplit(url).scheme.lower()
     if scheme not in ("http", "https"):
@@ -125,10 +153,22 @@ class Downloader:
         self.breaker = breaker or CircuitBreaker(config.breaker_threshold)
         self.on_retry = on_retry or (lambda: None)
         self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._active: set[requests.Response] = set()
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close`` was called: no attempt starts or is retried any more."""
+        return self._closed.is_set()
 
     def close(self) -> None:
-        """Release pooled connections and cut short any backoff sleep."""
+        """Stop every download: no further attempts, backoff sleeps and body reads cut short,
+        pooled connections released."""
         self._closed.set()
+        with self._lock:
+            active = list(self._active)
+        for response in active:  # wake the threads blocked reading a body
+            _shut_down(response)
         self.session.close()
 
     def fetch(self, url: str) -> Download:
@@ -138,6 +178,8 @@ class Downloader:
 
         def attempt() -> Download:
             nonlocal attempts, last_reason
+            if self._closed.is_set():  # woken from a backoff sleep by close()
+                raise _Cancelled("the fetch was stopped")
             if self.breaker.is_open(url):
                 suffix = f" after: {last_reason}" if last_reason else ""
                 raise BreakerOpen(f"circuit breaker open for {host_of(url)}{suffix}")
@@ -161,7 +203,8 @@ class Downloader:
 
         retrying = Retrying(
             retry=retry_if_exception_type(_Transient),
-            stop=stop_after_attempt(self.config.retries + 1) | self._stop_if_breaker_open,
+            stop=(stop_after_attempt(self.config.retries + 1) | self._stop_if_breaker_open
+                  | stop_when_event_set(self._closed)),
             wait=self._wait,
             sleep=sleep,
             before_sleep=lambda _state: self.on_retry(),
@@ -169,8 +212,12 @@ class Downloader:
         )
         try:
             return retrying(attempt)
-        except (IngestionError, requests.RequestException) as exc:
-            raise DownloadFailed(str(exc) or type(exc).__name__, attempts) from exc
+        except Exception as exc:
+            if self._closed.is_set():  # whatever broke, it broke because the fetch stopped
+                raise DownloadCancelled(f"stopped after {attempts} attempt(s)") from exc
+            if isinstance(exc, (IngestionError, requests.RequestException)):
+                raise DownloadFailed(str(exc) or type(exc).__name__, attempts) from exc
+            raise
 
     @staticmethod
     def _stop_if_breaker_open(state) -> bool:
@@ -210,7 +257,7 @@ class Downloader:
             except requests.RequestException as exc:
                 raise IngestionError(f"request failed: {type(exc).__name__}: {exc}") from exc
             self.breaker.record_success(current)
-            with response:
+            with self._tracked(response):
                 status = response.status_code
                 if status in _REDIRECTS:
                     location = response.headers.get("Location")
@@ -230,6 +277,20 @@ class Downloader:
                     raise IngestionError(f"HTTP {status}")
                 return current, self._read_body(response, deadline)
         raise UnsafeRedirect(f"more than {cfg.max_redirects} redirects")
+
+    @contextlib.contextmanager
+    def _tracked(self, response: requests.Response) -> Iterator[None]:
+        """Close ``response`` at the end, and let ``close`` cut its connection meanwhile."""
+        with self._lock:
+            self._active.add(response)
+        try:
+            with response:
+                if self._closed.is_set():
+                    raise _Cancelled("the fetch was stopped")
+                yield
+        finally:
+            with self._lock:
+                self._active.discard(response)
 
     def _read_body(self, response: requests.Response, deadline: float) -> bytes:
         """The whole body, streamed with max_bytes, the pixel cap and Content-Length enforced."""

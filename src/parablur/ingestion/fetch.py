@@ -2,24 +2,31 @@
 
 Sources, in order of precedence:
 
-* a folder that already holds images and has no ``manifest.json`` is the user's own
-  dataset: it is used as it is (found recursively, whatever count), nothing is fetched;
+* a folder ParaBlur did not create is the user's own dataset, used read-only as it is
+  (found recursively, whatever count): one that already holds images and has no
+  ``manifest.json``, or one whose ``manifest.json`` is not ParaBlur's (another program's,
+  unreadable, or of another version). Nothing in it is written, replaced or deleted;
 * ``url_list``: one URL per line (blank lines and ``#`` comments ignored), image *i* from
   line *i*; the dataset has ``min(number of URLs, num_images)`` images;
 * otherwise ``source_url`` is fetched ``num_images`` times.
 
-A download that fails for good is replaced by a generated image (``fallback`` kind,
-deterministic from ``seed`` and the index), so the dataset is always complete.
+In a folder ParaBlur created, every valid image already there is reused whatever source it
+came from (only ``force_download`` fetches again); the dataset is the first ``num_images``
+of them and the rest are kept, never deleted. The manifest describes exactly the valid
+images on disk at every moment, so a fetch killed at any point loses no reuse record.
+
+A download that fails for good, or cannot be written, is replaced by a generated image
+(``fallback`` kind, deterministic from ``seed`` and the index), so the dataset is always
+complete; but a forced re-download that fails keeps the downloaded photo already there.
 """
 
 from __future__ import annotations
 
-import re
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -30,10 +37,10 @@ from ..config import FetchConfig
 from ..dataset import list_images
 from ..errors import DatasetError
 from ..files import remove_stale_temps, write_atomic
-from .download import Downloader, DownloadFailed
+from .download import DownloadCancelled, Downloader, DownloadFailed
 from .generate import encode_jpeg, generate_image
 from .manifest import (
-    MANIFEST_NAME,
+    ForeignManifest,
     Manifest,
     ManifestEntry,
     dataset_checksum,
@@ -44,15 +51,17 @@ from .manifest import (
 )
 from .validation import EXTENSIONS
 
-_OWN_NAME = re.compile(r"^img_\d{4,}\.(jpg|png|webp|bmp)$")
+_GENERATED = "generated:"
 
 
 @dataclass(frozen=True)
 class FetchSummary:
     """What a fetch produced: counts, per-image problems, and the dataset checksum.
 
-    ``failed`` counts images that could not even be generated or written; downloads that
-    were replaced by a generated image appear in ``failures`` with outcome "generated".
+    ``images`` is the dataset to use (the first ``num_images``); ``kept`` counts the valid
+    images past those, left on disk. ``failed`` counts images that could not even be
+    generated or written; downloads that were replaced by a generated image appear in
+    ``failures`` with outcome "generated", failed forced re-downloads with outcome "kept".
     """
 
     images: list[Path]
@@ -67,6 +76,10 @@ class FetchSummary:
     source: str = ""
     local: bool = False
     unreachable_hosts: list[str] = field(default_factory=list)
+    folder: str = ""
+    kept: int = 0
+    other_source: int = 0  # reused images that came from another source than the one asked
+    foreign_manifest: str | None = None  # why a folder with a manifest.json is the user's
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (paths as strings)."""
@@ -78,19 +91,30 @@ class FetchSummary:
         """A few human-readable lines."""
         if self.local:
             lines = [f"Using {len(self.images)} images already in {self.source} "
-                     "(your own images; nothing downloaded or generated)"]
+                     "(your own images, read-only; nothing downloaded or generated)"]
+            if self.foreign_manifest:
+                lines.append(f"Not a dataset ParaBlur created: {self.foreign_manifest}")
         else:
             lines = [f"Dataset of {len(self.images)} images from {self.source}: "
                      f"{self.downloaded} downloaded, {self.reused} reused, "
                      f"{self.generated} generated, {self.failed} failed "
                      f"({self.retried} retries) in {self.elapsed_s:.1f} s"]
+            if self.kept:
+                lines.append(f"Using the first {len(self.images)} of "
+                             f"{len(self.images) + self.kept} images in {self.folder}; "
+                             f"the other {self.kept} are kept")
+            if self.other_source:
+                lines.append(f"{self.other_source} of the reused images came from another "
+                             f"source than {self.source} (--force-download fetches them again)")
             if self.unreachable_hosts:
                 lines.append("Gave up on unreachable host(s): " + ", ".join(self.unreachable_hosts))
-            replaced = [f for f in self.failures if f.get("outcome") == "generated"]
-            if replaced:
-                first = replaced[0]
-                lines.append(f"{len(replaced)} download(s) replaced by generated images "
-                             f"(first: image {first['index']}: {first['reason']})")
+            for outcome, text in (("generated", "download(s) replaced by generated images"),
+                                  ("kept", "forced re-download(s) failed, the images already "
+                                           "there were kept")):
+                hits = [f for f in self.failures if f.get("outcome") == outcome]
+                if hits:
+                    lines.append(f"{len(hits)} {text} (first: image {hits[0]['index']}: "
+                                 f"{hits[0]['reason']})")
             for failure in self.failures:
                 if failure.get("outcome") == "failed":
                     lines.append(f"image {failure['index']} FAILED: {failure['reason']}")
@@ -127,6 +151,7 @@ class _Counters:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.downloaded = self.reused = self.generated = self.retried = self.failed = 0
+        self.other_source = 0
 
     def add(self, name: str, n: int = 1) -> None:
         with self.lock:
@@ -138,97 +163,186 @@ class _Counters:
                     "generated": self.generated, "failed": self.failed}
 
 
-def _adopt_local(folder: Path, images: list[Path], start: float, progress: bool) -> FetchSummary:
+def _users_folder(config: FetchConfig, images: list[Path], foreign: str | None,
+                  start: float) -> FetchSummary:
+    """Use a folder ParaBlur did not create as it is, read-only; refuse what would write."""
+    folder = config.input_dir
+    why = foreign or f"it has images and no {folder / 'manifest.json'}"
+    if config.force_download:
+        raise DatasetError(f"{folder} is not a dataset ParaBlur created ({why}): its images "
+                           "are used read-only, so --force-download is refused")
+    if not images:
+        raise DatasetError(f"{folder} is not a dataset ParaBlur created ({why}) and holds no "
+                           "images; ParaBlur does not write into it: choose another --input-dir")
     checksum = dataset_checksum([sha256_file(p) for p in images])
-    summary = FetchSummary(images=images, downloaded=0, reused=len(images), generated=0,
-                           retried=0, failed=0, dataset_checksum=checksum,
-                           elapsed_s=time.perf_counter() - start, source=str(folder), local=True)
-    return summary
+    return FetchSummary(images=images, downloaded=0, reused=len(images), generated=0,
+                        retried=0, failed=0, dataset_checksum=checksum,
+                        elapsed_s=time.perf_counter() - start, source=str(folder), local=True,
+                        folder=str(folder), foreign_manifest=foreign)
+
+
+def _still_valid(folder: Path, loaded: tuple[dict, dict[int, ManifestEntry]] | None,
+                 pool: ThreadPoolExecutor) -> list[ManifestEntry]:
+    """The recorded images whose files are still on disk as recorded (checked in parallel)."""
+    if loaded is None:
+        return []
+    meta, entries = loaded
+    items = list(entries.values())
+    ok = list(pool.map(lambda e: file_matches(folder / e.file, e), items))
+    seed = meta.get("seed")
+    if type(seed) is not int:
+        seed = None
+    # Older manifests kept the seed of generated images only in their metadata.
+    return [replace(e, seed=seed) if e.seed is None and e.source.startswith(_GENERATED) else e
+            for e, good in zip(items, ok, strict=True) if good]
+
+
+class _Build:
+    """The images of one fetch into a folder ParaBlur manages, shared by the download threads."""
+
+    def __init__(self, config: FetchConfig, manifest: Manifest, downloader: Downloader,
+                 counters: _Counters) -> None:
+        self.config = config
+        self.folder = config.input_dir
+        self.manifest = manifest
+        self.downloader = downloader
+        self.counters = counters
+        self.failures: list[dict] = []
+        self._lock = threading.Lock()
+        self.gen_source = f"{_GENERATED}{config.fallback}"
+
+    def one(self, index: int, url: str) -> None:
+        """Reuse, download or generate image ``index``."""
+        if self.downloader.closed:
+            return
+        old = self.manifest.get(index)
+        if old is not None and not self.config.force_download:
+            self._reuse(old, url)
+            return
+        try:
+            attempts, error = self._download(index, url)
+        except DownloadCancelled:
+            return
+        if error is None:
+            return
+        if old is not None and not old.source.startswith(_GENERATED) \
+                and self.manifest.get(index) == old:
+            self._reuse(old, url)  # a photo is replaced only by a successful download
+            self._fail(index, error, "kept")
+            return
+        if not self.downloader.closed:
+            self._generate(index, url, attempts, error)
+
+    def _reuse(self, entry: ManifestEntry, url: str) -> None:
+        self.counters.add("reused")
+        cfg = self.config
+        made_otherwise = entry.source.startswith(_GENERATED) and (
+            entry.source != self.gen_source or entry.seed != cfg.seed
+            or (entry.width, entry.height) != (cfg.width, cfg.height))
+        if entry.url != url or made_otherwise:
+            self.counters.add("other_source")
+
+    def _download(self, index: int, url: str) -> tuple[int, str | None]:
+        """Download and store image ``index``: (attempts, None), or the reason it failed."""
+        if urlsplit(url).scheme.lower() not in ("http", "https"):
+            return 0, f"unsupported URL scheme in {url!r}"
+        try:
+            got = self.downloader.fetch(url)
+        except DownloadFailed as exc:
+            return exc.attempts, exc.reason
+        data = got.data
+        if got.fmt == "gif":  # stored as PNG: GIF is not a dataset suffix
+            data = cv2.imencode(".png", got.image)[1].tobytes()
+        name = f"img_{index:04d}{EXTENSIONS[got.fmt]}"
+        entry = ManifestEntry(index, name, url, got.final_url, sha256_bytes(data), len(data),
+                              got.image.shape[1], got.image.shape[0], got.attempts, None)
+        try:
+            self._store(entry, data)
+        except OSError as exc:
+            return got.attempts, f"cannot write {name}: {exc.strerror or exc}"
+        self.counters.add("downloaded")
+        return got.attempts, None
+
+    def _generate(self, index: int, url: str, attempts: int, error: str) -> None:
+        cfg = self.config
+        try:
+            data = encode_jpeg(generate_image(index, cfg.width, cfg.height, cfg.seed,
+                                              cfg.fallback))
+            self._store(ManifestEntry(index, f"img_{index:04d}.jpg", url, self.gen_source,
+                                      sha256_bytes(data), len(data), cfg.width, cfg.height,
+                                      attempts, error, cfg.seed), data)
+            self.counters.add("generated")
+            outcome = "generated"
+        except DatasetError:
+            raise  # the manifest cannot be written: the fetch cannot keep its records
+        except Exception as exc:  # noqa: BLE001 - one image's failure must not stop the rest
+            self.counters.add("failed")
+            outcome, error = "failed", f"{error}; then {type(exc).__name__}: {exc}"
+        self._fail(index, error, outcome)
+
+    def _store(self, entry: ManifestEntry, data: bytes) -> None:
+        """Put ``data`` in place as image ``entry.index``, keeping the manifest true throughout.
+
+        The old entry is dropped before its file is replaced, the new one recorded once it
+        is written; the old file, if named otherwise (another format), goes after that. A
+        write that fails leaves the old file as it was, and its entry is restored.
+        """
+        old = self.manifest.get(entry.index)
+        self.manifest.drop(entry.index)
+        try:
+            write_atomic(self.folder / entry.file, data)
+        except OSError:
+            if old is not None and file_matches(self.folder / old.file, old):
+                self.manifest.record(old)
+            raise
+        self.manifest.record(entry)
+        if old is not None and old.file != entry.file:
+            (self.folder / old.file).unlink(missing_ok=True)
+
+    def _fail(self, index: int, reason: str, outcome: str) -> None:
+        with self._lock:
+            self.failures.append({"index": index, "reason": reason, "outcome": outcome})
 
 
 def fetch_dataset(config: FetchConfig, *, progress: bool = True) -> FetchSummary:
-    """Make ``config.input_dir`` a complete dataset and describe what was done."""
+    """Make ``config.input_dir`` a complete dataset and describe what was done.
+
+    Only a folder ParaBlur created is written to; any other is used read-only as it is.
+    """
     start = time.perf_counter()
     folder = config.input_dir
     if folder.exists() and not folder.is_dir():
         raise DatasetError(f"input path is not a folder: {folder}")
-    if folder.is_dir() and not (folder / MANIFEST_NAME).exists():
-        own = list_images(folder)
-        if own:
-            return _adopt_local(folder, own, start, progress)
+    loaded = None
+    if folder.is_dir():
+        try:
+            loaded = load_manifest(folder)
+        except ForeignManifest as exc:
+            return _users_folder(config, list_images(folder), str(exc), start)
+        if loaded is None:
+            own = list_images(folder)
+            if own:
+                return _users_folder(config, own, None, start)
 
     urls, source = _plan(config)
     folder.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(folder)
-    old_meta, old_entries = load_manifest(folder)
+    if loaded is not None:
+        remove_stale_temps(folder)
     meta = {"source": source, "num_images": len(urls), "width": config.width,
             "height": config.height, "seed": config.seed, "fallback": config.fallback}
-    manifest = Manifest(folder, meta)
-    manifest.save()  # from now on the folder is ParaBlur-managed, never mistaken for user images
-
     counters = _Counters()
     downloader = Downloader(config, on_retry=lambda: counters.add("retried"))
-    failures: list[dict] = []
-    failures_lock = threading.Lock()
-    gen_source = f"generated:{config.fallback}"
-
-    def reusable(index: int, url: str) -> ManifestEntry | None:
-        entry = old_entries.get(index)
-        if config.force_download or entry is None or entry.url != url:
-            return None
-        if entry.source.startswith("generated:") and (
-                entry.source != gen_source or old_meta.get("seed") != config.seed
-                or (entry.width, entry.height) != (config.width, config.height)):
-            return None
-        return entry if file_matches(folder / entry.file, entry) else None
-
-    def one(index: int, url: str) -> None:
-        entry = reusable(index, url)
-        if entry is not None:
-            manifest.record(entry)
-            counters.add("reused")
-            return
-        attempts, last_error = 0, None
-        if urlsplit(url).scheme.lower() not in ("http", "https"):
-            last_error = f"unsupported URL scheme in {url!r}"
-        else:
-            try:
-                got = downloader.fetch(url)
-                data = got.data
-                if got.fmt == "gif":  # stored as PNG: GIF is not a dataset suffix
-                    data = cv2.imencode(".png", got.image)[1].tobytes()
-                name = f"img_{index:04d}{EXTENSIONS[got.fmt]}"
-                write_atomic(folder / name, data)
-                manifest.record(ManifestEntry(
-                    index, name, url, got.final_url, sha256_bytes(data), len(data),
-                    got.image.shape[1], got.image.shape[0], got.attempts, None))
-                counters.add("downloaded")
-                return
-            except DownloadFailed as exc:
-                attempts, last_error = exc.attempts, exc.reason
-        try:
-            image = generate_image(index, config.width, config.height, config.seed,
-                                   config.fallback)
-            data = encode_jpeg(image)
-            name = f"img_{index:04d}.jpg"
-            write_atomic(folder / name, data)
-            manifest.record(ManifestEntry(index, name, url, gen_source, sha256_bytes(data),
-                                          len(data), config.width, config.height, attempts,
-                                          last_error))
-            counters.add("generated")
-            outcome = "generated"
-        except Exception as exc:  # noqa: BLE001 - one image's failure must not stop the rest
-            counters.add("failed")
-            outcome, last_error = "failed", f"{last_error}; then {type(exc).__name__}: {exc}"
-        with failures_lock:
-            failures.append({"index": index, "reason": last_error, "outcome": outcome})
-
     bar = tqdm(total=len(urls), desc="fetch", unit="img", file=sys.stderr,
                disable=not progress, dynamic_ncols=True)
     pool = ThreadPoolExecutor(max_workers=config.download_workers,
                               thread_name_prefix="parablur-fetch")
     try:
-        futures = [pool.submit(one, i, url) for i, url in enumerate(urls)]
+        # Saved before any download: marks a new folder as ParaBlur's, and keeps every
+        # valid image's record through whatever happens next.
+        manifest = Manifest(folder, meta, _still_valid(folder, loaded, pool))
+        manifest.save()
+        build = _Build(config, manifest, downloader, counters)
+        futures = [pool.submit(build.one, i, url) for i, url in enumerate(urls)]
         for future in as_completed(futures):
             future.result()
             bar.update(1)
@@ -239,20 +353,13 @@ def fetch_dataset(config: FetchConfig, *, progress: bool = True) -> FetchSummary
         bar.close()
 
     entries = manifest.entries()
-    _remove_orphans(folder, {e.file for e in entries})
-    checksum = manifest.checksum()
-    summary = FetchSummary(
-        images=[folder / e.file for e in entries],
+    used = [e for e in entries if e.index < len(urls)]
+    return FetchSummary(
+        images=[folder / e.file for e in used],
         downloaded=counters.downloaded, reused=counters.reused, generated=counters.generated,
         retried=counters.retried, failed=counters.failed,
-        failures=sorted(failures, key=lambda f: f["index"]), dataset_checksum=checksum,
+        failures=sorted(build.failures, key=lambda f: f["index"]),
+        dataset_checksum=dataset_checksum([e.sha256 for e in used]),
         elapsed_s=time.perf_counter() - start, source=source, local=False,
-        unreachable_hosts=downloader.breaker.open_hosts)
-    return summary
-
-
-def _remove_orphans(folder: Path, keep: set[str]) -> None:
-    """Delete ParaBlur-named images the manifest no longer lists (fewer images, new format)."""
-    for path in folder.iterdir():
-        if _OWN_NAME.match(path.name) and path.name not in keep and path.is_file():
-            path.unlink(missing_ok=True)
+        unreachable_hosts=downloader.breaker.open_hosts, folder=str(folder),
+        kept=len(entries) - len(used), other_source=counters.other_source)

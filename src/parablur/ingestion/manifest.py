@@ -1,18 +1,33 @@
-"""The dataset's manifest.json: what each image is, where it came from, and its checksum."""
+"""The dataset's manifest.json: what each image is, where it came from, and its checksum.
+
+The manifest is also ParaBlur's mark of ownership: only a folder whose manifest.json
+carries ParaBlur's format marker and a version this code reads is ever written to.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from ..errors import DatasetError
 from ..files import sha256_file, write_atomic
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "parablur-manifest"
 MANIFEST_VERSION = 1
+# The only file names ParaBlur writes into a dataset: img_<index, 4+ digits>.<stored suffix>.
+_OWN_NAME = re.compile(r"^img_(\d{4,})\.(jpg|png|webp|bmp)$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ForeignManifest(DatasetError):
+    """manifest.json exists but is not a ParaBlur manifest this version reads: the folder is
+    the user's, to be used read-only."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +44,7 @@ class ManifestEntry:
     height: int
     attempts: int
     last_error: str | None
+    seed: int | None = None  # of a generated image (absent from older manifests)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -51,34 +67,91 @@ def file_matches(path: Path, entry: ManifestEntry) -> bool:
         return False
 
 
-def load_manifest(folder: Path) -> tuple[dict, dict[int, ManifestEntry]]:
-    """The metadata and entries (by index) of ``folder``'s manifest; empty if absent or bad."""
+def _entry(item: object) -> ManifestEntry:
+    """One manifest image entry, checked as strictly as ParaBlur writes it (else ValueError)."""
+    names = {f.name for f in fields(ManifestEntry)}
+    if not isinstance(item, dict) or not set(item) <= names:
+        raise ValueError(f"unexpected image entry {str(item)[:80]!r}")
+    entry = ManifestEntry(**item)  # TypeError for a missing field
+    ints = (entry.index, entry.bytes, entry.width, entry.height, entry.attempts)
+    if not all(type(v) is int and v >= 0 for v in ints):
+        raise ValueError(f"image entry {entry.index!r} has a non-integer count")
+    name = _OWN_NAME.match(entry.file) if isinstance(entry.file, str) else None
+    if name is None or entry.file != f"img_{entry.index:04d}.{name.group(2)}":
+        raise ValueError(f"image entry {entry.index} names {entry.file!r}, not a file ParaBlur "
+                         "writes")
+    if not isinstance(entry.sha256, str) or not _SHA256.match(entry.sha256) \
+            or not isinstance(entry.source, str):
+        raise ValueError(f"image entry {entry.index} has no valid sha256 or source")
+    return entry
+
+
+def load_manifest(folder: Path) -> tuple[dict, dict[int, ManifestEntry]] | None:
+    """The metadata and entries (by index) of ``folder``'s manifest; None if it has none.
+
+    Raises ForeignManifest when manifest.json exists but cannot be read, was not written
+    by ParaBlur, is of another version, or lists files ParaBlur would not have written.
+    """
     path = Path(folder) / MANIFEST_NAME
+    if not path.exists() and not path.is_symlink():
+        return None
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-        entries = {}
-        for item in raw.get("images", []):
-            entry = ManifestEntry(**item)
+    except OSError as exc:
+        raise ForeignManifest(f"{path} cannot be read: {exc.strerror or exc}") from exc
+    except ValueError as exc:
+        raise ForeignManifest(f"{path} is not valid JSON") from exc
+    if not isinstance(raw, dict) or raw.get("format") != MANIFEST_FORMAT:
+        raise ForeignManifest(f"{path} was not written by ParaBlur "
+                              f"(no \"format\": \"{MANIFEST_FORMAT}\")")
+    if raw.get("version") != MANIFEST_VERSION:
+        raise ForeignManifest(f"{path} is a ParaBlur manifest of version "
+                              f"{raw.get('version')!r}; this ParaBlur reads version "
+                              f"{MANIFEST_VERSION}")
+    meta, items = raw.get("meta", {}), raw.get("images")
+    try:
+        if not isinstance(meta, dict) or not isinstance(items, list):
+            raise ValueError("no \"meta\" object or \"images\" list")
+        entries: dict[int, ManifestEntry] = {}
+        for item in items:
+            entry = _entry(item)
+            if entry.index in entries:
+                raise ValueError(f"image {entry.index} is listed twice")
             entries[entry.index] = entry
-        return raw.get("meta", {}), entries
-    except (OSError, ValueError, TypeError, AttributeError):
-        return {}, {}
+    except (TypeError, ValueError) as exc:
+        raise ForeignManifest(f"{path} is damaged: {exc}") from exc
+    return meta, entries
 
 
 class Manifest:
-    """The manifest being built by a fetch; thread-safe, rewritten atomically on every change."""
+    """The manifest being built by a fetch; thread-safe, rewritten atomically on every change.
 
-    def __init__(self, folder: Path, meta: dict) -> None:
+    It always describes exactly the valid images on disk: an entry is dropped before its
+    file is replaced and recorded once the new file is written.
+    """
+
+    def __init__(self, folder: Path, meta: dict, entries: Iterable[ManifestEntry] = ()) -> None:
         self.path = Path(folder) / MANIFEST_NAME
         self.meta = dict(meta)
-        self._entries: dict[int, ManifestEntry] = {}
+        self._entries: dict[int, ManifestEntry] = {e.index: e for e in entries}
         self._lock = threading.Lock()
+
+    def get(self, index: int) -> ManifestEntry | None:
+        """The entry of image ``index``, if it is recorded."""
+        with self._lock:
+            return self._entries.get(index)
 
     def record(self, entry: ManifestEntry) -> None:
         """Add or replace one image's entry and save, so a killed run keeps its progress."""
         with self._lock:
             self._entries[entry.index] = entry
             self._save()
+
+    def drop(self, index: int) -> None:
+        """Forget image ``index`` (and save) before its file is replaced."""
+        with self._lock:
+            if self._entries.pop(index, None) is not None:
+                self._save()
 
     def save(self) -> None:
         """Write the manifest as it stands."""
@@ -90,10 +163,6 @@ class Manifest:
         with self._lock:
             return [self._entries[i] for i in sorted(self._entries)]
 
-    def checksum(self) -> str:
-        """The dataset checksum of the entries recorded so far."""
-        return dataset_checksum([e.sha256 for e in self.entries()])
-
     def _save(self) -> None:
         entries = [asdict(self._entries[i]) for i in sorted(self._entries)]
         doc = {
@@ -103,4 +172,7 @@ class Manifest:
             "dataset_checksum": dataset_checksum([e["sha256"] for e in entries]),
             "images": entries,
         }
-        write_atomic(self.path, (json.dumps(doc, indent=1) + "\n").encode("utf-8"))
+        try:
+            write_atomic(self.path, (json.dumps(doc, indent=1) + "\n").encode("utf-8"))
+        except OSError as exc:
+            raise DatasetError(f"cannot write {self.path}: {exc.strerror or exc}") from exc

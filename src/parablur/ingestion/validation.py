@@ -32,7 +32,7 @@ def validate_image(data: bytes, max_pixels: int) -> tuple[str, np.ndarray]:
         raise ValidationError(f"not a recognised image format (body starts with {head!r})")
     size = header_size(fmt, data)
     if size is None:
-        raise ValidationError(f"{fmt.upper()} header is truncated")
+        raise ValidationError(f"{fmt.upper()} header is truncated or unreadable")
     check_pixels(*size, max_pixels)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
