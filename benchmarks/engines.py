@@ -64,16 +64,22 @@ FAST = get_engine("fast")
 STAGES = ("read", "decode", "blur", "encode", "write")
 
 
-def photo_mosaic(size: int, seed: int) -> np.ndarray:
-    """A size x size BGR mosaic of 500x500 crops of real photos, at their native detail."""
+def real_photos() -> list[np.ndarray]:
+    """The photos that ship in matplotlib's wheel and (test extra) scikit-image's, as BGR."""
     photos = [cv2.imread(str(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"))]
     try:
         from skimage import data as skdata
 
         photos += [cv2.cvtColor(getattr(skdata, n)(), cv2.COLOR_RGB2BGR)
                    for n in ("astronaut", "coffee", "chelsea", "rocket")]
-    except ImportError:  # scikit-image is in the test extra; the mosaic then repeats one photo
+    except ImportError:  # scikit-image is in the test extra; without it only one photo
         pass
+    return photos
+
+
+def photo_mosaic(size: int, seed: int) -> np.ndarray:
+    """A size x size BGR mosaic of 500x500 crops of real photos, at their native detail."""
+    photos = real_photos()
     rng = np.random.default_rng(seed)
     tile = 500
     out = np.empty((size, size, 3), np.uint8)
@@ -407,14 +413,19 @@ def border_stripes(height: int, width: int) -> np.ndarray:
 
 def calibrate() -> None:
     """The curves behind MIN_SIGMA and MIN_REDUCED_DECODE_SIDE, printed."""
-    print("\nworst PSNR of the fast engine against exact on white noise (600x600, seeds 5 and 6), "
-          "by factor and total sigma:")
+    print("\nfast against exact by factor and total sigma, worst PSNR dB / max abs diff on white noise "
+          "(600x600, seeds 5 and 6) | on the real photos at their own size:")
     noise = [generate_image(s, 600, 600, kind="noise") for s in (5, 6)]
+    photos = real_photos()
     for f, sigmas in {2: (5, 6, 7, 8), 4: (8, 9, 10, 12), 8: (12, 14, 16, 20, 25)}.items():
         cells = []
         for s in sigmas:
-            worst = min(accuracy.psnr(fast_module.blur_full(v, f, s), EXACT.blur(v, s)) for v in noise)
-            cells.append(f"sigma {s}: {worst:.2f} dB")
+            res = []
+            for group in (noise, photos):
+                pairs = [(fast_module.blur_full(v, f, s), EXACT.blur(v, s)) for v in group]
+                a = accuracy.compare(pairs)
+                res.append(f"{a.worst_psnr_db:.2f}/{a.max_abs_diff:.0f}")
+            cells.append(f"sigma {s}: {' | '.join(res)}")
         print(f"  factor {f} (chosen from sigma >= {fast_module.MIN_SIGMA[f]}): " + ", ".join(cells))
     print("\nreduced JPEG decode of saturated stripes along every border, by side (reduced pixels):")
     for f, sigma in ((2, 7.0), (4, 10.0), (8, 16.0)):
