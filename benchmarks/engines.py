@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 
 try:
@@ -133,13 +133,14 @@ def sep_filter_f32(image: np.ndarray) -> np.ndarray:
     return cv2.sepFilter2D(image, -1, k, k, borderType=cv2.BORDER_REFLECT_101)
 
 
+@lru_cache(maxsize=4)
 def exact_kernel(sigma: float) -> np.ndarray:
     """The exact engine's own 1-D kernel (OpenCV quantizes it to 1/256 for 8-bit images), from an impulse."""
     k = kernel_size(sigma)
     impulse = np.zeros((3, 2 * k + 1), np.uint8)
     impulse[:, k] = 255
     taps = cv2.GaussianBlur(impulse, (k, 1), sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT_101)[1]
-    taps = np.rint(taps[k - k // 2: k + k // 2 + 1] * 256 / 255)  # 255 * m/256 rounds to m
+    taps = np.rint(taps[k - k // 2: k + k // 2 + 1].astype(np.float64) * 256 / 255)  # 255*m/256 -> m
     assert taps.sum() == 256, taps.sum()
     return (taps / 256).astype(np.float32).reshape(-1, 1)
 
