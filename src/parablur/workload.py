@@ -11,6 +11,7 @@ import ctypes
 import hashlib
 import os
 import socket
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -52,7 +53,7 @@ def _reuse_freed_memory() -> None:
 
 
 def prepare_process() -> None:
-    """Set up this process to run the workload, the same way in every executor.
+    """Set up a process ParaBlur owns (a pool or Dask worker) to run the workload.
 
     OpenCV (and any BLAS started later) on one thread, so that a speedup is the
     pool's alone; and the allocator told to keep a few images' worth of freed
@@ -65,6 +66,47 @@ def prepare_process() -> None:
     if not _PREPARED:
         _reuse_freed_memory()
         _PREPARED = True
+
+
+_borrow_lock = threading.Lock()
+_borrowers = 0
+_saved: tuple[int, dict[str, str | None]] | None = None
+
+
+def borrow_process() -> None:
+    """Prepare the caller's own process for the workload until ``release_process``.
+
+    For the executors that run in the caller's process (sequential, threads,
+    in-process Dask workers). The first borrower saves OpenCV's thread count and
+    ``THREAD_ENV``, the last one to release restores them, whatever the order in
+    which several executors are closed. The allocator setting stays (see
+    ``prepare_process``): it cannot be undone, and changes no result.
+    """
+    global _borrowers, _saved
+    with _borrow_lock:
+        if _borrowers == 0:
+            _saved = (cv2.getNumThreads(), {name: os.environ.get(name) for name in THREAD_ENV})
+        _borrowers += 1
+        prepare_process()
+
+
+def release_process() -> None:
+    """Give the caller's process back as ``borrow_process`` found it, once the last borrower is done."""
+    global _borrowers, _saved
+    with _borrow_lock:
+        if _borrowers == 0:
+            return
+        _borrowers -= 1
+        if _borrowers or _saved is None:
+            return
+        threads, env = _saved
+        _saved = None
+        cv2.setNumThreads(threads)
+        for name, value in env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def warm_up(_: object = None) -> int:
