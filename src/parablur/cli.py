@@ -104,7 +104,8 @@ def _add_run_flags(p: argparse.ArgumentParser, *, single_executor: bool) -> None
                    help="paths: workers share the disk; bytes: ship encoded images "
                         "(default: paths locally, bytes with --scheduler)")
     c.add_argument("--max-task-retries", type=int, default=2,
-                   help="times a failed Dask task is retried (default: 2)")
+                   help="times a failed Dask task, or a processes batch whose worker "
+                        "died, is retried (default: 2)")
     c.add_argument("--open-dashboard", action="store_true",
                    help="open the Dask dashboard in a browser")
     c.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard")

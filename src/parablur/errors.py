@@ -10,7 +10,7 @@ catches that base class, prints its message on one line and exits with
     ├── IngestionError       a download or image validation failed
     │   └── ValidationError  a body is not an acceptable image
     ├── ImageError           one image could not be read, blurred or written
-    ├── ClusterError         a Dask cluster could not be started or reached (exit 2)
+    ├── ClusterError         a Dask cluster or worker pool could not be started or used (exit 2)
     └── ResultsError         a results CSV cannot be read or appended
 """
 
@@ -48,7 +48,7 @@ class ImageError(ParaBlurError):
 
 
 class ClusterError(ParaBlurError):
-    """A Dask cluster could not be started or reached."""
+    """A Dask cluster or worker pool could not be started, reached or used."""
 
     exit_code = 2
 
