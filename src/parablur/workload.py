@@ -11,7 +11,6 @@ import ctypes
 import hashlib
 import os
 import socket
-import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from . import process_state
 from .config import BlurParams
 from .files import write_atomic
 from .imageinfo import image_size
@@ -68,45 +68,24 @@ def prepare_process() -> None:
         _PREPARED = True
 
 
-_borrow_lock = threading.Lock()
-_borrowers = 0
-_saved: tuple[int, dict[str, str | None]] | None = None
-
-
 def borrow_process() -> None:
     """Prepare the caller's own process for the workload until ``release_process``.
 
     For the executors that run in the caller's process (sequential, threads,
-    in-process Dask workers). The first borrower saves OpenCV's thread count and
-    ``THREAD_ENV``, the last one to release restores them, whatever the order in
-    which several executors are closed. The allocator setting stays (see
-    ``prepare_process``): it cannot be undone, and changes no result.
+    in-process Dask workers): OpenCV's thread count and ``THREAD_ENV`` are
+    restored when the last of them is closed. The allocator setting stays (see
+    ``prepare_process``): it cannot be undone, and it changes no result.
     """
-    global _borrowers, _saved
-    with _borrow_lock:
-        if _borrowers == 0:
-            _saved = (cv2.getNumThreads(), {name: os.environ.get(name) for name in THREAD_ENV})
-        _borrowers += 1
-        prepare_process()
+    process_state.hold()
+    threads, before = cv2.getNumThreads(), dict(os.environ)
+    prepare_process()
+    process_state.remember("cv2-threads", lambda: cv2.setNumThreads(threads))
+    process_state.remember_environ(before)
 
 
 def release_process() -> None:
-    """Give the caller's process back as ``borrow_process`` found it, once the last borrower is done."""
-    global _borrowers, _saved
-    with _borrow_lock:
-        if _borrowers == 0:
-            return
-        _borrowers -= 1
-        if _borrowers or _saved is None:
-            return
-        threads, env = _saved
-        _saved = None
-        cv2.setNumThreads(threads)
-        for name, value in env.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    """Give the caller's process back as it was, once the last borrower is done."""
+    process_state.release()
 
 
 def warm_up(_: object = None) -> int:
