@@ -329,29 +329,31 @@ _NOISY_LOGGERS = (
     "distributed.worker_memory", "distributed.deploy", "distributed.deploy.spec",
     "tornado", "tornado.application", "bokeh", "asyncio",
 )
-# Child processes (pool and Dask workers) start with their BLAS/OpenMP on one thread.
-_CHILD_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+# Inherited by child processes (pool and local Dask workers): BLAS/OpenMP on one
+# thread, and Dask's logging as quiet in a worker process as in this one.
+_CHILD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+              "DASK_LOGGING__DISTRIBUTED": "critical"}
 
 
 @contextlib.contextmanager
 def _command_policy() -> Iterator[None]:
     """The command line's own policy, for the length of one command, then undone.
 
-    None of distributed's INFO chatter or shutdown tracebacks on the terminal (the
-    local workers ParaBlur starts follow this process's Dask logging level), and
-    child processes with BLAS/OpenMP on one thread. The library sets none of this:
-    a notebook keeps its own logging, warnings and environment.
+    None of distributed's INFO chatter or tracebacks on the terminal, from this
+    process or the local workers it starts (they share its stderr), and child
+    processes with BLAS/OpenMP on one thread. The library sets none of this: a
+    notebook keeps its own logging, warnings and environment.
     """
     loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
     levels = [logger.level for logger in loggers]
-    env = {name: os.environ.get(name) for name in _CHILD_THREAD_ENV}
+    env = {name: os.environ.get(name) for name in _CHILD_ENV}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Port .* is already in use.*")
         warnings.filterwarnings("ignore", category=RuntimeWarning, module="distributed")
         for logger in loggers:
             logger.setLevel(logging.CRITICAL)
-        for name in _CHILD_THREAD_ENV:
-            os.environ.setdefault(name, "1")
+        for name, value in _CHILD_ENV.items():
+            os.environ.setdefault(name, value)
         try:
             yield
         finally:

@@ -106,6 +106,7 @@ class DaskExecutor(ExecutorBase):
 
     def _prepare_workers(self) -> None:
         assert self._conn is not None
+        self._check_parablur()  # first: everything below sends parablur's code to the workers
         self.workers = self._conn.threads
         if self._conn.cluster is None and self.cluster_config.limit_workers:
             self._only = self._pick_workers(self.requested_workers)
@@ -117,7 +118,6 @@ class DaskExecutor(ExecutorBase):
                                              count=self.cluster_config.max_task_retries + 1)
         if self._conn.cluster is not None and self.processes:
             self.client.register_plugin(_IgnoreSigint())
-        self._check_parablur()
         self.client.run(warm_up)
 
     def _check_parablur(self) -> None:
