@@ -20,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from . import process_state
 from .config import BlurParams
 from .errors import ImageError, ParaBlurError
 from .files import write_atomic
@@ -53,7 +54,7 @@ def _reuse_freed_memory() -> None:
 
 
 def prepare_process() -> None:
-    """Set up this process to run the workload, the same way in every executor.
+    """Set up a process ParaBlur owns (a pool or Dask worker) to run the workload.
 
     OpenCV (and any BLAS started later) on one thread, so that a speedup is the
     pool's alone; and the allocator told to keep a few images' worth of freed
@@ -66,6 +67,26 @@ def prepare_process() -> None:
     if not _PREPARED:
         _reuse_freed_memory()
         _PREPARED = True
+
+
+def borrow_process() -> None:
+    """Prepare the caller's own process for the workload until ``release_process``.
+
+    For the executors that run in the caller's process (sequential, threads,
+    in-process Dask workers): OpenCV's thread count and ``THREAD_ENV`` are
+    restored when the last of them is closed. The allocator setting stays (see
+    ``prepare_process``): it cannot be undone, and it changes no result.
+    """
+    process_state.hold()
+    threads, before = cv2.getNumThreads(), dict(os.environ)
+    prepare_process()
+    process_state.remember("cv2-threads", lambda: cv2.setNumThreads(threads))
+    process_state.remember_environ(before)
+
+
+def release_process() -> None:
+    """Give the caller's process back as it was, once the last borrower is done."""
+    process_state.release()
 
 
 def warm_up(_: object = None) -> int:
