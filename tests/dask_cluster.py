@@ -142,8 +142,11 @@ def _kill_tree(pid: int) -> None:
 
 
 def start_cluster(folder: Path, workers: int = 2, tls: TLSFiles | None = None,
-                  timeout: float = 60.0) -> DaskCluster:
-    """Start `dask scheduler` and ``workers`` nanny-supervised one-thread `dask worker`s."""
+                  timeout: float = 60.0, worker_flags: tuple[str, ...] = ()) -> DaskCluster:
+    """Start `dask scheduler` and ``workers`` nanny-supervised one-thread `dask worker`s.
+
+    ``worker_flags`` go to every `dask worker` (e.g. ``--preload without_parablur``).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     proto = "tls" if tls else "tcp"
@@ -172,11 +175,12 @@ def start_cluster(folder: Path, workers: int = 2, tls: TLSFiles | None = None,
                  "--nthreads", "1", "--nworkers", "1", "--name", f"w{i}",
                  "--memory-limit", "0", "--dashboard-address", "127.0.0.1:0",
                  "--local-directory", str(folder / f"w{i}"), "--death-timeout", "60",
-                 *tls_flags],
+                 *tls_flags, *worker_flags],
                 env=env, cwd=folder, stdout=subprocess.DEVNULL,
                 stderr=open(logs / f"w{i}.log", "wb")))  # noqa: SIM115
         with cluster.client(timeout="20s") as c:
-            c.wait_for_workers(workers, timeout=max(deadline - time.monotonic(), 5))
+            if workers:
+                c.wait_for_workers(workers, timeout=max(deadline - time.monotonic(), 5))
     except BaseException:
         cluster.stop()
         raise

@@ -289,7 +289,9 @@ class Bench:
             with contextlib.suppress(Exception):
                 self._meter.close()
             self._meter = None
-        for ex in self.parallel.values():
+        # Last started, first closed; the sequential baseline (which pins this
+        # process's OpenCV threads for the benchmark) last of all.
+        for ex in [*reversed(self.parallel.values()), self.sequential]:
             with contextlib.suppress(Exception):
                 ex.close()
         self.parallel.clear()

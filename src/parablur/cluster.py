@@ -1,31 +1,46 @@
-"""Starting an embedded LocalCluster, or connecting to an existing Dask scheduler, quietly."""
+"""Starting an embedded LocalCluster, or connecting to an existing Dask scheduler.
+
+Nothing here changes the caller's process for longer than a call: Dask settings
+apply to the clusters ParaBlur starts, logging stays as the caller set it (the
+CLI's quiet policy lives in ``cli``), and a start-up that fails part-way closes
+whatever it had opened before it raises.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import warnings
+import os
 from dataclasses import dataclass
 
+from . import process_state
 from .config import ClusterConfig
 from .errors import ClusterError
 
-_NOISY_LOGGERS = (
-    "distributed", "distributed.client", "distributed.scheduler", "distributed.nanny",
-    "distributed.worker", "distributed.core", "distributed.comm", "distributed.batched",
-    "distributed.process", "distributed.http.proxy", "distributed.utils_perf",
-    "distributed.shuffle", "distributed.diskutils", "distributed.preloading",
-    "distributed.worker_memory", "distributed.deploy", "distributed.deploy.spec",
-    "tornado", "tornado.application", "bokeh", "asyncio",
-)
+
+def cluster_settings(config: ClusterConfig, *, profile: bool) -> dict:
+    """The Dask settings of a LocalCluster ParaBlur starts.
+
+    Read while its scheduler, nannies and workers are created (a nanny keeps a copy
+    for the workers it restarts), so they need to hold only during creation.
+    ``profile`` keeps Dask's statistical profiler on (a performance report wants it).
+    """
+    return {
+        "distributed.scheduler.allowed-failures": max(config.max_task_retries, 0) + 1,
+        "distributed.worker.daemon": False,
+        # The statistical profiler samples every worker thread's stack every 10 ms:
+        # CPU taken from the blur on a machine with no core to spare.
+        "distributed.worker.profile.enabled": profile,
+        # Equal-sized batches, fed through a bounded window with scheduler-side
+        # queuing, need no stealing; a dead worker's tasks are rescheduled anyway.
+        "distributed.scheduler.work-stealing": False,
+    }
 
 
-def quiet_dask() -> None:
-    """Silence distributed's INFO chatter and its shutdown tracebacks in this process."""
-    for name in _NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.CRITICAL)
-    warnings.filterwarnings("ignore", message=".*Port .* is already in use.*")
-    warnings.filterwarnings("ignore", category=RuntimeWarning, module="distributed")
+def _worker_log_level() -> int:
+    """How quiet the workers of a LocalCluster are: as quiet as this process's Dask
+    logging (the CLI silences it), and at least as quiet as LocalCluster's default."""
+    return max(logging.WARNING, logging.getLogger("distributed").getEffectiveLevel())
 
 
 def _security(config: ClusterConfig):
@@ -45,19 +60,25 @@ def _security(config: ClusterConfig):
 class Connection:
     """A Dask client and, when ParaBlur started one, its LocalCluster."""
 
-    client: object
+    client: object | None
     cluster: object | None
     threads: int
     dashboard_link: str | None = None
+    holds_process: bool = False  # a LocalCluster's nannies changed this process's environment
 
     def close(self) -> None:
         """Shut down (bounded by timeouts); a second Ctrl-C or SIGTERM cannot cut it short."""
         with _signals_held():
-            with contextlib.suppress(Exception):
-                self.client.close(timeout=10)
+            if self.client is not None:
+                with contextlib.suppress(Exception):
+                    self.client.close(timeout=10)
             if self.cluster is not None:
                 with contextlib.suppress(Exception):
                     self.cluster.close(timeout=10)
+        self.client = self.cluster = None
+        if self.holds_process:
+            self.holds_process = False
+            process_state.release()
 
 
 @contextlib.contextmanager
@@ -77,54 +98,65 @@ def _signals_held():
             signal.signal(sig, handler)
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's message on one line (its type when it has none)."""
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
 def connect(
     config: ClusterConfig, *, workers: int, threads_per_worker: int, processes: bool = True,
     profile: bool = False,
 ) -> Connection:
     """Start a LocalCluster on 127.0.0.1 (or reach ``config``'s scheduler) and wait for workers.
 
-    ``profile`` keeps Dask's statistical profiler on (a performance report wants it).
+    Raises ``ClusterError`` (its cause kept) when that fails, having closed what it opened.
     """
-    quiet_dask()
+    if config.is_remote:
+        return _connect_remote(config)
     import dask
     from distributed import Client, LocalCluster
 
-    dask.config.set({
-        "distributed.scheduler.allowed-failures": max(config.max_task_retries, 0) + 1,
-        "distributed.admin.tick.limit": "30s",
-        "distributed.worker.daemon": False,
-        # The statistical profiler samples every worker thread's stack every 10 ms:
-        # CPU taken from the blur on a machine with no core to spare.
-        "distributed.worker.profile.enabled": profile,
-        # Equal-sized batches, fed through a bounded window with scheduler-side
-        # queuing, need no stealing; a dead worker's tasks are rescheduled anyway.
-        "distributed.scheduler.work-stealing": False,
-    })
-    if config.is_remote:
-        return _connect_remote(config)
     # In-process workers talk over inproc://, which takes no host; their HTTP server
     # (metrics, health) would otherwise listen on every interface.
     where = ({"host": config.host} if processes
              else {"protocol": "inproc://", "worker_dashboard_address": f"{config.host}:0"})
+    expected = workers if processes else 1
+    # The nannies set Dask's worker environment (pre-spawn-environ) in this process
+    # before they spawn: undone when the cluster closes.
+    conn = Connection(None, None, workers * threads_per_worker, holds_process=True)
+    process_state.hold()
+    before = dict(os.environ)
     try:
-        cluster = LocalCluster(
-            n_workers=workers if processes else 1,
-            threads_per_worker=threads_per_worker if processes else workers * threads_per_worker,
-            processes=processes,
-            **where,
-            dashboard_address=f"{config.host}:8787" if config.dashboard else None,
-            silence_logs=logging.CRITICAL,
-        )
-        client = Client(cluster)
-        client.wait_for_workers(workers if processes else 1, timeout=60)
-    except (OSError, TimeoutError) as exc:
-        raise ClusterError(f"cannot start a local Dask cluster: {exc}") from None
-    link = None
-    http = getattr(cluster.scheduler, "http_server", None)
+        try:
+            with dask.config.set(cluster_settings(config, profile=profile)):
+                conn.cluster = LocalCluster(
+                    n_workers=expected,
+                    threads_per_worker=(threads_per_worker if processes
+                                        else workers * threads_per_worker),
+                    processes=processes,
+                    **where,
+                    dashboard_address=f"{config.host}:8787" if config.dashboard else None,
+                    silence_logs=_worker_log_level(),
+                )
+        finally:
+            process_state.remember_environ(before)
+        # Not the caller's default client: their own dask calls keep going where they went.
+        conn.client = Client(conn.cluster, set_as_default=False)
+        conn.client.wait_for_workers(expected, timeout=max(config.wait_workers_s, 60.0))
+    except BaseException as exc:
+        conn.close()
+        if isinstance(exc, TimeoutError):
+            raise ClusterError(f"the local Dask cluster's workers did not all start within "
+                               f"{max(config.wait_workers_s, 60.0):.0f} s: try fewer --workers, "
+                               "or check free memory") from exc
+        if isinstance(exc, Exception):
+            raise ClusterError(f"cannot start a local Dask cluster: {first_line(exc)}") from exc
+        raise
+    http = getattr(conn.cluster.scheduler, "http_server", None)
     if config.dashboard and http is not None:
         # The link Dask builds names the machine's address; the server listens on loopback only.
-        link = f"http://{config.host}:{http.port}/status"
-    return Connection(client, cluster, workers * threads_per_worker, link)
+        conn.dashboard_link = f"http://{config.host}:{http.port}/status"
+    return conn
 
 
 def _connect_remote(config: ClusterConfig) -> Connection:
@@ -134,18 +166,23 @@ def _connect_remote(config: ClusterConfig) -> Connection:
     where = config.scheduler or config.scheduler_file
     client = None
     try:
+        kwargs = {"timeout": "15s", "security": _security(config), "set_as_default": False}
         if config.scheduler_file is not None:
-            client = Client(scheduler_file=str(config.scheduler_file), timeout="15s",
-                            security=_security(config))
+            client = Client(scheduler_file=str(config.scheduler_file), **kwargs)
         else:
-            client = Client(config.scheduler, timeout="15s", security=_security(config))
+            client = Client(config.scheduler, **kwargs)
         client.wait_for_workers(1, timeout=config.wait_workers_s)
-    except (OSError, TimeoutError, ValueError) as exc:
+    except BaseException as exc:
         if client is not None:
-            with contextlib.suppress(Exception):
+            with _signals_held(), contextlib.suppress(Exception):
                 client.close(timeout=5)
-        reason = str(exc) or type(exc).__name__
-        raise ClusterError(f"cannot use Dask scheduler {where}: {reason}") from None
+        if isinstance(exc, TimeoutError) and client is not None:
+            raise ClusterError(f"no worker joined the Dask scheduler {where} within "
+                               f"{config.wait_workers_s:g} s: start `dask worker` processes "
+                               "that connect to it") from exc
+        if isinstance(exc, OSError | TimeoutError | ValueError):
+            raise ClusterError(f"cannot use Dask scheduler {where}: {first_line(exc)}") from exc
+        raise
     link = None
     with contextlib.suppress(Exception):
         link = client.dashboard_link

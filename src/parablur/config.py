@@ -21,7 +21,7 @@ PARALLEL_EXECUTORS = tuple(e for e in EXECUTORS if e != "sequential")
 FALLBACKS = ("scene", "noise")
 TRANSFERS = ("paths", "bytes")
 WORKLOADS = ("blur",)
-ENGINES = ("exact",)
+ENGINES = ("exact", "fast")  # parablur.engines.ENGINES; config cannot import it
 # A user's own workload: an importable ``package.module:function``.
 CUSTOM_WORKLOAD = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 

@@ -12,7 +12,7 @@ catches that base class, prints its message on one line and exits with
     ├── ImageError           one image could not be read, blurred or written
     │   └── ObjectError      one object of a store is missing, unreadable or kept failing (also OSError)
     ├── StorageError         a store cannot be used: scheme, extra, bucket, credentials, access (exit 2)
-    ├── ClusterError         a Dask cluster could not be started or reached (exit 2)
+    ├── ClusterError         a Dask cluster or worker pool could not be started or used (exit 2)
     └── ResultsError         a results CSV cannot be read or appended
 """
 
@@ -63,7 +63,7 @@ class StorageError(ParaBlurError):
 
 
 class ClusterError(ParaBlurError):
-    """A Dask cluster could not be started or reached."""
+    """A Dask cluster or worker pool could not be started, reached or used."""
 
     exit_code = 2
 

@@ -22,12 +22,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from . import process_state
 from .config import BlurParams, RunConfig
+from .engines import decode_reduced
+from .engines.exact import gaussian_blur
 from .errors import ImageError, ParaBlurError
 from .files import write_atomic
 from .imageinfo import jpeg_end, read_size
 from .workloads import BlurWorkload, Workload
-from .workloads.blur import gaussian_exact
 
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
               "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
@@ -57,7 +59,7 @@ def _reuse_freed_memory() -> None:
 
 
 def prepare_process() -> None:
-    """Set up this process to run the workload, the same way in every executor.
+    """Set up a process ParaBlur owns (a pool or Dask worker) to run the workload.
 
     OpenCV (and any BLAS started later) on one thread, so that a speedup is the
     pool's alone; and the allocator told to keep a few images' worth of freed
@@ -70,6 +72,26 @@ def prepare_process() -> None:
     if not _PREPARED:
         _reuse_freed_memory()
         _PREPARED = True
+
+
+def borrow_process() -> None:
+    """Prepare the caller's own process for the workload until ``release_process``.
+
+    For the executors that run in the caller's process (sequential, threads,
+    in-process Dask workers): OpenCV's thread count and ``THREAD_ENV`` are
+    restored when the last of them is closed. The allocator setting stays (see
+    ``prepare_process``): it cannot be undone, and it changes no result.
+    """
+    process_state.hold()
+    threads, before = cv2.getNumThreads(), dict(os.environ)
+    prepare_process()
+    process_state.remember("cv2-threads", lambda: cv2.setNumThreads(threads))
+    process_state.remember_environ(before)
+
+
+def release_process() -> None:
+    """Give the caller's process back as it was, once the last borrower is done."""
+    process_state.release()
 
 
 def warm_up(_: object = None) -> int:
@@ -156,11 +178,12 @@ class BatchResult:
 
 def blur(image: np.ndarray, params: BlurParams) -> np.ndarray:
     """Gaussian-blur ``image`` with a (6*sigma+1)-square kernel, ``params.passes`` times."""
-    return gaussian_exact(image, params.sigma, params.passes)
+    return gaussian_blur(image, params.sigma, params.passes)
 
 
-def check_header(data: bytes, max_pixels: int) -> None:
-    """Refuse an image over ``max_pixels`` from its header, before any pixel is decoded.
+def check_header(data: bytes, max_pixels: int) -> tuple[int, int]:
+    """The (width, height) of an image's header; refuse one over ``max_pixels`` before any
+    pixel is decoded.
 
     An image whose header declares no readable size is refused too: its pixel
     count could not be checked.
@@ -169,6 +192,19 @@ def check_header(data: bytes, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise ImageError(f"{width}x{height} is {width * height} pixels, over the cap of "
                          f"{max_pixels}")
+    return width, height
+
+
+def decode_for(job: Job, data: bytes, suffix: str, size: tuple[int, int]
+               ) -> tuple[np.ndarray, tuple[int, int] | None]:
+    """The decoded image, and its full (height, width) when the workload let it be decoded smaller
+    (a JPEG through libjpeg's DCT scaling; the fast blur engine asks for it)."""
+    factor = job.workload.decode_factor(size)
+    if factor > 1:
+        reduced = decode_reduced(data, factor)
+        if reduced is not None:
+            return reduced.image, reduced.full_shape
+    return decode(data, suffix), None
 
 
 def decode(data: bytes, suffix: str) -> np.ndarray:
@@ -242,13 +278,13 @@ def process_image(task: ImageTask, job: Job, *, prefetched: Future | None = None
         stages["read_s"] = t1 - t0
         stage = "decode"
         input_sha256 = hashlib.sha256(data).hexdigest() if task.digests else ""
-        check_header(data, job.max_pixels)
-        image = decode(data, Path(task.src).suffix)
+        size = check_header(data, job.max_pixels)
+        image, full_shape = decode_for(job, data, Path(task.src).suffix, size)
         del data
         t2 = time.perf_counter()
         stages["decode_s"] = t2 - t1
         stage = job.workload.name
-        out, record = job.workload(image)
+        out, record = job.workload(image, full_shape)
         del image
         t3 = time.perf_counter()
         stages["blur_s"] = t3 - t2

@@ -17,7 +17,7 @@ def create_executor(name: str, config: RunConfig | None = None) -> Executor:
     if name == "sequential":
         return SequentialExecutor()
     if name == "processes":
-        return ProcessPoolExecutor(config.workers)
+        return ProcessPoolExecutor(config.workers, max_task_retries=cluster.max_task_retries)
     if name == "threads":
         return ThreadPoolExecutor(config.workers)
     if name in ("dask", "dask-threads"):

@@ -11,11 +11,17 @@ from pathlib import Path
 
 from distributed import WorkerPlugin
 
-from ..cluster import Connection, connect
+from .. import __version__
+from ..cluster import Connection, connect, first_line
 from ..config import ClusterConfig
-from ..errors import ClusterError
-from ..workload import BatchResult, Job, process_batch, warm_up
+from ..errors import ClusterError, ParaBlurError
+from ..workload import BatchResult, Job, borrow_process, process_batch, release_process, warm_up
 from .base import Batch, ExecutorBase, bounded_map, failed_batch
+
+
+def _parablur_version() -> str:
+    """This worker's parablur version (unpickling this function imports parablur there)."""
+    return __version__
 
 
 def _set_allowed_failures(dask_scheduler=None, *, count: int) -> int:
@@ -63,6 +69,7 @@ class DaskExecutor(ExecutorBase):
         self.profile = profile
         self._conn: Connection | None = None
         self._only: list[str] | None = None  # the chosen workers of a remote cluster
+        self._borrowed = False
 
     @property
     def client(self):
@@ -70,11 +77,36 @@ class DaskExecutor(ExecutorBase):
         return self._conn.client
 
     def start(self) -> None:
+        """Connect, check and warm up the workers; on any failure close what was opened."""
         t0 = time.perf_counter()
-        self._conn = connect(self.cluster_config, workers=self.requested_workers,
-                             profile=self.profile,
-                             threads_per_worker=self.threads_per_worker,
-                             processes=self.processes)
+        if not self.processes and not self.cluster_config.is_remote and not self._borrowed:
+            borrow_process()  # the workers are threads of this process
+            self._borrowed = True
+        try:
+            self._conn = connect(self.cluster_config, workers=self.requested_workers,
+                                 profile=self.profile,
+                                 threads_per_worker=self.threads_per_worker,
+                                 processes=self.processes)
+            self._prepare_workers()
+        except BaseException as exc:
+            self.close()
+            if isinstance(exc, Exception) and not isinstance(exc, ParaBlurError):
+                raise ClusterError(f"cannot prepare the Dask workers{self._where()}: "
+                                   f"{first_line(exc)}") from exc
+            raise
+        self.startup_s = time.perf_counter() - t0
+        self.dashboard_link = self._conn.dashboard_link if self.cluster_config.dashboard else None
+        if self.cluster_config.open_dashboard and self.dashboard_link:
+            webbrowser.open(self.dashboard_link)
+
+    def _where(self) -> str:
+        config = self.cluster_config
+        where = config.scheduler or config.scheduler_file
+        return f" of {where}" if where else ""
+
+    def _prepare_workers(self) -> None:
+        assert self._conn is not None
+        self._check_parablur()  # first: everything below sends parablur's code to the workers
         self.workers = self._conn.threads
         if self._conn.cluster is None and self.cluster_config.limit_workers:
             self._only = self._pick_workers(self.requested_workers)
@@ -87,26 +119,42 @@ class DaskExecutor(ExecutorBase):
         if self._conn.cluster is not None and self.processes:
             self.client.register_plugin(_IgnoreSigint())
         self.client.run(warm_up)
-        self.startup_s = time.perf_counter() - t0
-        self.dashboard_link = self._conn.dashboard_link if self.cluster_config.dashboard else None
-        if self.cluster_config.open_dashboard and self.dashboard_link:
-            webbrowser.open(self.dashboard_link)
+
+    def _check_parablur(self) -> None:
+        """Every worker runs this client's parablur; if not, say where to install it."""
+        found = self.client.run(_parablur_version, on_error="return")
+        broken = {addr: v for addr, v in found.items() if isinstance(v, BaseException)}
+        if broken:
+            addrs = ", ".join(sorted(broken))
+            cause = broken[min(broken)]
+            if "No module named 'parablur" in str(cause):
+                raise ClusterError(f"the workers at {addrs} cannot import parablur {__version__}: "
+                                   "install it on the workers") from cause
+            raise ClusterError(f"the workers at {addrs} cannot run parablur {__version__}: "
+                               f"{first_line(cause)}") from cause
+        other = {addr: v for addr, v in found.items() if v != __version__}
+        if other:
+            addrs = ", ".join(f"{addr} ({v})" for addr, v in sorted(other.items()))
+            raise ClusterError(f"the workers at {addrs} run another parablur than this client's "
+                               f"{__version__}: install parablur {__version__} on the workers")
 
     def _pick_workers(self, count: int) -> list[str]:
         """The first ``count`` workers of a remote cluster, for a sweep over worker counts."""
         info = self.client.scheduler_info(n_workers=-1).get("workers", {})
         if count > len(info):
-            self.close()
             raise ClusterError(f"the cluster has {len(info)} workers; {count} were asked for")
         chosen = sorted(info)[:count]
         self.workers = sum(int(info[a].get("nthreads", 1)) for a in chosen)
         return chosen
 
-    def performance_report(self, path: Path):
+    @contextlib.contextmanager
+    def performance_report(self, path: Path) -> Iterator[None]:
         """A context manager that writes Dask's performance report of what runs inside it."""
         from distributed import performance_report
 
-        return performance_report(filename=str(path))
+        # The report finds its client as the current one; ParaBlur's is never the default.
+        with self.client.as_current(), performance_report(filename=str(path)):
+            yield
 
     def map(self, batches: Iterable[Batch], job: Job) -> Iterator[BatchResult]:
         from distributed import as_completed
@@ -114,7 +162,7 @@ class DaskExecutor(ExecutorBase):
         client = self.client
         retries = self.cluster_config.max_task_retries
         # Results are gathered in the background as tasks finish, not one round trip each.
-        queue = as_completed(with_results=True, raise_errors=False)
+        queue = as_completed(loop=client.loop, with_results=True, raise_errors=False)
         batch_of: dict[str, Batch] = {}
         futures: dict[str, object] = {}
 
@@ -167,3 +215,6 @@ class DaskExecutor(ExecutorBase):
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        if self._borrowed:
+            self._borrowed = False
+            release_process()

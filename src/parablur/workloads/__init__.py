@@ -37,8 +37,8 @@ class Workload(Protocol):
     def preflight(self) -> str | None:
         """Run where the work runs, before any image: why it cannot run there, or None."""
 
-    def decode_factor(self, suffix: str) -> int:
-        """How much smaller than full size an input with ``suffix`` may be decoded (1: full)."""
+    def decode_factor(self, size: tuple[int, int] | None) -> int:
+        """How much smaller than its (width, height) an image may be decoded (1: full size)."""
 
     def __call__(self, image: np.ndarray, full_shape: tuple[int, ...] | None = None
                  ) -> tuple[np.ndarray, dict | None]:

@@ -76,7 +76,11 @@ class CustomWorkload:
     def preflight(self) -> str | None:
         return import_error(self.spec)
 
-    def __call__(self, image: np.ndarray) -> tuple[np.ndarray, dict | None]:
+    def decode_factor(self, size: tuple[int, int] | None) -> int:
+        return 1
+
+    def __call__(self, image: np.ndarray, full_shape: tuple[int, int] | None = None
+                 ) -> tuple[np.ndarray, dict | None]:
         out = load_function(self.spec)(image)
         record = None
         if isinstance(out, tuple) and len(out) == 2:
