@@ -10,13 +10,12 @@ against the sequential one, and appends one CSV row per executor.
 from __future__ import annotations
 
 import contextlib
-import statistics
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from . import results
+from . import figures, results
 from .analysis import Spread, efficiency, karp_flatt, speedup
 from .ceiling import Ceiling, ceiling_shape, measure_ceiling
 from .config import BenchConfig, FetchConfig, RunConfig
@@ -24,7 +23,8 @@ from .dataset import list_images
 from .environment import snapshot
 from .errors import DatasetError
 from .executors import Executor, create_executor
-from .pipeline import STAGES, RunSummary, output_dir_for, plan_tasks, resolve_batch_size, run_tasks
+from .imageinfo import file_image_size
+from .pipeline import STAGES, RunSummary, output_dir_for, performance_report, plan_tasks, run_tasks
 from .verify import Verification, compare_dirs
 
 Echo = Callable[[str], None]
@@ -51,16 +51,21 @@ class RoundResult:
 
 @dataclass(frozen=True)
 class ExecutorStats:
-    """Summary of one parallel executor over the measured rounds."""
+    """Summary of one parallel executor over the measured rounds.
+
+    The speedup (median of the clean rounds' paired speedups, None without a
+    clean round), its range, efficiency and serial fraction are the report's
+    figures of the same CSV rows (``parablur.figures``).
+    """
 
     executor: str
     workers: int
     batch_size: int
     sequential_s: Spread
     parallel_s: Spread
-    speedup: float  # median of the clean rounds' paired speedups
-    speedup_range: tuple[float, float]
-    efficiency: float
+    speedup: float | None
+    speedup_range: tuple[float, float] | None
+    efficiency: float | None
     serial_fraction: float | None
     sequential_throughput: float
     parallel_throughput: float
@@ -84,6 +89,7 @@ class BenchSummary:
     fetch: dict = field(default_factory=dict)
     csv_path: str = ""
     csv_note: str | None = None
+    rows: tuple[dict, ...] = ()  # the rows appended to the results CSV, as appended
 
     @property
     def failures(self) -> list[dict]:
@@ -143,39 +149,55 @@ def _stage_share(runs: Sequence[RunSummary]) -> dict[str, float]:
     return share
 
 
-def summarize(name: str, rounds: Sequence[RoundResult], ceiling: Ceiling | None) -> ExecutorStats:
+def summarize(name: str, rounds: Sequence[RoundResult], rows: Sequence[Mapping[str, object]],
+              ceiling: Ceiling | None) -> ExecutorStats:
+    """Executor ``name`` over the measured ``rounds``, whose results-CSV ``rows`` are given.
+
+    The speedup and what follows from it are computed from the rows, by the
+    same function the report uses on them, so both always show the same value.
+    """
     measured = [r for r in rounds if not r.warmup]
-    clean = [r for r in measured if r.clean(name)] or measured
-    speedups = [r.speedup(name) for r in clean]
+    runs = figures.from_rows(r for r in rows if r["executor"] == name)
+    trials = figures.group(runs[0].config, runs)
+    s = trials.speedup
     par = [r.parallel[name] for r in measured]
     seq = [r.sequential for r in measured]
-    s = statistics.median(speedups)
-    p = par[0].workers
     seq_spread = Spread.of([r.wall_s for r in seq])
     par_spread = Spread.of([r.wall_s for r in par])
     return ExecutorStats(
-        executor=name, workers=p, batch_size=par[0].batch_size,
+        executor=name, workers=par[0].workers, batch_size=par[0].batch_size,
         sequential_s=seq_spread, parallel_s=par_spread,
-        speedup=s, speedup_range=(min(speedups), max(speedups)),
-        efficiency=efficiency(s, p), serial_fraction=karp_flatt(s, p),
+        speedup=s.median if s else None, speedup_range=(s.minimum, s.maximum) if s else None,
+        efficiency=trials.efficiency, serial_fraction=trials.karp_flatt,
         sequential_throughput=seq[0].images / seq_spread.median,
         parallel_throughput=par[0].images / par_spread.median,
-        clean_rounds=sum(1 for r in measured if r.clean(name)), rounds=len(measured),
+        clean_rounds=len(trials.runs), rounds=len(measured),
         startup_s=par[0].startup_s, stage_share=_stage_share(par),
         peak_worker_rss_mb=max(r.peak_worker_rss_mb for r in par),
-        ceiling_efficiency=(s / ceiling.median) if ceiling else None,
+        ceiling_efficiency=(s.median / ceiling.median) if ceiling and s else None,
     )
 
 
-def csv_row(rnd: RoundResult, name: str, run: RunConfig, size: tuple[int, int], env: dict,
-            run_id: str, mode: str, ceiling: Ceiling | None, checksum: str | None) -> dict:
-    """The results-CSV row of executor ``name`` in round ``rnd`` (``size``: width, height)."""
+def dataset_size(images: Sequence[Path]) -> tuple[int, int] | None:
+    """The (width, height) every image declares in its header; None when they differ."""
+    sizes = {file_image_size(p) for p in images}
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+def csv_row(rnd: RoundResult, name: str, run: RunConfig, size: tuple[int, int] | None,
+            env: dict, run_id: str, mode: str, ceiling: Ceiling | None,
+            checksum: str | None) -> dict:
+    """The results-CSV row of executor ``name`` in round ``rnd``.
+
+    ``size``: the images' (width, height) as ``dataset_size`` read it (None: mixed sizes).
+    """
     seq, par = rnd.sequential, rnd.parallel[name]
     s = rnd.speedup(name)
+    width, height = size or (None, None)
     return {
         "timestamp": env["timestamp"], "run_id": run_id, "mode": mode, "round": rnd.index,
-        "executor": name, "num_images": seq.images, "width": size[0],
-        "height": size[1], "batch_size": par.batch_size, "workers": par.workers,
+        "executor": name, "num_images": seq.images, "width": width,
+        "height": height, "batch_size": par.batch_size, "workers": par.workers,
         "threads_per_worker": run.threads_per_worker, "blur_radius": run.blur.sigma,
         "kernel_size": run.blur.kernel, "passes": run.blur.passes,
         "transfer": run.effective_transfer,
@@ -190,6 +212,7 @@ def csv_row(rnd: RoundResult, name: str, run: RunConfig, size: tuple[int, int], 
         **{s_: par.stages.get(s_, 0.0) for s_ in STAGES}, "idle_s": par.idle_s,
         "peak_worker_rss_mb": par.peak_worker_rss_mb, "dataset_checksum": checksum,
         **{k: v for k, v in env.items() if k != "timestamp"},
+        "overlap_io": run.blur.overlap_io,
     }
 
 
@@ -237,59 +260,86 @@ class Bench:
                 ex.close()
         self.parallel.clear()
 
+    def legs(self, run: RunConfig | None = None) -> list[Leg]:
+        """The sequential baseline and every parallel executor, each with ``run``'s settings."""
+        run = run or self.config.run
+        return [Leg("sequential", self.sequential, run),
+                *(Leg(name, ex, run) for name, ex in self.parallel.items())]
+
     def one_round(self, index: int, warmup: bool, images: list[Path], order_flip: bool,
                   run: RunConfig | None = None) -> RoundResult:
-        run = run or self.config.run
-        seq_dir = output_dir_for(run, "sequential")
-        seq_tasks = plan_tasks(run, images, seq_dir)
-        runs: dict[str, RunSummary] = {}
-
-        def do_seq() -> RunSummary:
-            size = resolve_batch_size(run, images, 1)
-            return run_tasks(self.sequential, run, seq_tasks, seq_dir, batch_size=size,
-                             progress=self.progress)
-
-        def do_par(name: str, ex: Executor) -> RunSummary:
-            out = output_dir_for(run, name)
-            size = resolve_batch_size(run, images, ex.workers)
-            summary = run_tasks(ex, run, plan_tasks(run, images, out), out, batch_size=size,
-                                progress=self.progress)
-            if run.include_startup:
-                summary = replace(summary, wall_s=summary.wall_s + summary.startup_s)
-            return summary
-
-        if not order_flip:
-            seq = do_seq()
-        for name, ex in self.parallel.items():
-            runs[name] = do_par(name, ex)
-        if order_flip:
-            seq = do_seq()
-        verification = {name: compare_dirs(seq_dir, output_dir_for(run, name))
-                        for name in runs}
-        return RoundResult(index, warmup, seq, runs, verification)
+        """One round of every leg; the sequential one first, or last with ``order_flip``."""
+        seq, *par = self.legs(run)
+        legs = [*par, seq] if order_flip else [seq, *par]
+        return run_round(index, warmup, images, legs, progress=self.progress)
 
     def measure(self, images: list[Path], *, run: RunConfig, run_id: str, mode: str,
                 ceiling: Ceiling | None, fetch_summary: dict, label: str = "") -> BenchSummary:
         """The warm-up and measured rounds of one configuration, each measured round's
-        rows appended to the results CSV as soon as it ends."""
+        rows appended to the results CSV as soon as it ends.
+
+        Dask's performance report (``run.performance_report``) covers every measured round.
+        """
         config = self.config
-        size = (config.fetch.width, config.fetch.height)
+        size = dataset_size(images)
         checksum = fetch_summary.get("dataset_checksum")
         rounds: list[RoundResult] = []
+        rows: list[dict] = []
         note = None
-        for i in range(config.warmup + config.trials):
-            warm = i < config.warmup
+
+        def one(i: int, warm: bool) -> RoundResult:
             rnd = self.one_round(i - config.warmup + 1, warm, images, bool(i % 2), run=run)
             rounds.append(rnd)
             self.echo(label + format_round(rnd))
-            if not warm:
+            return rnd
+
+        for i in range(config.warmup):
+            one(i, True)
+        with performance_report(self.parallel, run.performance_report):
+            for i in range(config.warmup, config.warmup + config.trials):
+                rnd = one(i, False)
                 env = snapshot()
-                rows = [csv_row(rnd, n, run, size, env, run_id, mode, ceiling, checksum)
-                        for n in rnd.parallel]
-                note = results.append_rows(config.report_csv, rows) or note
-        stats = {name: summarize(name, rounds, ceiling) for name in self.parallel}
+                new = [csv_row(rnd, n, run, size, env, run_id, mode, ceiling, checksum)
+                       for n in rnd.parallel]
+                note = results.append_rows(config.report_csv, new) or note
+                rows += new
+        stats = {name: summarize(name, rounds, rows, ceiling) for name in self.parallel}
         return BenchSummary(run_id, len(images), rounds, stats, ceiling, fetch_summary,
-                            str(config.report_csv), note)
+                            str(config.report_csv), note, tuple(rows))
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One timed run of a round: ``executor`` on the round's images with ``run``'s settings.
+
+    ``name`` labels it in the round and the results CSV, and names its output
+    folder (``run.output_dir/name``); the leg named ``sequential`` is the baseline.
+    """
+
+    name: str
+    executor: Executor
+    run: RunConfig
+
+
+def run_round(index: int, warmup: bool, images: list[Path],
+              steps: Sequence[Leg | Callable[[], object]], *,
+              progress: bool = False) -> RoundResult:
+    """Run each leg in the given order, then check every other leg's outputs pixel for
+    pixel against the sequential leg's; a step that is not a leg (for example a
+    ceiling measurement) is called in its place and takes no part in the result.
+    """
+    runs: dict[str, RunSummary] = {}
+    outs: dict[str, Path] = {}
+    for step in steps:
+        if not isinstance(step, Leg):
+            step()
+            continue
+        outs[step.name] = out = output_dir_for(step.run, step.name)
+        runs[step.name] = run_tasks(step.executor, step.run, plan_tasks(step.run, images, out),
+                                    out, progress=progress)
+    seq = runs.pop("sequential")
+    verification = {name: compare_dirs(outs["sequential"], outs[name]) for name in runs}
+    return RoundResult(index, warmup, seq, runs, verification)
 
 
 def prepare_dataset(config: FetchConfig, *, echo: Echo, progress: bool) -> tuple[list[Path], dict]:
@@ -332,6 +382,20 @@ def run_benchmark(config: BenchConfig, *, echo: Echo = print, progress: bool = F
                              mode=mode, ceiling=ceiling, fetch_summary=fetch_summary)
 
 
+def _speedup_lines(st: ExecutorStats) -> list[str]:
+    if st.speedup is None:
+        return ["  speedup               n/a  (no clean round: every one had a failed image "
+                "or a mismatch)"]
+    kf = (f"{st.serial_fraction * 100:8.1f}%  (Karp-Flatt)" if st.serial_fraction is not None
+          else "       n/a (1 worker)")
+    return [
+        f"  speedup          {st.speedup:8.2f}x  (clean rounds {st.speedup_range[0]:.2f}x "
+        f"to {st.speedup_range[1]:.2f}x)",
+        f"  efficiency       {st.efficiency * 100:8.1f}%",
+        f"  serial fraction  {kf}",
+    ]
+
+
 def format_summary(summary: BenchSummary) -> str:
     """The summary table printed at the end of a benchmark."""
     lines = []
@@ -344,11 +408,7 @@ def format_summary(summary: BenchSummary) -> str:
             f"{st.sequential_s.maximum:8.2f}",
             f"  parallel s       {st.parallel_s.median:8.2f} {st.parallel_s.minimum:8.2f} "
             f"{st.parallel_s.maximum:8.2f}",
-            f"  speedup          {st.speedup:8.2f}x  (rounds {st.speedup_range[0]:.2f}x "
-            f"to {st.speedup_range[1]:.2f}x)",
-            f"  efficiency       {st.efficiency * 100:8.1f}%",
-            "  serial fraction  " + (f"{st.serial_fraction * 100:8.1f}%  (Karp-Flatt)"
-                                     if st.serial_fraction is not None else "       n/a (1 worker)"),
+            *_speedup_lines(st),
             f"  throughput       {st.sequential_throughput:8.2f} img/s sequential, "
             f"{st.parallel_throughput:.2f} img/s parallel",
         ]

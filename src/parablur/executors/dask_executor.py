@@ -102,11 +102,13 @@ class DaskExecutor(ExecutorBase):
         self.workers = sum(int(info[a].get("nthreads", 1)) for a in chosen)
         return chosen
 
-    def performance_report(self, path: Path):
-        """A context manager that writes Dask's performance report of what runs inside it."""
+    @contextlib.contextmanager
+    def performance_report(self, path: Path) -> Iterator[None]:
+        """Write Dask's performance report of what runs inside, from this executor's cluster."""
         from distributed import performance_report
 
-        return performance_report(filename=str(path))
+        with self.client.as_current(), performance_report(filename=str(path)):
+            yield
 
     def map(self, batches: Iterable[Batch], params: BlurParams) -> Iterator[BatchResult]:
         from distributed import as_completed
