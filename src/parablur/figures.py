@@ -186,6 +186,14 @@ def _is_clean(row: Mapping[str, str]) -> bool:
     return _bool(row.get("identical")) is not False and not _int(row.get("failed"))
 
 
+# The configuration's columns after mode, hostname and executor, with their parsers.
+_CONFIG_COLUMNS = {
+    "num_images": _int, "width": _int, "height": _int, "blur_radius": _float, "passes": _int,
+    "batch_size": _int, "workers": _int, "threads_per_worker": _int, "transfer": _text,
+    "include_startup": _bool, "cluster": _text, "overlap_io": _bool,
+}
+
+
 def to_run(row: Mapping[str, str], source: str, index: int) -> Run:
     """Parse one CSV row, deriving what an older format left out."""
     g = row.get
@@ -193,18 +201,7 @@ def to_run(row: Mapping[str, str], source: str, index: int) -> Run:
         mode=(g("mode") or "").strip() or "bench",
         hostname=(g("hostname") or "").strip() or "unknown",
         executor=(g("executor") or "").strip() or "unknown",
-        num_images=_int(g("num_images")),
-        width=_int(g("width")),
-        height=_int(g("height")),
-        blur_radius=_float(g("blur_radius")),
-        passes=_int(g("passes")),
-        batch_size=_int(g("batch_size")),
-        workers=_int(g("workers")),
-        threads_per_worker=_int(g("threads_per_worker")),
-        transfer=_text(g("transfer")),
-        include_startup=_bool(g("include_startup")),
-        cluster=_text(g("cluster")),
-        overlap_io=_bool(g("overlap_io")),
+        **{name: parse(g(name)) for name, parse in _CONFIG_COLUMNS.items()},
     )
     seq, par, p = _float(g("seq_s")), _float(g("par_s")), config.workers
     s = _float(g("speedup"))
