@@ -52,6 +52,8 @@ def test_clean_rounds_only_count_towards_the_speedup():
     # median of 2.0x and 1.67x: the mismatching 5x round is left out
     assert stats.speedup == pytest.approx((2.0 + 10 / 6) / 2, rel=1e-5)
     assert stats.speedup_range == pytest.approx((10 / 6, 2.0), rel=1e-5)
+    assert (stats.parallel_s.median, stats.parallel_s.minimum, stats.parallel_s.maximum) == (
+        5.5, 5.0, 6.0)  # the times too: the mismatching round's 2 s is not among them
     summary = BenchSummary("id", 8, rounds, {"dask": stats})
     assert not summary.ok
     assert summary.mismatches == [{"round": 2, "executor": "dask", "image": "img_3.jpg",
@@ -63,6 +65,7 @@ def test_without_a_clean_round_there_is_no_speedup():
     stats = stats_of([rnd(1, 10.0, 2.0, mismatch=True), rnd(2, 10.0, 4.0, failed=1)])
     assert stats.clean_rounds == 0 and stats.rounds == 2
     assert stats.speedup is None and stats.efficiency is None and stats.serial_fraction is None
+    assert stats.sequential_s is None and stats.parallel_throughput is None
 
 
 def test_failed_images_are_reported_with_reasons():
@@ -110,6 +113,8 @@ def test_bench_shows_the_speedup_figures_its_report_shows(tmp_path: Path, capsys
     assert (bench["speedup"], bench["efficiency"], bench["serial_fraction"]) == (
         group["speedup"], group["efficiency"], group["serial_fraction"])
     assert bench["speedup_range"] == group["speedup_range"]
+    assert (bench["sequential_s"]["median"], bench["parallel_s"]["median"],
+            bench["parallel_throughput"]) == (group["seq_s"], group["par_s"], group["par_throughput"])
     out = capsys.readouterr().out
     assert f"{bench['speedup']:8.2f}x" in out
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from . import figures, results
-from .analysis import Spread, efficiency, karp_flatt, speedup
+from .analysis import GroupStats, Spread, efficiency, karp_flatt, speedup
 from .ceiling import Ceiling, ceiling_shape, measure_ceiling
 from .config import BenchConfig, FetchConfig, RunConfig
 from .dataset import list_images
@@ -53,22 +53,23 @@ class RoundResult:
 class ExecutorStats:
     """Summary of one parallel executor over the measured rounds.
 
-    The speedup (median of the clean rounds' paired speedups, None without a
-    clean round), its range, efficiency and serial fraction are the report's
-    figures of the same CSV rows (``parablur.figures``).
+    The times, the speedup (median of the paired speedups), its range,
+    efficiency, serial fraction and throughputs are over the clean rounds only
+    (None without one), and are the report's figures of the same CSV rows
+    (``parablur.figures``).
     """
 
     executor: str
     workers: int
     batch_size: int
-    sequential_s: Spread
-    parallel_s: Spread
+    sequential_s: Spread | None
+    parallel_s: Spread | None
     speedup: float | None
     speedup_range: tuple[float, float] | None
     efficiency: float | None
     serial_fraction: float | None
-    sequential_throughput: float
-    parallel_throughput: float
+    sequential_throughput: float | None
+    parallel_throughput: float | None
     clean_rounds: int
     rounds: int
     startup_s: float
@@ -161,21 +162,22 @@ def summarize(name: str, rounds: Sequence[RoundResult], rows: Sequence[Mapping[s
     trials = figures.group(runs[0].config, runs)
     s = trials.speedup
     par = [r.parallel[name] for r in measured]
-    seq = [r.sequential for r in measured]
-    seq_spread = Spread.of([r.wall_s for r in seq])
-    par_spread = Spread.of([r.wall_s for r in par])
     return ExecutorStats(
         executor=name, workers=par[0].workers, batch_size=par[0].batch_size,
-        sequential_s=seq_spread, parallel_s=par_spread,
+        sequential_s=_spread(trials.seq_s), parallel_s=_spread(trials.par_s),
         speedup=s.median if s else None, speedup_range=(s.minimum, s.maximum) if s else None,
         efficiency=trials.efficiency, serial_fraction=trials.karp_flatt,
-        sequential_throughput=seq[0].images / seq_spread.median,
-        parallel_throughput=par[0].images / par_spread.median,
+        sequential_throughput=trials.median("seq_throughput"),
+        parallel_throughput=trials.median("par_throughput"),
         clean_rounds=len(trials.runs), rounds=len(measured),
         startup_s=par[0].startup_s, stage_share=_stage_share(par),
         peak_worker_rss_mb=max(r.peak_worker_rss_mb for r in par),
         ceiling_efficiency=(s.median / ceiling.median) if ceiling and s else None,
     )
+
+
+def _spread(stats: GroupStats | None) -> Spread | None:
+    return Spread(stats.median, stats.minimum, stats.maximum, stats.n) if stats else None
 
 
 def dataset_size(images: Sequence[Path]) -> tuple[int, int] | None:
@@ -382,17 +384,24 @@ def run_benchmark(config: BenchConfig, *, echo: Echo = print, progress: bool = F
                              mode=mode, ceiling=ceiling, fetch_summary=fetch_summary)
 
 
-def _speedup_lines(st: ExecutorStats) -> list[str]:
-    if st.speedup is None:
+def _figure_lines(st: ExecutorStats) -> list[str]:
+    """Times, speedup and throughput over the clean rounds (a line saying so without one)."""
+    if st.speedup is None or st.sequential_s is None or st.parallel_s is None:
         return ["  speedup               n/a  (no clean round: every one had a failed image "
                 "or a mismatch)"]
+    seq, par = st.sequential_s, st.parallel_s
     kf = (f"{st.serial_fraction * 100:8.1f}%  (Karp-Flatt)" if st.serial_fraction is not None
           else "       n/a (1 worker)")
     return [
-        f"  speedup          {st.speedup:8.2f}x  (clean rounds {st.speedup_range[0]:.2f}x "
+        "                      median      min      max  (clean rounds)",
+        f"  sequential s     {seq.median:8.2f} {seq.minimum:8.2f} {seq.maximum:8.2f}",
+        f"  parallel s       {par.median:8.2f} {par.minimum:8.2f} {par.maximum:8.2f}",
+        f"  speedup          {st.speedup:8.2f}x  (rounds {st.speedup_range[0]:.2f}x "
         f"to {st.speedup_range[1]:.2f}x)",
         f"  efficiency       {st.efficiency * 100:8.1f}%",
         f"  serial fraction  {kf}",
+        f"  throughput       {st.sequential_throughput:8.2f} img/s sequential, "
+        f"{st.parallel_throughput:.2f} img/s parallel",
     ]
 
 
@@ -403,14 +412,7 @@ def format_summary(summary: BenchSummary) -> str:
         lines += [
             f"{st.executor}: {st.workers} workers, batch size {st.batch_size}, "
             f"{st.clean_rounds}/{st.rounds} clean rounds, start-up {st.startup_s:.2f} s",
-            "                      median      min      max",
-            f"  sequential s     {st.sequential_s.median:8.2f} {st.sequential_s.minimum:8.2f} "
-            f"{st.sequential_s.maximum:8.2f}",
-            f"  parallel s       {st.parallel_s.median:8.2f} {st.parallel_s.minimum:8.2f} "
-            f"{st.parallel_s.maximum:8.2f}",
-            *_speedup_lines(st),
-            f"  throughput       {st.sequential_throughput:8.2f} img/s sequential, "
-            f"{st.parallel_throughput:.2f} img/s parallel",
+            *_figure_lines(st),
         ]
         if st.ceiling_efficiency is not None and summary.ceiling:
             lines.append(f"  vs ceiling       {st.ceiling_efficiency * 100:8.1f}% of "

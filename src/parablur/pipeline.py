@@ -188,7 +188,8 @@ def run_tasks(
     )
 
 
-def performance_report(executors: Mapping[str, Executor], path: Path | None):
+def performance_report(executors: Mapping[str, Executor],
+                       path: Path | None) -> contextlib.ExitStack:
     """Dask's performance report of everything run inside, for each Dask executor.
 
     Opened once around a whole run (``run``, or all measured rounds of a
