@@ -37,15 +37,13 @@ import psutil
 
 from parablur import results
 from parablur.analysis import efficiency, karp_flatt
-from parablur.benchmark import RoundResult, csv_row
-from parablur.ceiling import measure_ceiling
-from parablur.config import FetchConfig, RunConfig
+from parablur.benchmark import Bench, Leg, csv_row, dataset_size, run_round
+from parablur.ceiling import Ceiling, measure_ceiling
+from parablur.config import BenchConfig, FetchConfig, RunConfig
 from parablur.dataset import list_images
 from parablur.environment import snapshot
-from parablur.executors import create_executor
 from parablur.ingestion import fetch_dataset
 from parablur.pipeline import STAGES, auto_batch_size, plan_tasks, run_tasks
-from parablur.verify import compare_dirs
 
 
 def median_range(values: list[float]) -> str:
@@ -62,6 +60,70 @@ def make_tiny(folder: Path, count: int) -> None:
     base = cv2.resize(rng.integers(0, 256, (9, 9, 3), dtype=np.uint8), (64, 64))
     for i in range(count):
         cv2.imwrite(str(folder / f"t_{i:05d}.jpg"), np.roll(base, i, axis=1))
+
+
+def paired_rounds(args: argparse.Namespace, legs: dict[str, Leg], images: list[Path],
+                  size: tuple[int, int] | None, checksum: str):
+    """The rounds: the ceiling and every leg in a rotating order, each round's rows appended."""
+    times: dict[str, list[float]] = {k: [] for k in legs}
+    ceilings: list[Ceiling] = []
+    stage_runs: dict[str, list] = {k: [] for k in times}
+    identical = True
+    order = ["ceiling", *legs]
+    sigma = legs["sequential"].run.blur.sigma
+
+    def ceiling() -> None:
+        ceilings.append(measure_ceiling(args.workers, rounds=1, sigma=sigma))
+
+    for r in range(args.rounds):
+        rotated = order[r % len(order):] + order[:r % len(order)]
+        rnd = run_round(r + 1, False, images,
+                        [ceiling if item == "ceiling" else legs[item] for item in rotated])
+        summaries = {"sequential": rnd.sequential, **rnd.parallel}
+        line = [f"ceiling x{ceilings[-1].median:.2f}" if item == "ceiling"
+                else f"{item} {summaries[item].wall_s:.2f} s" for item in rotated]
+        for name, summary in summaries.items():
+            identical &= not summary.failed
+            times[name].append(summary.wall_s)
+            stage_runs[name].append(summary)
+        checks = rnd.verification
+        identical &= all(c.ok for c in checks.values())
+        speed = times["sequential"][-1] / times["dask"][-1]
+        print(f"round {r + 1}: " + ", ".join(line) + f"; dask x{speed:.2f}; identical: "
+              + ", ".join(f"{v} {'yes' if c.ok else 'NO'}" for v, c in checks.items()))
+        # One CSV row per variant, as `parablur bench` writes them.
+        env = snapshot()
+        rows = [csv_row(rnd, v, legs[v].run, size, env, "standard", "bench", ceilings[-1],
+                        checksum) for v in rnd.parallel]
+        results.append_rows(args.report_csv, rows)
+    return times, [c.median for c in ceilings], stage_runs, identical
+
+
+def tiny_runs(args: argparse.Namespace, run: RunConfig, bench: Bench):
+    """Orchestration cost on tiny images, and the client's memory against image count."""
+    dask_ex = bench.parallel["dask"]
+    with tempfile.TemporaryDirectory(prefix="parablur-tiny-") as tmp:
+        tiny_dir = Path(tmp) / "in"
+        make_tiny(tiny_dir, args.tiny_images)
+        tiny = list_images(tiny_dir)
+        tcfg = replace(run, input_dir=tiny_dir, output_dir=Path(tmp) / "out")
+        orchestration = {}
+        client_growth = {}
+        for label, batch in (("batch 1", 1), ("batch auto", auto_batch_size(tiny, args.workers))):
+            for n in (len(tiny) // 4, len(tiny)):
+                sub = tiny[:n]
+                before = client_rss_mb()
+                out = Path(tmp) / "out" / "dask"
+                s = run_tasks(dask_ex, tcfg, plan_tasks(tcfg, sub, out), out, batch_size=batch)
+                client_growth[(label, n)] = client_rss_mb() - before
+                if n == len(tiny):
+                    work = s.task_s / s.workers
+                    orchestration[label] = (batch, s.wall_s, (s.wall_s - work) / n * 1000,
+                                            s.wall_s / n * 1000)
+        seq_out = Path(tmp) / "out" / "sequential"
+        tiny_seq = run_tasks(bench.sequential, tcfg, plan_tasks(tcfg, tiny, seq_out), seq_out,
+                             batch_size=len(tiny))
+    return orchestration, client_growth, tiny, tiny_seq
 
 
 def main() -> int:
@@ -87,97 +149,32 @@ def main() -> int:
     print(f"software: Python {env['python_version']}, OpenCV {env['opencv_version']}, "
           f"Dask {env['dask_version']}, parablur {env['parablur_version']}")
 
-    fetched = fetch_dataset(FetchConfig(input_dir=args.input_dir, num_images=args.num_images,
-                                        width=args.size, height=args.size,
-                                        fallback=args.fallback), progress=False)
+    fetch = FetchConfig(input_dir=args.input_dir, num_images=args.num_images, width=args.size,
+                        height=args.size, fallback=args.fallback)
+    fetched = fetch_dataset(fetch, progress=False)
     images = fetched.images
-    print(f"dataset: {len(images)} images {args.size}x{args.size} in {args.input_dir} "
+    size = dataset_size(images)
+    shown = f"{size[0]}x{size[1]}" if size else "of mixed sizes"
+    print(f"dataset: {len(images)} images {shown} in {args.input_dir} "
           f"({fetched.generated} generated, checksum {fetched.dataset_checksum[:16]})")
     run = RunConfig(input_dir=args.input_dir, output_dir=args.output_dir, executor="dask",
                     workers=args.workers, batch_size=args.batch_size)
-    variants = {"dask": run.blur, "processes": run.blur}
+    variants = {"dask": run, "processes": run}
     if not args.no_overlap:
-        variants["dask+overlap"] = replace(run.blur, overlap_io=True)
-    seq = create_executor("sequential", run)
-    seq.start()
-    dask_ex = create_executor("dask", run)
-    proc_ex = create_executor("processes", run)
-    dask_ex.start()
-    proc_ex.start()
-    print(f"start-up: dask {dask_ex.startup_s:.2f} s, process pool {proc_ex.startup_s:.2f} s "
-          "(once, kept out of every round)")
-    executor_of = {"dask": dask_ex, "processes": proc_ex, "dask+overlap": dask_ex}
-
-    times: dict[str, list[float]] = {k: [] for k in ["sequential", *variants]}
-    ceilings: list[float] = []
-    last_ceiling = None
-    stage_runs: dict[str, list] = {k: [] for k in times}
-    identical = True
-    order = ["ceiling", "sequential", *variants]
-    try:
-        for r in range(args.rounds):
-            rotated = order[r % len(order):] + order[:r % len(order)]
-            line = []
-            for item in rotated:
-                if item == "ceiling":
-                    c = last_ceiling = measure_ceiling(args.workers, rounds=1,
-                                                       sigma=run.blur.sigma)
-                    ceilings.append(c.median)
-                    line.append(f"ceiling x{c.median:.2f}")
-                    continue
-                out = args.output_dir / item
-                if item == "sequential":
-                    ex, params = seq, run.blur
-                else:
-                    ex, params = executor_of[item], variants[item]
-                cfg = replace(run, blur=params)
-                summary = run_tasks(ex, cfg, plan_tasks(cfg, images, out), out,
-                                    batch_size=args.batch_size)
-                if summary.failed:
-                    identical = False
-                times[item].append(summary.wall_s)
-                stage_runs[item].append(summary)
-                line.append(f"{item} {summary.wall_s:.2f} s")
-            checks = {v: compare_dirs(args.output_dir / "sequential", args.output_dir / v)
-                      for v in variants}
-            identical &= all(c.ok for c in checks.values())
-            speed = times["sequential"][-1] / times["dask"][-1]
-            print(f"round {r + 1}: " + ", ".join(line) + f"; dask x{speed:.2f}; identical: "
-                  + ", ".join(f"{v} {'yes' if c.ok else 'NO'}" for v, c in checks.items()))
-            # One CSV row per variant, as `parablur bench` writes them.
-            rnd = RoundResult(r + 1, False, stage_runs["sequential"][-1],
-                              {v: stage_runs[v][-1] for v in variants}, checks)
-            rows = [csv_row(rnd, v, replace(run, blur=variants[v]), (args.size, args.size),
-                            snapshot(), "standard", "bench", last_ceiling,
-                            fetched.dataset_checksum) for v in variants]
-            results.append_rows(args.report_csv, rows)
-
-        # Orchestration cost on tiny images, and the client's memory against image count.
-        with tempfile.TemporaryDirectory(prefix="parablur-tiny-") as tmp:
-            tiny_dir = Path(tmp) / "in"
-            make_tiny(tiny_dir, args.tiny_images)
-            tiny = list_images(tiny_dir)
-            tcfg = replace(run, input_dir=tiny_dir, output_dir=Path(tmp) / "out")
-            orchestration = {}
-            client_growth = {}
-            for label, size in (("batch 1", 1), ("batch auto", auto_batch_size(tiny, args.workers))):
-                for n in (len(tiny) // 4, len(tiny)):
-                    sub = tiny[:n]
-                    before = client_rss_mb()
-                    out = Path(tmp) / "out" / "dask"
-                    s = run_tasks(dask_ex, tcfg, plan_tasks(tcfg, sub, out), out, batch_size=size)
-                    client_growth[(label, n)] = client_rss_mb() - before
-                    if n == len(tiny):
-                        work = s.task_s / s.workers
-                        orchestration[label] = (size, s.wall_s, (s.wall_s - work) / n * 1000,
-                                                s.wall_s / n * 1000)
-            seq_out = Path(tmp) / "out" / "sequential"
-            tiny_seq = run_tasks(seq, tcfg, plan_tasks(tcfg, tiny, seq_out), seq_out,
-                                 batch_size=len(tiny))
+        variants["dask+overlap"] = replace(run, blur=replace(run.blur, overlap_io=True))
+    config = BenchConfig(fetch=fetch, run=run, executors=("dask", "processes"),
+                         report_csv=args.report_csv, measure_ceiling=False)
+    with Bench(config, echo=lambda _: None) as bench:
+        dask_ex, proc_ex = bench.parallel["dask"], bench.parallel["processes"]
+        print(f"start-up: dask {dask_ex.startup_s:.2f} s, process pool {proc_ex.startup_s:.2f} s "
+              "(once, kept out of every round)")
+        executor_of = {"sequential": bench.sequential, **bench.parallel, "dask+overlap": dask_ex}
+        legs = {name: Leg(name, executor_of[name], cfg)
+                for name, cfg in {"sequential": run, **variants}.items()}
+        times, ceilings, stage_runs, identical = paired_rounds(
+            args, legs, images, size, fetched.dataset_checksum)
+        orchestration, client_growth, tiny, tiny_seq = tiny_runs(args, run, bench)
         dask_mem = dask_ex.worker_memory_mb()
-    finally:
-        dask_ex.close()
-        proc_ex.close()
 
     # ---- the figures ----
     p = args.workers
@@ -186,7 +183,7 @@ def main() -> int:
     ceiling = statistics.median(ceilings)
     overhead = [(d - q) / d for d, q in zip(times["dask"], times["processes"], strict=True)]
     print()
-    print(f"== standard benchmark: {len(images)} images {args.size}x{args.size}, sigma "
+    print(f"== standard benchmark: {len(images)} images {shown}, sigma "
           f"{run.blur.sigma:g} ({run.blur.kernel}x{run.blur.kernel}), batch {args.batch_size}, "
           f"{p} workers, {args.rounds} paired rounds ==")
     for k, v in times.items():

@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import replace
+from pathlib import Path
 
+import pytest
+from conftest import make_images
+from test_cli import closed_port_url
+
+from parablur import results
 from parablur.analysis import karp_flatt
 from parablur.benchmark import (
     BenchSummary,
     RoundResult,
+    csv_row,
     format_round,
     format_summary,
+    run_benchmark,
     run_ceiling,
     summarize,
 )
 from parablur.ceiling import Ceiling
+from parablur.cli import main
+from parablur.config import BenchConfig, BlurParams, FetchConfig, RunConfig
 from parablur.noise import Load
 from parablur.pipeline import RunSummary
 from parablur.verify import Verification
+
+ENV = {"timestamp": "2026-01-01T00:00:00+00:00", "hostname": "h"}
 
 
 def run(name: str, wall: float, failed: int = 0) -> RunSummary:
@@ -34,22 +48,43 @@ def rnd(index: int, seq: float, par: float, *, mismatch: bool = False, failed: i
                        {"dask": ver})
 
 
+def rows_of(rounds: list[RoundResult]) -> list[dict]:
+    config = RunConfig(executor="dask", workers=2)
+    return [csv_row(r, "dask", config, (64, 48), ENV, "id", "bench", r.ceiling, None)
+            for r in rounds]
+
+
+def stats_of(rounds: list[RoundResult]):
+    return summarize("dask", rounds, rows_of(rounds))
+
+
 def test_clean_rounds_only_count_towards_the_speedup():
     rounds = [rnd(1, 10.0, 5.0), rnd(2, 10.0, 2.0, mismatch=True), rnd(3, 10.0, 6.0)]
     assert [r.clean("dask") for r in rounds] == [True, False, True]
-    stats = summarize("dask", rounds)
+    stats = stats_of(rounds)
     assert stats.clean_rounds == 2 and stats.rounds == 3
     # median of 2.0x and 1.67x: the mismatching 5x round is left out
-    assert abs(stats.speedup - (2.0 + 10 / 6) / 2) < 1e-9
+    assert stats.speedup == pytest.approx((2.0 + 10 / 6) / 2, rel=1e-5)
+    assert stats.speedup_range == pytest.approx((10 / 6, 2.0), rel=1e-5)
+    assert (stats.parallel_s.median, stats.parallel_s.minimum, stats.parallel_s.maximum) == (
+        5.5, 5.0, 6.0)  # the times too: the mismatching round's 2 s is not among them
     summary = BenchSummary("id", 8, rounds, {"dask": stats})
     assert not summary.ok
     assert summary.mismatches == [{"round": 2, "executor": "dask", "image": "img_3.jpg",
                                    "reason": "12 of 300 values differ"}]
 
 
+def test_without_a_clean_round_there_is_no_speedup():
+    """Before: every unclean round was counted when none was clean; the report counted none."""
+    stats = stats_of([rnd(1, 10.0, 2.0, mismatch=True), rnd(2, 10.0, 4.0, failed=1)])
+    assert stats.clean_rounds == 0 and stats.rounds == 2
+    assert stats.speedup is None and stats.efficiency is None and stats.serial_fraction is None
+    assert stats.sequential_s is None and stats.parallel_throughput is None
+
+
 def test_failed_images_are_reported_with_reasons():
     rounds = [rnd(1, 10.0, 5.0, failed=1)]
-    summary = BenchSummary("id", 8, rounds, {"dask": summarize("dask", rounds)})
+    summary = BenchSummary("id", 8, rounds, {"dask": stats_of(rounds)})
     assert not summary.ok
     assert summary.failures == [{"executor": "dask", "image": "img_0.jpg", "reason": "decode: corrupt"}]
     assert summary.to_dict()["failures"] == summary.failures
@@ -67,7 +102,7 @@ def test_noisy_rounds_are_left_out_of_the_headline_not_folded_into_the_serial_fr
               for i, (s, load, c) in enumerate(zip((2.08, 1.09, 1.01), (quiet, busy, busy),
                                                    ceilings, strict=True))]
     assert [r.noisy for r in rounds] == [False, True, True]
-    stats = summarize("dask", rounds)
+    stats = stats_of(rounds)
     assert abs(stats.speedup - 2.08) < 1e-9 and stats.noisy_rounds == 2
     assert not stats.headline_noisy
     assert abs(stats.serial_fraction - karp_flatt(2.08, 2)) < 1e-9  # not 83.6%
@@ -86,7 +121,70 @@ def test_noisy_rounds_are_left_out_of_the_headline_not_folded_into_the_serial_fr
     assert data["rounds"][1]["load"]["outside_cores"] == 0.85
     assert data["rounds"][1]["ceiling"] == 1.10 and data["executors"]["dask"]["noisy_rounds"] == 2
     # with no quiet round at all, the figures are the noisy rounds' and say so
-    stats = summarize("dask", rounds[1:])
+    stats = stats_of(rounds[1:])
     assert stats.headline_noisy and stats.noisy_rounds == 2
     text = format_summary(BenchSummary("id", 8, rounds[1:], {"dask": stats}))
     assert "no quiet round" in text and "(Karp-Flatt)" not in text
+
+
+def test_the_csv_records_the_images_actual_size_not_the_stand_in_settings(tmp_path: Path):
+    """A user's own 80x48 photos were recorded as the stand-in size, 2000x2000."""
+    photos = tmp_path / "photos"
+    make_images(photos, 3, size=(48, 80))
+    config = BenchConfig(
+        fetch=FetchConfig(input_dir=photos),  # stand-in settings: 2000x2000
+        run=RunConfig(input_dir=photos, output_dir=tmp_path / "out", executor="threads",
+                      workers=2, batch_size=1, blur=BlurParams(sigma=1.0)),
+        executors=("threads",), warmup=0, trials=1, report_csv=tmp_path / "r.csv",
+        measure_ceiling=False)
+    summary = run_benchmark(config, echo=lambda _: None, fetch_summary={})
+    assert summary.ok
+    (row,) = results.read_rows(tmp_path / "r.csv")
+    assert (row["width"], row["height"]) == ("80", "48")
+    assert row["overlap_io"] == "false"
+
+
+def _bench(tmp_path: Path, *extra: str) -> list[str]:
+    return ["bench", "--num-images", "4", "--width", "64", "--height", "64", "--workers", "2",
+            "--batch-size", "1", "--blur-radius", "2", "--no-ceiling", "--quiet",
+            "--no-dashboard", "--no-report", "--source-url", closed_port_url(),
+            "--input-dir", str(tmp_path / "d"), "--output-dir", str(tmp_path / "p"),
+            "--report-csv", str(tmp_path / "r.csv"), *extra]
+
+
+@pytest.mark.slow
+def test_bench_shows_the_speedup_figures_its_report_shows(tmp_path: Path, capsys):
+    assert main(_bench(tmp_path, "--executors", "threads", "--trials", "3", "--warmup", "0",
+                       "--summary-json", str(tmp_path / "b.json"))) == 0
+    assert main(["report", str(tmp_path / "r.csv"), "--out", str(tmp_path / "rep"),
+                 "--summary-json", str(tmp_path / "rep.json")]) == 0
+    bench = json.loads((tmp_path / "b.json").read_text())["executors"]["threads"]
+    (group,) = json.loads((tmp_path / "rep.json").read_text())["groups"]
+    assert group["clean_trials"] == bench["clean_rounds"] == 3
+    assert (bench["speedup"], bench["efficiency"], bench["serial_fraction"]) == (
+        group["speedup"], group["efficiency"], group["serial_fraction"])
+    assert bench["speedup_range"] == group["speedup_range"]
+    assert (bench["sequential_s"]["median"], bench["parallel_s"]["median"],
+            bench["parallel_throughput"]) == (group["seq_s"], group["par_s"], group["par_throughput"])
+    out = capsys.readouterr().out
+    assert f"{bench['speedup']:8.2f}x" in out
+
+
+@pytest.mark.slow
+def test_performance_report_holds_every_measured_round(tmp_path: Path):
+    """Each round opened its own report on the same file: only the last round survived.
+
+    With no warm-up, the cluster only ever runs the two rounds' 8 one-image tasks, so the
+    report must count all 8 and last at least as long as both rounds' parallel runs.
+    """
+    report = tmp_path / "perf.html"
+    assert main(_bench(tmp_path, "--executors", "dask", "--trials", "2", "--warmup", "0",
+                       "--performance-report", str(report),
+                       "--summary-json", str(tmp_path / "b.json"))) == 0
+    html = report.read_text(encoding="utf-8")
+    assert "Dask Performance Report" in html
+    assert re.findall(r"number of tasks: (\d+)", html) == ["8"]
+    value, unit = re.search(r"Duration: ([\d.]+) (s|ms)", html).groups()
+    duration = float(value) / (1000 if unit == "ms" else 1)
+    rounds = json.loads((tmp_path / "b.json").read_text())["rounds"]
+    assert duration >= 0.99 * sum(r["dask_s"] for r in rounds)

@@ -23,11 +23,10 @@ from dask_cluster import start_cluster
 from test_cli import closed_port_url
 
 from parablur import results
-from parablur.benchmark import BenchSummary, RoundResult
+from parablur.benchmark import RoundResult
 from parablur.cli import main
 from parablur.noise import NOISY_LOAD_CORES, Load, LoadSampler, dask_local_pids
 from parablur.pipeline import RunSummary
-from parablur.scaling import _amdahl
 from parablur.verify import Verification
 
 MARK = "parablur-noise-test-busy-loop"
@@ -225,16 +224,30 @@ def _round(index: int, workers: int, speedup: float, outside: float) -> RoundRes
                        {"dask": Verification(8, 8)}, load=load)
 
 
+def _scale(rounds: list[RoundResult]):
+    """The sweep ``scale`` reports for these rounds: from their CSV rows, as the report sees them."""
+    from parablur import figures
+    from parablur.benchmark import csv_row
+    from parablur.config import RunConfig
+    from parablur.scaling import ScaleSummary
+
+    env = {"timestamp": "2026-01-01T00:00:00+00:00", "hostname": "h"}
+    rows = [csv_row(r, "dask", RunConfig(executor="dask"), (64, 64), env, "id", "scale-strong",
+                    None, None) for r in rounds]
+    return ScaleSummary("id", [], figures.sweeps(figures.from_rows(rows)), "r.csv")
+
+
 def test_scale_fits_amdahl_over_quiet_rounds_and_says_when_there_were_none():
     quiet = [_round(1, 1, 0.98, 0.05), _round(1, 2, 1.90, 0.05), _round(2, 2, 1.88, 0.05)]
     noisy = _round(3, 2, 1.05, 0.90)  # another program took a core
-    point = BenchSummary("id", 8, [*quiet, noisy], {})
-    fits, warnings = _amdahl([point])
-    fit = fits["dask, batch size 4"]
+    summary = _scale([*quiet, noisy])
+    fit = summary.fits["dask, batch size 4"]
     assert fit.f < 0.1  # 1.05x would have pulled it towards 0.9
-    assert warnings == ("dask, batch size 4: 1 noisy round (other programs took cores) left out "
-                        "of the Amdahl fit",)
+    (warning,) = summary.warnings
+    assert warning.endswith(": 1 noisy round (other programs took cores) left out of the Amdahl fit")
+    assert summary.to_dict()["amdahl"]["dask, batch size 4"]["noisy_left_out"] == 1
     # no quiet round at two worker counts: fitted over the noisy ones, and the warning says so
-    fits, warnings = _amdahl([BenchSummary("id", 8, [quiet[0], noisy], {})])
-    assert "dask, batch size 4" in fits
-    assert "its f measures other programs' load, not a serial fraction" in warnings[0]
+    summary = _scale([quiet[0], noisy])
+    assert "dask, batch size 4" in summary.fits
+    assert "its f measures other programs' load, not a serial fraction" in summary.warnings[0]
+    assert summary.to_dict()["amdahl"]["dask, batch size 4"]["over_noisy_rounds"] is True

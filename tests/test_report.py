@@ -149,3 +149,61 @@ def test_csv_text_is_escaped_and_weak_scaling_is_plotted(tmp_path: Path) -> None
 def test_missing_csv_raises_results_error(tmp_path: Path) -> None:
     with pytest.raises(ResultsError):
         build_report([tmp_path / "nope.csv"], tmp_path / "out")
+
+
+def _row(**over) -> dict:
+    row = {"mode": "bench", "round": 1, "executor": "dask", "num_images": 8, "width": 64,
+           "height": 64, "batch_size": 2, "workers": 2, "threads_per_worker": 1,
+           "blur_radius": 2, "passes": 1, "transfer": "paths", "cluster": "local",
+           "include_startup": False, "overlap_io": False, "seq_s": 10.0, "par_s": 5.5,
+           "failed": 0, "identical": True, "clean": True, "hostname": "h"}
+    row.update(over)
+    return row
+
+
+def test_rows_that_differ_in_any_measured_parameter_are_not_pooled(tmp_path: Path) -> None:
+    """Threads per worker, transfer, start-up, cluster and overlapped I/O each change the
+    measurement: rows differing only in one of them were pooled into one group."""
+    variations = [{}, {"threads_per_worker": 2}, {"transfer": "bytes"}, {"include_startup": True},
+                  {"cluster": "tcp://10.0.0.5:8786"}, {"overlap_io": True}]
+    csv_path = tmp_path / "r.csv"
+    append_rows(csv_path, [_row(**v, par_s=5.0 + i) for i, v in enumerate(variations)])
+    data = build_report([csv_path], tmp_path / "out").data
+    assert len(data.groups) == len(variations)
+    assert sorted(g.speedup.median for g in data.groups) == pytest.approx(
+        sorted(10.0 / (5.0 + i) for i in range(len(variations))))
+    labels = {g.config.label() for g in data.groups}
+    assert len(labels) == len(variations)  # each group is named apart too
+
+
+def test_unclean_rounds_are_left_out_of_medians_and_fits_and_counted(tmp_path: Path) -> None:
+    clean = [_row(mode="scale-strong", round=r, workers=p, seq_s=10.0 + 0.1 * r,
+                  par_s=(10.0 + 0.1 * r) * (0.2 + 0.8 / p))
+             for r in (1, 2, 3) for p in (1, 2)]
+    unclean = [_row(mode="scale-strong", round=4, workers=2, par_s=1.0, identical=False,
+                    clean=False),  # a 10x "speedup" from a round whose outputs differ
+               _row(mode="scale-strong", round=5, workers=2, par_s=1.5, failed=3, clean=False)]
+    only_clean, mixed = tmp_path / "clean.csv", tmp_path / "mixed.csv"
+    append_rows(only_clean, clean)
+    append_rows(mixed, clean[:3] + unclean + clean[3:])
+    want = build_report([only_clean], tmp_path / "a")
+    got = build_report([mixed], tmp_path / "b")
+    two = next(g for g in got.data.groups if g.config.workers == 2)
+    assert two.left_out == 2 and len(two.runs) == 3
+    assert two.speedup.median == pytest.approx(1 / 0.6)
+    assert two.speedup.maximum < 2  # the unclean 10x and 6.7x rounds are not in it
+    assert got.amdahl == want.amdahl and got.amdahl.n_points == 6
+    assert got.data.sweeps[0].left_out == 2
+    html = got.html.read_text(encoding="utf-8")
+    assert "unclean left out" in html and "2 unclean round(s)" in html
+    md = got.markdown.read_text(encoding="utf-8")
+    assert "2 unclean round(s)" in md
+
+
+def test_older_rows_without_a_clean_column_are_judged_by_identical_and_failed(
+        tmp_path: Path) -> None:
+    csv_path = tmp_path / "old.csv"
+    csv_path.write_text("timestamp,workers,seq_s,par_s,identical,failed\n"
+                        "t,2,10,5,true,0\nt,2,10,1,false,0\nt,2,10,2,true,4\nt,2,10,4,,\n")
+    (group,) = build_report([csv_path], tmp_path / "out").data.groups
+    assert group.left_out == 2 and group.speedup.median == pytest.approx((2.0 + 2.5) / 2)

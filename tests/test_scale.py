@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,48 @@ def test_report_command_from_the_fixture(tmp_path: Path, capsys):
 def test_report_of_a_missing_csv_is_a_clean_error(tmp_path: Path, capsys):
     assert main(["report", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "r")]) == 1
     assert "results file not found" in capsys.readouterr().err
+
+
+def _fit(d: dict) -> dict:
+    return {k: d[k] for k in ("f", "ci_low", "ci_high", "t1", "ceiling", "n_points", "rss")}
+
+
+@pytest.mark.slow
+def test_scale_prints_and_saves_the_fit_its_report_shows(tmp_path: Path, capsys):
+    """One fit, one function: scale fitted its own rounds, the report the CSV's rows again."""
+    csv_path = tmp_path / "s.csv"
+    assert main([
+        "scale", "--workers-list", "1,2", "--batch-sizes", "2", "--trials", "1", "--warmup", "0",
+        "--num-images", "4", "--width", "64", "--height", "64", "--blur-radius", "2",
+        "--executors", "processes", "--no-ceiling", "--quiet", "--source-url", closed_port_url(),
+        "--input-dir", str(tmp_path / "d"), "--output-dir", str(tmp_path / "p"),
+        "--report-csv", str(csv_path), "--no-report", "--summary-json", str(tmp_path / "s.json"),
+    ]) == 0
+    scale_out = capsys.readouterr().out
+    assert main(["report", str(csv_path), "--out", str(tmp_path / "r"), "--quiet",
+                 "--summary-json", str(tmp_path / "r.json")]) == 0
+    report_out = capsys.readouterr().out
+    scale = json.loads((tmp_path / "s.json").read_text())["amdahl"]["processes, batch size 2"]
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert _fit(scale) == _fit(report["fits"][scale["sweep"]]) == _fit(report["amdahl"])
+    assert report["amdahl"]["sweep"] == scale["sweep"]
+    printed = re.search(r"serial fraction f = (\S+) \(95% CI (\S+) to (\S+)\)", scale_out)
+    assert printed and printed.groups() == re.search(
+        r"serial fraction f = (\S+) \(95% CI (\S+) to (\S+)\)", report_out).groups()
+    assert float(printed.group(1)) == pytest.approx(scale["f"], abs=5e-4)
+
+
+def test_report_summary_json_lists_files_fit_groups_and_warnings(tmp_path: Path, capsys):
+    out_json = tmp_path / "r.json"
+    assert main(["report", str(FIXTURES / "results_v1.csv"), "--out", str(tmp_path / "r"),
+                 "--quiet", "--summary-json", str(out_json)]) == 0
+    data = json.loads(out_json.read_text())
+    assert str(tmp_path / "r" / "report.html") in data["files"]
+    assert all(Path(f).is_file() for f in data["files"])
+    assert data["amdahl"]["n_points"] == 9 and 0 < data["amdahl"]["f"] < 1
+    assert data["amdahl"]["sweep"] in data["fits"] and len(data["fits"]) == 3
+    assert any("grows with the pool" in w for w in data["warnings"])
+    assert data["rows"] == 33 and data["unclean_left_out"] == 0
+    assert data["skipped_figures"] == {"weak_scaling": "no scale-weak rows"}
+    assert all(g["clean_trials"] >= 1 for g in data["groups"])
+    assert "warning: " in capsys.readouterr().out

@@ -17,22 +17,22 @@ from __future__ import annotations
 
 import contextlib
 import json
-import statistics
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from . import results
-from .analysis import Spread, efficiency, karp_flatt, speedup
+from . import figures, results
+from .analysis import GroupStats, Spread, efficiency, karp_flatt, speedup
 from .ceiling import Ceiling, CeilingMeter, ceiling_shape
 from .config import BenchConfig, FetchConfig, RunConfig
 from .dataset import list_images
 from .environment import snapshot
 from .errors import DatasetError
 from .executors import Executor, create_executor
+from .imageinfo import file_image_size
 from .noise import NOISY_LOAD_CORES, Load, LoadSampler, dask_local_pids
-from .pipeline import STAGES, RunSummary, output_dir_for, plan_tasks, resolve_batch_size, run_tasks
+from .pipeline import STAGES, RunSummary, output_dir_for, performance_report, plan_tasks, run_tasks
 from .verify import Verification, compare_dirs
 from .workload import Job
 
@@ -76,19 +76,26 @@ class RoundResult:
 
 @dataclass(frozen=True)
 class ExecutorStats:
-    """Summary of one parallel executor over the measured rounds."""
+    """Summary of one parallel executor over the measured rounds.
+
+    The times, the speedup (median of the paired speedups), its range,
+    efficiency, serial fraction, throughputs and share of the ceiling are over
+    the clean, quiet rounds only (the clean noisy ones when no round was quiet,
+    and ``headline_noisy`` says so; None without a clean round), and are the
+    report's figures of the same CSV rows (``parablur.figures``).
+    """
 
     executor: str
     workers: int
     batch_size: int
-    sequential_s: Spread
-    parallel_s: Spread
-    speedup: float  # median of the clean, quiet rounds' paired speedups
-    speedup_range: tuple[float, float]
-    efficiency: float
+    sequential_s: Spread | None
+    parallel_s: Spread | None
+    speedup: float | None
+    speedup_range: tuple[float, float] | None
+    efficiency: float | None
     serial_fraction: float | None
-    sequential_throughput: float
-    parallel_throughput: float
+    sequential_throughput: float | None
+    parallel_throughput: float | None
     clean_rounds: int
     rounds: int
     startup_s: float
@@ -111,6 +118,7 @@ class BenchSummary:
     fetch: dict = field(default_factory=dict)
     csv_path: str = ""
     csv_note: str | None = None
+    rows: tuple[dict, ...] = ()  # the rows appended to the results CSV, as appended
 
     @property
     def failures(self) -> list[dict]:
@@ -175,43 +183,57 @@ def _stage_share(runs: Sequence[RunSummary]) -> dict[str, float]:
     return share
 
 
-def summarize(name: str, rounds: Sequence[RoundResult]) -> ExecutorStats:
+def summarize(name: str, rounds: Sequence[RoundResult], rows: Sequence[Mapping[str, object]]
+              ) -> ExecutorStats:
+    """Executor ``name`` over the measured ``rounds``, whose results-CSV ``rows`` are given.
+
+    The speedup and what follows from it are computed from the rows, by the
+    same function the report uses on them, so both always show the same value.
+    """
     measured = [r for r in rounds if not r.warmup]
-    clean = [r for r in measured if r.clean(name)] or measured
-    quiet = [r for r in clean if not r.noisy]
-    headline = quiet or clean  # with no quiet round, the noisy ones (and the summary says so)
-    speedups = [r.speedup(name) for r in headline]
-    vs_ceiling = [v for r in headline if (v := r.vs_ceiling(name)) is not None]
+    runs = figures.from_rows(r for r in rows if r["executor"] == name)
+    trials = figures.group(runs[0].config, runs)
+    s = trials.speedup
     par = [r.parallel[name] for r in measured]
-    seq = [r.sequential for r in measured]
-    s = statistics.median(speedups)
-    p = par[0].workers
-    seq_spread = Spread.of([r.wall_s for r in seq])
-    par_spread = Spread.of([r.wall_s for r in par])
     return ExecutorStats(
-        executor=name, workers=p, batch_size=par[0].batch_size,
-        sequential_s=seq_spread, parallel_s=par_spread,
-        speedup=s, speedup_range=(min(speedups), max(speedups)),
-        efficiency=efficiency(s, p), serial_fraction=karp_flatt(s, p),
-        sequential_throughput=seq[0].images / seq_spread.median,
-        parallel_throughput=par[0].images / par_spread.median,
-        clean_rounds=sum(1 for r in measured if r.clean(name)), rounds=len(measured),
+        executor=name, workers=par[0].workers, batch_size=par[0].batch_size,
+        sequential_s=_spread(trials.seq_s), parallel_s=_spread(trials.par_s),
+        speedup=s.median if s else None, speedup_range=(s.minimum, s.maximum) if s else None,
+        efficiency=trials.efficiency, serial_fraction=trials.karp_flatt,
+        sequential_throughput=trials.median("seq_throughput"),
+        parallel_throughput=trials.median("par_throughput"),
+        clean_rounds=len(trials.runs) + trials.noisy_left_out, rounds=len(measured),
         startup_s=par[0].startup_s, stage_share=_stage_share(par),
         peak_worker_rss_mb=max(r.peak_worker_rss_mb for r in par),
-        ceiling_efficiency=statistics.median(vs_ceiling) if vs_ceiling else None,
-        noisy_rounds=sum(1 for r in measured if r.noisy), headline_noisy=not quiet,
+        ceiling_efficiency=trials.vs_ceiling,
+        noisy_rounds=sum(1 for r in measured if r.noisy), headline_noisy=trials.noisy,
     )
 
 
-def csv_row(rnd: RoundResult, name: str, run: RunConfig, size: tuple[int, int], env: dict,
-            run_id: str, mode: str, ceiling: Ceiling | None, checksum: str | None) -> dict:
-    """The results-CSV row of executor ``name`` in round ``rnd`` (``size``: width, height)."""
+def _spread(stats: GroupStats | None) -> Spread | None:
+    return Spread(stats.median, stats.minimum, stats.maximum, stats.n) if stats else None
+
+
+def dataset_size(images: Sequence[Path]) -> tuple[int, int] | None:
+    """The (width, height) every image declares in its header; None when they differ."""
+    sizes = {file_image_size(p) for p in images}
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+def csv_row(rnd: RoundResult, name: str, run: RunConfig, size: tuple[int, int] | None,
+            env: dict, run_id: str, mode: str, ceiling: Ceiling | None,
+            checksum: str | None) -> dict:
+    """The results-CSV row of executor ``name`` in round ``rnd``.
+
+    ``size``: the images' (width, height) as ``dataset_size`` read it (None: mixed sizes).
+    """
     seq, par = rnd.sequential, rnd.parallel[name]
     s = rnd.speedup(name)
+    width, height = size or (None, None)
     return {
         "timestamp": env["timestamp"], "run_id": run_id, "mode": mode, "round": rnd.index,
-        "executor": name, "num_images": seq.images, "width": size[0],
-        "height": size[1], "batch_size": par.batch_size, "workers": par.workers,
+        "executor": name, "num_images": seq.images, "width": width,
+        "height": height, "batch_size": par.batch_size, "workers": par.workers,
         "threads_per_worker": run.threads_per_worker, "blur_radius": run.blur.sigma,
         "kernel_size": run.blur.kernel, "passes": run.blur.passes,
         "transfer": run.effective_transfer,
@@ -226,6 +248,7 @@ def csv_row(rnd: RoundResult, name: str, run: RunConfig, size: tuple[int, int], 
         **{s_: par.stages.get(s_, 0.0) for s_ in STAGES}, "idle_s": par.idle_s,
         "peak_worker_rss_mb": par.peak_worker_rss_mb, "dataset_checksum": checksum,
         **{k: v for k, v in env.items() if k != "timestamp"},
+        "overlap_io": run.blur.overlap_io,
         "outside_load_cores": rnd.load.outside_cores if rnd.load else None,
         "steal_cores": rnd.load.steal_cores if rnd.load else None,
         "noisy": rnd.noisy if rnd.load else None,
@@ -296,37 +319,6 @@ class Bench:
                 ex.close()
         self.parallel.clear()
 
-    def one_round(self, index: int, warmup: bool, images: list[Path], order_flip: bool,
-                  run: RunConfig | None = None) -> RoundResult:
-        run = run or self.config.run
-        seq_dir = output_dir_for(run, "sequential")
-        seq_tasks = plan_tasks(run, images, seq_dir)
-        runs: dict[str, RunSummary] = {}
-
-        def do_seq() -> RunSummary:
-            size = resolve_batch_size(run, images, 1)
-            return run_tasks(self.sequential, run, seq_tasks, seq_dir, batch_size=size,
-                             progress=self.progress)
-
-        def do_par(name: str, ex: Executor) -> RunSummary:
-            out = output_dir_for(run, name)
-            size = resolve_batch_size(run, images, ex.workers)
-            summary = run_tasks(ex, run, plan_tasks(run, images, out), out, batch_size=size,
-                                progress=self.progress)
-            if run.include_startup:
-                summary = replace(summary, wall_s=summary.wall_s + summary.startup_s)
-            return summary
-
-        if not order_flip:
-            seq = do_seq()
-        for name, ex in self.parallel.items():
-            runs[name] = do_par(name, ex)
-        if order_flip:
-            seq = do_seq()
-        verification = {name: compare_dirs(seq_dir, output_dir_for(run, name))
-                        for name in runs}
-        return RoundResult(index, warmup, seq, runs, verification)
-
     def _ceiling_meter(self, image: Path, sigma: float) -> CeilingMeter | None:
         """The pool that measures the ceiling with every round, started on first use."""
         if self._meter is None and self.config.measure_ceiling:
@@ -338,21 +330,36 @@ class Bench:
                           f"against one, {ROUND_CEILING_ALTERNATIONS} alternations)")
         return self._meter
 
+    def legs(self, run: RunConfig | None = None) -> list[Leg]:
+        """The sequential baseline and every parallel executor, each with ``run``'s settings."""
+        run = run or self.config.run
+        return [Leg("sequential", self.sequential, run),
+                *(Leg(name, ex, run) for name, ex in self.parallel.items())]
+
+    def one_round(self, index: int, warmup: bool, images: list[Path], order_flip: bool,
+                  run: RunConfig | None = None) -> RoundResult:
+        """One round of every leg; the sequential one first, or last with ``order_flip``."""
+        seq, *par = self.legs(run)
+        legs = [*par, seq] if order_flip else [seq, *par]
+        return run_round(index, warmup, images, legs, progress=self.progress)
+
     def measure(self, images: list[Path], *, run: RunConfig, run_id: str, mode: str,
                 fetch_summary: dict, label: str = "") -> BenchSummary:
         """The warm-up and measured rounds of one configuration, each measured round's
         rows appended to the results CSV as soon as it ends.
 
-        Every round records the outside load over its ceiling measurement, its runs and
-        their verification.
+        Every measured round records the outside load over its ceiling measurement, its
+        runs and their verification. Dask's performance report
+        (``run.performance_report``) covers every measured round.
         """
         config = self.config
-        size = (config.fetch.width, config.fetch.height)
+        size = dataset_size(images)
         checksum = fetch_summary.get("dataset_checksum")
         rounds: list[RoundResult] = []
+        rows: list[dict] = []
         note = None
-        for i in range(config.warmup + config.trials):
-            warm = i < config.warmup
+
+        def one(i: int, warm: bool) -> RoundResult:
             meter = None if warm else self._ceiling_meter(images[0], run.blur.sigma)
             busy = max([ex.workers for ex in self.parallel.values()]
                        + [meter.workers if meter else 1])
@@ -362,14 +369,21 @@ class Bench:
             rnd = replace(rnd, load=sampler.load, ceiling=ceiling)
             rounds.append(rnd)
             self.echo(label + format_round(rnd))
-            if not warm:
+            return rnd
+
+        for i in range(config.warmup):
+            one(i, True)
+        with performance_report(self.parallel, run.performance_report):
+            for i in range(config.warmup, config.warmup + config.trials):
+                rnd = one(i, False)
                 env = snapshot()
-                rows = [csv_row(rnd, n, run, size, env, run_id, mode, rnd.ceiling, checksum)
-                        for n in rnd.parallel]
-                note = results.append_rows(config.report_csv, rows) or note
-        stats = {name: summarize(name, rounds) for name in self.parallel}
+                new = [csv_row(rnd, n, run, size, env, run_id, mode, rnd.ceiling, checksum)
+                       for n in rnd.parallel]
+                note = results.append_rows(config.report_csv, new) or note
+                rows += new
+        stats = {name: summarize(name, rounds, rows) for name in self.parallel}
         return BenchSummary(run_id, len(images), rounds, stats, run_ceiling(rounds),
-                            fetch_summary, str(config.report_csv), note)
+                            fetch_summary, str(config.report_csv), note, tuple(rows))
 
 
 def run_ceiling(rounds: Sequence[RoundResult]) -> Ceiling | None:
@@ -377,6 +391,40 @@ def run_ceiling(rounds: Sequence[RoundResult]) -> Ceiling | None:
     measured = [r for r in rounds if not r.warmup and r.ceiling]
     use = [r for r in measured if not r.noisy] or measured
     return Ceiling.pooled([r.ceiling for r in use])
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One timed run of a round: ``executor`` on the round's images with ``run``'s settings.
+
+    ``name`` labels it in the round and the results CSV, and names its output
+    folder (``run.output_dir/name``); the leg named ``sequential`` is the baseline.
+    """
+
+    name: str
+    executor: Executor
+    run: RunConfig
+
+
+def run_round(index: int, warmup: bool, images: list[Path],
+              steps: Sequence[Leg | Callable[[], object]], *,
+              progress: bool = False) -> RoundResult:
+    """Run each leg in the given order, then check every other leg's outputs pixel for
+    pixel against the sequential leg's; a step that is not a leg (for example a
+    ceiling measurement) is called in its place and takes no part in the result.
+    """
+    runs: dict[str, RunSummary] = {}
+    outs: dict[str, Path] = {}
+    for step in steps:
+        if not isinstance(step, Leg):
+            step()
+            continue
+        outs[step.name] = out = output_dir_for(step.run, step.name)
+        runs[step.name] = run_tasks(step.executor, step.run, plan_tasks(step.run, images, out),
+                                    out, progress=progress)
+    seq = runs.pop("sequential")
+    verification = {name: compare_dirs(outs["sequential"], outs[name]) for name in runs}
+    return RoundResult(index, warmup, seq, runs, verification)
 
 
 def prepare_dataset(config: FetchConfig, *, echo: Echo, progress: bool) -> tuple[list[Path], dict]:
@@ -428,36 +476,47 @@ def _noise_lines(summary: BenchSummary) -> list[str]:
     return lines
 
 
+def _figure_lines(st: ExecutorStats) -> list[str]:
+    """Times, speedup and throughput over the clean, quiet rounds (a line saying so without one)."""
+    if st.speedup is None or st.sequential_s is None or st.parallel_s is None:
+        return ["  speedup               n/a  (no clean round: every one had a failed image "
+                "or a mismatch)"]
+    seq, par = st.sequential_s, st.parallel_s
+    noisy = " (noisy rounds)" if st.headline_noisy else ""
+    if st.serial_fraction is None:
+        kf = "       n/a (1 worker)"
+    elif st.headline_noisy:
+        kf = "       n/a (no quiet round: it would measure the other programs' load)"
+    else:
+        kf = f"{st.serial_fraction * 100:8.1f}%  (Karp-Flatt)"
+    which = "clean, noisy rounds" if st.headline_noisy else "clean, quiet rounds"
+    return [
+        f"                      median      min      max  ({which})",
+        f"  sequential s     {seq.median:8.2f} {seq.minimum:8.2f} {seq.maximum:8.2f}",
+        f"  parallel s       {par.median:8.2f} {par.minimum:8.2f} {par.maximum:8.2f}",
+        f"  speedup          {st.speedup:8.2f}x  (rounds {st.speedup_range[0]:.2f}x "
+        f"to {st.speedup_range[1]:.2f}x){noisy}",
+        f"  efficiency       {st.efficiency * 100:8.1f}%{noisy}",
+        f"  serial fraction  {kf}",
+        f"  throughput       {st.sequential_throughput:8.2f} img/s sequential, "
+        f"{st.parallel_throughput:.2f} img/s parallel",
+    ]
+
+
 def format_summary(summary: BenchSummary) -> str:
     """The summary table printed at the end of a benchmark."""
     lines = _noise_lines(summary)
     for st in summary.stats.values():
-        noisy = " (noisy rounds)" if st.headline_noisy else ""
         n = st.noisy_rounds
         left_out = (f", {n} of {st.rounds} rounds noisy, none quiet and clean" if st.headline_noisy
                     else f", {n} noisy round{'s' if n > 1 else ''} left out" if n else "")
-        if st.serial_fraction is None:
-            serial = "       n/a (1 worker)"
-        elif st.headline_noisy:
-            serial = "       n/a (no quiet round: it would measure the other programs' load)"
-        else:
-            serial = f"{st.serial_fraction * 100:8.1f}%  (Karp-Flatt)"
         lines += [
             f"{st.executor}: {st.workers} workers, batch size {st.batch_size}, "
             f"{st.clean_rounds}/{st.rounds} clean rounds{left_out}, start-up {st.startup_s:.2f} s",
-            "                      median      min      max",
-            f"  sequential s     {st.sequential_s.median:8.2f} {st.sequential_s.minimum:8.2f} "
-            f"{st.sequential_s.maximum:8.2f}",
-            f"  parallel s       {st.parallel_s.median:8.2f} {st.parallel_s.minimum:8.2f} "
-            f"{st.parallel_s.maximum:8.2f}",
-            f"  speedup          {st.speedup:8.2f}x  (rounds {st.speedup_range[0]:.2f}x "
-            f"to {st.speedup_range[1]:.2f}x){noisy}",
-            f"  efficiency       {st.efficiency * 100:8.1f}%{noisy}",
-            "  serial fraction  " + serial,
-            f"  throughput       {st.sequential_throughput:8.2f} img/s sequential, "
-            f"{st.parallel_throughput:.2f} img/s parallel",
+            *_figure_lines(st),
         ]
         if st.ceiling_efficiency is not None:
+            noisy = " (noisy rounds)" if st.headline_noisy else ""
             lines.append(f"  vs ceiling       {st.ceiling_efficiency * 100:8.1f}%  (each round's "
                          f"speedup over the ceiling measured with it){noisy}")
         if st.stage_share:
@@ -465,16 +524,16 @@ def format_summary(summary: BenchSummary) -> str:
             lines.append(f"  worker time      {shares}")
         if st.peak_worker_rss_mb:
             lines.append(f"  peak worker RSS  {st.peak_worker_rss_mb:8.0f} MB")
+    verdict = ("all outputs pixel-identical" if not summary.mismatches
+               else f"{len(summary.mismatches)} MISMATCHES")
+    lines.append(f"verified: {verdict}; failed images: {len(summary.failures)}; "
+                 f"rows appended to {summary.csv_path}")
     c = summary.ceiling
     if c:
         per_round = c.seconds / len(c.ratios) * ROUND_CEILING_ALTERNATIONS
         lines.append(f"hardware ceiling: {c.median:.2f}x with {c.workers} processes (rounds "
                      f"{c.minimum:.2f}x to {c.maximum:.2f}x), measured with every round in "
                      f"{per_round:.1f} s a round")
-    verdict = ("all outputs pixel-identical" if not summary.mismatches
-               else f"{len(summary.mismatches)} MISMATCHES")
-    lines.append(f"verified: {verdict}; failed images: {len(summary.failures)}; "
-                 f"rows appended to {summary.csv_path}")
     if summary.csv_note:
         lines.append(summary.csv_note)
     return "\n".join(lines)

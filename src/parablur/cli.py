@@ -163,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("csv", nargs="+", type=Path, help="results CSV files")
     report.add_argument("--out", type=Path, default=Path("report"),
                         help="output folder (default: report/)")
+    _add_output_flags(report)
     return parser
 
 
@@ -306,13 +307,17 @@ def _cmd_scale(a: argparse.Namespace) -> int:
         print(f"warning: {warning}")
     for point in summary.points:
         for st in point.stats.values():
+            head = f"  workers {st.workers}, batch {st.batch_size}: "
+            clean = f"{st.clean_rounds}/{st.rounds} clean"
+            if st.speedup is None:
+                print(f"{head}speedup n/a, {clean}")
+                continue
             kf = (f"{st.serial_fraction:.3f}" if st.serial_fraction is not None
                   and not st.headline_noisy else "n/a")
             noise = (" (no quiet round: noisy figures)" if st.headline_noisy
                      else f", {st.noisy_rounds} noisy left out" if st.noisy_rounds else "")
-            print(f"  workers {st.workers}, batch {st.batch_size}: speedup {st.speedup:.2f}x, "
-                  f"efficiency {st.efficiency * 100:.1f}%, Karp-Flatt {kf}, "
-                  f"{st.clean_rounds}/{st.rounds} clean{noise}")
+            print(f"{head}speedup {st.speedup:.2f}x, efficiency {st.efficiency * 100:.1f}%, "
+                  f"Karp-Flatt {kf}, {clean}{noise}")
     _write_json(a.summary_json, summary.to_dict())
     _write_report(a)
     return 0 if summary.ok else 1
@@ -329,6 +334,9 @@ def _cmd_report(a: argparse.Namespace) -> int:
     if result.amdahl:
         f = result.amdahl
         print(f"Amdahl serial fraction f = {f.f:.3f} (95% CI {f.ci_low:.3f} to {f.ci_high:.3f})")
+    for warning in result.warnings:
+        print(f"warning: {warning}")
+    _write_json(a.summary_json, result.to_dict())
     return 0
 
 

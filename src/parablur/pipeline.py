@@ -6,7 +6,7 @@ import contextlib
 import math
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -135,21 +135,27 @@ def run_tasks(
     tasks: list[ImageTask],
     out_dir: Path,
     *,
-    batch_size: int,
+    batch_size: int | None = None,
     progress: bool = False,
     clean: bool = True,
     record: OutputRecord | None = None,
 ) -> RunSummary:
     """Run ``tasks`` on a started executor and summarize; outputs land in ``out_dir``.
 
-    ``clean`` empties ``out_dir`` first (benchmark rounds: verification must never
-    pass on a previous round's outputs); ``record`` notes each finished output.
-    The workload's per-image records go to its record file in ``out_dir``.
+    The one way every command (``run``, each run of a benchmark round, the
+    standard benchmark) runs its tasks. ``batch_size`` defaults to the
+    configuration's, resolved for the executor's workers; the pool's start-up is
+    added to the wall time when ``config.include_startup``. ``clean`` empties
+    ``out_dir`` first (benchmark rounds: verification must never pass on a
+    previous round's outputs); ``record`` notes each finished output. The
+    workload's per-image records go to its record file in ``out_dir``.
     """
     from tqdm import tqdm
 
     job = Job.for_run(config)
     preflight(executor, job)
+    if batch_size is None:
+        batch_size = resolve_batch_size(config, [Path(t.src) for t in tasks], executor.workers)
     (clear_output_dir if clean else claim_output_dir)(out_dir)
     log = (RecordLog(out_dir / job.workload.record_file, keep_existing=not clean)
            if job.workload.record_file else None)
@@ -162,11 +168,8 @@ def run_tasks(
     peak: dict[str, float] = {}
     bar = tqdm(total=len(tasks), desc=f"{executor.name:>12}", unit="img", leave=False,
                disable=not progress or None, dynamic_ncols=True)
-    report_ctx = contextlib.nullcontext()
-    if config.performance_report and hasattr(executor, "performance_report"):
-        report_ctx = executor.performance_report(config.performance_report)
     t0 = time.perf_counter()
-    with report_ctx, bar:
+    with bar:
         result: BatchResult
         for result in executor.map(_batches(tasks, batch_size, ship), job):
             task_s += result.task_s
@@ -190,6 +193,8 @@ def run_tasks(
     wall = time.perf_counter() - t0
     if log is not None:
         log.save()
+    if config.include_startup:
+        wall += executor.startup_s
     remove_stale_temps(out_dir)
     return RunSummary(
         executor=executor.name, workers=executor.workers, batch_size=batch_size,
@@ -199,6 +204,26 @@ def run_tasks(
         peak_worker_rss_mb=max(peak.values(), default=0.0), output_dir=str(out_dir),
         dashboard=executor.dashboard_link,
     )
+
+
+def performance_report(executors: Mapping[str, Executor],
+                       path: Path | None) -> contextlib.ExitStack:
+    """Dask's performance report of everything run inside, for each Dask executor.
+
+    Opened once around a whole run (``run``, or all measured rounds of a
+    benchmark) so that the file holds all of it. With several Dask executors,
+    each gets its own file: ``FILE-<executor>.html``. Without a path or a Dask
+    executor, nothing.
+    """
+    stack = contextlib.ExitStack()
+    dask = {n: ex for n, ex in executors.items() if hasattr(ex, "performance_report")}
+    if path is None or not dask:
+        return stack
+    with stack:  # closes what was opened if a later one fails to open
+        for name, ex in dask.items():
+            target = path if len(dask) == 1 else path.with_name(f"{path.stem}-{name}{path.suffix}")
+            stack.enter_context(ex.performance_report(target))
+        return stack.pop_all()
 
 
 def _write_returned(img: ImageResult, out_dir: Path) -> ImageResult:
@@ -247,14 +272,11 @@ def anonymize(config: RunConfig, *, progress: bool = False) -> RunSummary:
         with executor:
             if progress and executor.dashboard_link:
                 print(f"Dask dashboard: {executor.dashboard_link}", file=sys.stderr)
-            size = resolve_batch_size(config, [Path(t.src) for t in todo], executor.workers)
-            summary = run_tasks(executor, config, todo, out_dir, batch_size=size,
-                                progress=progress, clean=False, record=record)
+            with performance_report({config.executor: executor}, config.performance_report):
+                summary = run_tasks(executor, config, todo, out_dir, progress=progress,
+                                    clean=False, record=record)
     finally:
         # After the executor is closed, so no worker is still writing a temporary file.
         record.save()
         remove_stale_temps(out_dir)
-    summary = replace(summary, images=len(tasks), skipped=len(done))
-    if config.include_startup:
-        summary = replace(summary, wall_s=summary.wall_s + summary.startup_s)
-    return summary
+    return replace(summary, images=len(tasks), skipped=len(done))

@@ -20,7 +20,7 @@ from pathlib import Path
 from .errors import ResultsError
 from .files import write_atomic
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: overlap_io and the round's noise (outside_load_cores, steal_cores, noisy)
 
 COLUMNS: tuple[str, ...] = (
     "schema_version",
@@ -73,6 +73,7 @@ COLUMNS: tuple[str, ...] = (
     "opencv_version",
     "dask_version",
     "parablur_version",
+    "overlap_io",
     "outside_load_cores",  # CPU other programs took while the round ran, in cores
     "steal_cores",  # CPU the hypervisor gave to other virtual machines, in cores
     "noisy",  # the outside load was over noise.NOISY_LOAD_CORES beyond the idle cores
@@ -82,7 +83,8 @@ COLUMNS: tuple[str, ...] = (
 )
 
 
-def _format(value: object) -> str:
+def cell(value: object) -> str:
+    """A value as the CSV stores it (and as ``read_rows`` gives it back)."""
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -94,7 +96,7 @@ def _format(value: object) -> str:
 
 def _line(values: Iterable[object]) -> str:
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow([_format(v) for v in values])
+    csv.writer(buf, lineterminator="\n").writerow([cell(v) for v in values])
     return buf.getvalue()
 
 
@@ -151,8 +153,16 @@ def _prepare(path: Path) -> str | None:
 
 
 def append_rows(path: Path, rows: Iterable[Mapping[str, object]]) -> str | None:
-    """Append rows (dicts keyed by ``COLUMNS``) to ``path``; return an upgrade note or None."""
+    """Append rows (dicts keyed by ``COLUMNS``) to ``path``; return an upgrade note or None.
+
+    A key that is not a column is an error (ResultsError naming it), never dropped.
+    """
     path = Path(path)
+    rows = list(rows)
+    known = set(COLUMNS)
+    unknown = sorted({k for row in rows for k in row if k not in known})
+    if unknown:
+        raise ResultsError(f"not columns of the results CSV: {', '.join(unknown)}")
     path.parent.mkdir(parents=True, exist_ok=True)
     note = _prepare(path)
     payload = "".join(

@@ -9,12 +9,15 @@ the same CSV rows, with ``mode`` set to ``scale-strong`` or ``scale-weak``.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
-from .analysis import AmdahlFit, fit_amdahl, karp_flatt_trend
+from . import figures
+from .analysis import AmdahlFit
 from .benchmark import Bench, BenchSummary, Echo, prepare_dataset
 from .config import BenchConfig, default_workers
 from .errors import ConfigError
+from .figures import Sweep
 
 
 def default_workers_list() -> tuple[int, ...]:
@@ -47,27 +50,45 @@ class ScaleConfig:
 
 @dataclass(frozen=True)
 class ScaleSummary:
-    """Every point of the sweep and the Amdahl fit over it."""
+    """Every point of the sweep, and the sweeps (with their Amdahl fits) of its rows.
+
+    ``sweeps`` are computed from exactly the rows this sweep appended, by the
+    function the report uses, so ``scale`` and its report show the same fits.
+    """
 
     run_id: str
     points: list[BenchSummary]
-    fits: dict[str, AmdahlFit]  # one per executor and batch size, over the worker counts
+    sweeps: tuple[Sweep, ...]
     csv_path: str
-    warnings: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
         return all(p.ok for p in self.points)
 
-    def to_dict(self) -> dict:
-        from dataclasses import asdict
+    @property
+    def fits(self) -> dict[str, AmdahlFit]:
+        """One Amdahl fit per executor and batch size, over the worker counts."""
+        return {_short_label(s): s.fit for s in self.sweeps if s.fit is not None}
 
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return tuple(w for s in self.sweeps for w in (s.noise_warning, s.overhead_warning) if w)
+
+    def to_dict(self) -> dict:
         return {
             "run_id": self.run_id, "ok": self.ok, "report_csv": self.csv_path,
-            "amdahl": {label: asdict(fit) for label, fit in self.fits.items()},
+            "amdahl": {_short_label(s): {**asdict(s.fit), "sweep": s.config.label(skip=["workers"]),
+                                         "unclean_left_out": s.left_out,
+                                         "noisy_left_out": s.noisy_left_out,
+                                         "over_noisy_rounds": s.noisy}
+                       for s in self.sweeps if s.fit is not None},
             "warnings": list(self.warnings),
             "points": [p.to_dict() for p in self.points],
         }
+
+
+def _short_label(sweep: Sweep) -> str:
+    return f"{sweep.config.executor}, batch size {sweep.config.batch_size}"
 
 
 def run_scale(config: ScaleConfig, *, echo: Echo = print, progress: bool = False) -> ScaleSummary:
@@ -90,49 +111,17 @@ def run_scale(config: ScaleConfig, *, echo: Echo = print, progress: bool = False
         with Bench(replace(bench, run=run), echo=echo, progress=progress,
                    ceiling_workers=ceiling_workers) as pool:
             for size in config.batch_sizes:
+                point = replace(run, batch_size=size, performance_report=_point_file(
+                    run.performance_report, f"w{workers}-b{size}"))
                 points.append(pool.measure(
-                    images, run=replace(run, batch_size=size), run_id=run_id,
+                    images, run=point, run_id=run_id,
                     mode=config.mode, fetch_summary=fetch_summary,
                     label=f"workers {workers}, batch {size}: "))
-    fits, warnings = ({}, ()) if config.weak else _amdahl(points)
-    return ScaleSummary(run_id, points, fits, str(bench.report_csv), warnings)
+    rows = [row for point in points for row in point.rows]
+    return ScaleSummary(run_id, points, figures.sweeps(figures.from_rows(rows)),
+                        str(bench.report_csv))
 
 
-def _amdahl(points: list[BenchSummary]) -> tuple[dict[str, AmdahlFit], tuple[str, ...]]:
-    """One Amdahl fit per executor and batch size over the worker counts, and the warnings.
-
-    Each clean round's parallel time is taken in units of its own sequential time,
-    so that drift in the machine's speed between rounds cancels out. Noisy rounds
-    (other programs took cores) are left out, as their slowdown is no serial part;
-    a sweep without quiet rounds at two worker counts is fitted over every clean
-    round, and a warning says that its f measures the machine's load.
-    """
-    sweeps: dict[str, list[tuple[int, float, bool]]] = {}
-    for point in points:
-        for rnd in point.rounds:
-            for name, par in rnd.parallel.items():
-                if rnd.warmup or not rnd.clean(name):
-                    continue
-                sweeps.setdefault(f"{name}, batch size {par.batch_size}", []).append(
-                    (par.workers, par.wall_s / rnd.sequential.wall_s, rnd.noisy))
-    fits, warnings = {}, []
-    for label, rows in sweeps.items():
-        quiet = [r for r in rows if not r[2]]
-        left_out = len(rows) - len(quiet)
-        if len({p for p, _, _ in quiet}) >= 2:
-            rows = quiet
-            if left_out:
-                warnings.append(f"{label}: {left_out} noisy round{'s' if left_out > 1 else ''} "
-                                "(other programs took cores) left out of the Amdahl fit")
-        elif left_out:
-            warnings.append(f"{label}: no quiet rounds at two worker counts, so the Amdahl fit is "
-                            f"over {left_out} noisy rounds: its f measures other programs' load, "
-                            "not a serial fraction; rerun on a quiet machine")
-        ps, ts = [p for p, _, _ in rows], [t for _, t, _ in rows]
-        if len(set(ps)) >= 2:
-            fits[label] = fit_amdahl(ps, ts)
-        if len(set(ps)) >= 3:
-            trend = karp_flatt_trend(ps, [1 / t for t in ts])
-            if trend.growing:
-                warnings.append(f"{label}: {trend.message}")
-    return fits, tuple(warnings)
+def _point_file(path: Path | None, point: str) -> Path | None:
+    """One Dask performance report per point of the sweep: ``FILE-<point>.html``."""
+    return path.with_name(f"{path.stem}-{point}{path.suffix}") if path else None

@@ -149,7 +149,7 @@ class DaskExecutor(ExecutorBase):
 
     @contextlib.contextmanager
     def performance_report(self, path: Path) -> Iterator[None]:
-        """A context manager that writes Dask's performance report of what runs inside it."""
+        """Write Dask's performance report of what runs inside, from this executor's cluster."""
         from distributed import performance_report
 
         # The report finds its client as the current one; ParaBlur's is never the default.

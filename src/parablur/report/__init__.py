@@ -8,7 +8,7 @@ Renderers share one interface: a module with ``FILENAME`` and
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..analysis import AmdahlFit
@@ -44,6 +44,40 @@ class ReportResult:
     @property
     def skipped(self) -> tuple[Plot, ...]:
         return tuple(p for p in self.plots if p.path is None)
+
+    def to_dict(self) -> dict:
+        """What ``report --summary-json`` writes: the files, the fits, the groups, the warnings."""
+        best = self.data.primary_sweep
+        return {
+            "out_dir": str(self.out_dir),
+            "files": [str(p) for p in self.files],
+            "html": str(self.html),
+            "markdown": str(self.markdown),
+            "skipped_figures": {p.name: p.skipped for p in self.skipped},
+            "rows": len(self.data.runs),
+            "unclean_left_out": self.data.left_out,
+            "amdahl": ({**asdict(self.amdahl), "sweep": best.config.label(skip=["workers"])}
+                       if self.amdahl and best else None),
+            "fits": {label: asdict(fit) for label, fit in self.fits},
+            "groups": [
+                {
+                    "configuration": g.config.label(),
+                    "clean_trials": len(g.runs) + g.noisy_left_out,
+                    "unclean_left_out": g.left_out,
+                    "noisy_left_out": g.noisy_left_out,
+                    "over_noisy_rounds": g.noisy,
+                    "seq_s": g.seq_s.median if g.seq_s else None,
+                    "par_s": g.par_s.median if g.par_s else None,
+                    "par_throughput": g.median("par_throughput"),
+                    "speedup": g.speedup.median if g.speedup else None,
+                    "speedup_range": [g.speedup.minimum, g.speedup.maximum] if g.speedup else None,
+                    "efficiency": g.efficiency,
+                    "serial_fraction": g.karp_flatt,
+                }
+                for g in self.data.groups
+            ],
+            "warnings": list(self.warnings),
+        }
 
 
 def build_report(csv_paths: Sequence[Path], out_dir: Path) -> ReportResult:

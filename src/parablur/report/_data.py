@@ -1,302 +1,20 @@
-"""Saved results rows -> typed runs, configuration groups, fits and the tables every renderer shows.
+"""Saved results rows -> the tables every renderer shows.
 
-Reads nothing itself: ``build_report`` hands in the rows of ``results.read_rows``.
-Older CSVs lack columns; a missing value is None and whatever can be derived
-(speedup from the two times, efficiency from speedup and workers, Karp-Flatt,
-throughput) is derived.
+Reads nothing itself: ``build_report`` hands in the rows of ``results.read_rows``;
+the runs, groups and fits come from ``parablur.figures``, the same code that
+``bench`` and ``scale`` use for the figures they print.
 """
 
 from __future__ import annotations
 
-import math
-import statistics
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from .. import analysis as A
+from .. import figures as F
+from ..figures import MISSING, STAGES, Config, Group, Run, Sweep, WeakSweep, fmt, values
 
-STAGES = ("read_s", "decode_s", "blur_s", "encode_s", "write_s", "idle_s")
-ENV_FIELDS = (
-    "cpu_model",
-    "logical_cores",
-    "physical_cores",
-    "platform",
-    "python_version",
-    "opencv_version",
-    "dask_version",
-    "parablur_version",
-)
-MISSING = "–"
-
-
-def _float(value: str | None) -> float | None:
-    if value is None or not value.strip():
-        return None
-    try:
-        out = float(value)
-    except ValueError:
-        return None
-    return out if math.isfinite(out) else None
-
-
-def _int(value: str | None) -> int | None:
-    out = _float(value)
-    return None if out is None or out != int(out) else int(out)
-
-
-def fmt(value: object, digits: int = 3) -> str:
-    """A table cell: blanks as a dash, floats to ``digits`` significant decimals."""
-    if value is None or value == "":
-        return MISSING
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-@dataclass(frozen=True, order=True)
-class Config:
-    """What makes runs comparable: rows sharing all of these are trials of one configuration."""
-
-    mode: str
-    hostname: str
-    executor: str
-    num_images: int | None
-    width: int | None
-    height: int | None
-    blur_radius: float | None
-    passes: int | None
-    batch_size: int | None
-    workers: int | None
-
-    @staticmethod
-    def headers() -> tuple[str, ...]:
-        return tuple(f.name for f in fields(Config))
-
-    def cells(self) -> tuple[str, ...]:
-        return tuple(
-            fmt(getattr(self, f.name), 1) if f.name == "blur_radius" else fmt(getattr(self, f.name))
-            for f in fields(Config)
-        )
-
-    def label(self, *, skip: Iterable[str] = ()) -> str:
-        skip = set(skip)
-        parts = [self.executor, self.mode]
-        named = {
-            "workers": "p",
-            "batch_size": "batch",
-            "num_images": "n",
-            "blur_radius": "r",
-            "passes": "passes",
-        }
-        for name, short in named.items():
-            value = getattr(self, name)
-            if name not in skip and value is not None:
-                parts.append(
-                    f"{short}={value:g}" if isinstance(value, float) else f"{short}={value}"
-                )
-        if self.width and self.height and "size" not in skip:
-            parts.append(f"{self.width}x{self.height}")
-        if "hostname" not in skip:
-            parts.append(f"@{self.hostname}")
-        return " ".join(parts)
-
-    def sort_key(self) -> tuple:
-        return tuple(
-            (v is None, v if v is not None else 0)
-            for v in (getattr(self, f.name) for f in fields(Config))
-        )
-
-
-@dataclass(frozen=True)
-class Run:
-    """One row: one measured round of one parallel executor, with derived metrics filled in."""
-
-    source: str
-    index: int
-    timestamp: str
-    run_id: str
-    round: str
-    config: Config
-    seq_s: float | None
-    par_s: float | None
-    speedup: float | None
-    efficiency: float | None
-    karp_flatt: float | None
-    seq_throughput: float | None
-    par_throughput: float | None
-    ceiling: float | None
-    stages: tuple[tuple[str, float | None], ...]
-    env: tuple[tuple[str, str], ...]
-    cpu_freq_mhz: float | None
-    load_avg_1m: float | None
-
-    @property
-    def workers(self) -> int | None:
-        return self.config.workers
-
-    def stage(self, name: str) -> float | None:
-        return dict(self.stages).get(name)
-
-
-def to_run(row: Mapping[str, str], source: str, index: int) -> Run:
-    """Parse one CSV row, deriving what an older format left out."""
-    g = row.get
-    config = Config(
-        mode=(g("mode") or "").strip() or "bench",
-        hostname=(g("hostname") or "").strip() or "unknown",
-        executor=(g("executor") or "").strip() or "unknown",
-        num_images=_int(g("num_images")),
-        width=_int(g("width")),
-        height=_int(g("height")),
-        blur_radius=_float(g("blur_radius")),
-        passes=_int(g("passes")),
-        batch_size=_int(g("batch_size")),
-        workers=_int(g("workers")),
-    )
-    seq, par, p = _float(g("seq_s")), _float(g("par_s")), config.workers
-    s = _float(g("speedup"))
-    if s is None and seq is not None and par:
-        s = A.speedup(seq, par)
-    eff = _float(g("efficiency"))
-    if eff is None and s is not None and p and p >= 1:
-        eff = A.efficiency(s, p)
-    kf = A.karp_flatt(s, p) if s and p else None
-    n = config.num_images
-    seq_tp = _float(g("seq_throughput")) or (n / seq if n and seq else None)
-    par_tp = _float(g("par_throughput")) or (n / par if n and par else None)
-    return Run(
-        source=source,
-        index=index,
-        timestamp=g("timestamp") or "",
-        run_id=g("run_id") or "",
-        round=g("round") or "",
-        config=config,
-        seq_s=seq,
-        par_s=par,
-        speedup=s,
-        efficiency=eff,
-        karp_flatt=kf,
-        seq_throughput=seq_tp,
-        par_throughput=par_tp,
-        ceiling=_float(g("ceiling")),
-        stages=tuple((k, _float(g(k))) for k in STAGES),
-        env=tuple((k, (g(k) or "").strip()) for k in ENV_FIELDS),
-        cpu_freq_mhz=_float(g("cpu_freq_mhz")),
-        load_avg_1m=_float(g("load_avg_1m")),
-    )
-
-
-def _values(runs: Iterable[Run], attr: str) -> list[float]:
-    return [v for v in (getattr(r, attr) for r in runs) if v is not None]
-
-
-def _median(values: Sequence[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
-@dataclass(frozen=True)
-class Group:
-    """All trials of one configuration and their statistics."""
-
-    config: Config
-    runs: tuple[Run, ...]
-    speedup: A.GroupStats | None
-    seq_s: A.GroupStats | None
-    par_s: A.GroupStats | None
-
-    @property
-    def efficiency(self) -> float | None:
-        p = self.config.workers
-        return A.efficiency(self.speedup.median, p) if self.speedup and p else None
-
-    @property
-    def karp_flatt(self) -> float | None:
-        p = self.config.workers
-        return A.karp_flatt(self.speedup.median, p) if self.speedup and p else None
-
-    def median(self, attr: str) -> float | None:
-        return _median(_values(self.runs, attr))
-
-
-@dataclass(frozen=True)
-class Sweep:
-    """A strong-scaling sweep: one configuration but for the worker count, with its Amdahl fit.
-
-    The fit uses each round's parallel time rescaled by that round's own
-    sequential time (par_s * median(seq_s) / seq_s), which cancels the machine's
-    drift between rounds; raw par_s when a row lacks seq_s.
-    """
-
-    config: Config  # workers is None
-    runs: tuple[Run, ...]
-    points: tuple[A.ScalingPoint, ...]
-    fit: A.AmdahlFit | None
-    fit_note: str
-    trend: A.KarpFlattTrend
-    seq_median: float | None
-    ceiling: float | None
-    drift_corrected: bool
-
-
-@dataclass(frozen=True)
-class WeakSweep:
-    """A weak-scaling sweep (problem grown with p): measured scaled speedups and Gustafson's fit."""
-
-    config: Config  # workers and num_images are None
-    workers: tuple[int, ...]
-    scaled: tuple[float, ...]
-    basis: str
-    fit: A.GustafsonFit | None
-
-
-def _sweep(config: Config, runs: Sequence[Run]) -> Sweep | None:
-    usable = [r for r in runs if r.workers and r.par_s and r.par_s > 0]
-    if len({r.workers for r in usable}) < 2:
-        return None
-    seqs = [r.seq_s for r in usable if r.seq_s]
-    corrected = len(seqs) == len(usable)
-    ref = statistics.median(seqs) if seqs else None
-    times = [r.par_s * ref / r.seq_s if corrected else r.par_s for r in usable]
-    ps = [r.workers for r in usable]
-    fit, note = None, ""
-    try:
-        fit = A.fit_amdahl(ps, times)
-    except ValueError as exc:
-        note = str(exc)
-    with_s = [r for r in usable if r.speedup]
-    points = A.scaling_points([r.workers for r in with_s], [r.speedup for r in with_s])
-    trend = A.karp_flatt_trend([r.workers for r in with_s], [r.speedup for r in with_s])
-    return Sweep(
-        config,
-        tuple(usable),
-        points,
-        fit,
-        note,
-        trend,
-        ref,
-        _median(_values(usable, "ceiling")),
-        corrected,
-    )
-
-
-def _weak(config: Config, runs: Sequence[Run]) -> WeakSweep | None:
-    usable = [r for r in runs if r.workers and r.par_s]
-    one = [r.par_s for r in usable if r.workers == 1]
-    if one:
-        t1 = statistics.median(one)
-        pairs = [(r.workers, A.scaled_speedup(t1, r.par_s, r.workers)) for r in usable]
-        basis = "p x T1/Tp, T1 = median one-worker time"
-    else:
-        pairs = [(r.workers, r.speedup) for r in usable if r.speedup]
-        basis = "the rows' own speedup (seq_s of the scaled problem / par_s)"
-    if not pairs:
-        return None
-    ws, ss = zip(*sorted(pairs), strict=True)
-    try:
-        fit = A.fit_gustafson(ws, ss)
-    except ValueError:
-        fit = None
-    return WeakSweep(config, tuple(ws), tuple(ss), basis, fit)
+__all__ = ["STAGES", "Config", "ReportData", "Run", "Table", "analyse"]
 
 
 @dataclass(frozen=True)
@@ -343,11 +61,23 @@ class ReportData:
 
     @property
     def overhead_warnings(self) -> tuple[str, ...]:
-        return tuple(
-            f"{s.config.label(skip=['workers'])}: {s.trend.message}"
-            for s in self.sweeps
-            if s.trend.growing
-        )
+        return tuple(s.overhead_warning for s in self.sweeps if s.overhead_warning)
+
+    @property
+    def left_out(self) -> int:
+        """Unclean rounds (a failed image or a mismatch) kept out of every median and fit."""
+        return sum(1 for r in self.runs if not r.clean)
+
+    @property
+    def left_out_note(self) -> str:
+        n = self.left_out
+        loaded = sum(1 for r in self.runs if r.clean and r.noisy)
+        note = (f"{n} unclean round(s) (a failed image or a mismatch) left out of every median "
+                "and fit; the tables count them per group." if n else "Every round was clean.")
+        if loaded:
+            note += (f" {loaded} clean round(s) ran while other programs took cores the "
+                     "benchmark used: left out wherever a quiet round was measured.")
+        return note
 
     # -- tables -------------------------------------------------------------------------
 
@@ -372,6 +102,7 @@ class ReportData:
                     (f"{f.ceiling:.2f}x" if f.ceiling else "unbounded") if f else MISSING,
                     fmt(f.t1, 2) if f else MISSING,
                     fmt(f.rss, 3) if f else MISSING,
+                    str(s.left_out),
                     fmt(s.ceiling, 2),
                     "GROWING" if s.trend.growing else "no",
                 )
@@ -387,12 +118,14 @@ class ReportData:
                 "ceiling 1/f",
                 "T1 fit (s)",
                 "RSS (s²)",
+                "unclean rounds left out",
                 "hardware ceiling",
                 "Karp-Flatt growth",
             ),
             tuple(rows),
             "T(p) = T1·(f + (1−f)/p) fitted by least squares (a = T1·f ≥ 0, b = T1·(1−f) ≥ 0) "
-            "to each round's parallel time rescaled by that round's sequential time; "
+            "to each clean round's parallel time rescaled by that round's sequential time "
+            "(rounds with a failed image or a mismatch are left out); "
             f"CI: percentile bootstrap over the (p, T) points, {A.DEFAULT_RESAMPLES} seeded "
             "resamples.",
         )
@@ -468,8 +201,10 @@ class ReportData:
                 (
                     *g.config.cells(),
                     str(len(g.runs)),
-                    fmt(g.median("seq_s"), 2),
-                    fmt(g.median("par_s"), 2),
+                    str(g.left_out),
+                    str(g.noisy_left_out) + (" (figures over noisy rounds)" if g.noisy else ""),
+                    fmt(g.seq_s.median if g.seq_s else None, 2),
+                    fmt(g.par_s.median if g.par_s else None, 2),
                     fmt(s.median) if s else MISSING,
                     fmt(s.iqr) if s else MISSING,
                     fmt(s.minimum) if s else MISSING,
@@ -485,7 +220,9 @@ class ReportData:
             "Runs grouped by configuration",
             (
                 *Config.headers(),
-                "trials",
+                "trials used",
+                "unclean left out",
+                "loaded left out",
                 "seq s (median)",
                 "par s (median)",
                 "speedup median",
@@ -499,6 +236,10 @@ class ReportData:
                 "noise",
             ),
             tuple(rows),
+            "Every figure is over the clean trials run on a quiet machine; a round with a failed "
+            "image or a mismatch is counted under 'unclean left out', and one during which other "
+            "programs took cores the benchmark used (the CSV's noisy column) under 'loaded left "
+            "out' (when no clean round was quiet, the figures are the loaded rounds' and say so). "
             f"Noise rule: a group is NOISY when IQR/median > {A.NOISE_IQR_RATIO} or the 95% CI "
             f"of the median (percentile bootstrap) is wider than {A.NOISE_CI_RATIO} of the median.",
         )
@@ -565,7 +306,7 @@ class ReportData:
         rows = []
         for (source, run_id, host), runs in seen.items():
             env = dict(runs[0].env)
-            freq, load = _values(runs, "cpu_freq_mhz"), _values(runs, "load_avg_1m")
+            freq, load = values(runs, "cpu_freq_mhz"), values(runs, "load_avg_1m")
             rows.append(
                 (
                     source,
@@ -609,39 +350,10 @@ def analyse(
 ) -> ReportData:
     """Group, summarize and fit every run read from the given sources."""
     runs = tuple(
-        to_run(row, source, i)
+        run
         for source, rows in zip(sources, rows_per_source, strict=True)
-        for i, row in enumerate(rows)
+        for run in F.to_runs(rows, source)
     )
-    by_config: dict[Config, list[Run]] = {}
-    for r in runs:
-        by_config.setdefault(r.config, []).append(r)
-    groups = []
-    for config in sorted(by_config, key=Config.sort_key):
-        rs = by_config[config]
-        sp, seq, par = (_values(rs, a) for a in ("speedup", "seq_s", "par_s"))
-        groups.append(
-            Group(
-                config,
-                tuple(rs),
-                A.group_stats(sp) if sp else None,
-                A.group_stats(seq) if seq else None,
-                A.group_stats(par) if par else None,
-            )
-        )
-    by_sweep: dict[Config, list[Run]] = {}
-    by_weak: dict[Config, list[Run]] = {}
-    for r in runs:
-        if r.config.mode == "scale-weak":
-            by_weak.setdefault(replace(r.config, workers=None, num_images=None), []).append(r)
-        else:
-            by_sweep.setdefault(replace(r.config, workers=None), []).append(r)
-    sweeps = [_sweep(c, by_sweep[c]) for c in sorted(by_sweep, key=Config.sort_key)]
-    weak = [_weak(c, by_weak[c]) for c in sorted(by_weak, key=Config.sort_key)]
     return ReportData(
-        tuple(sources),
-        runs,
-        tuple(groups),
-        tuple(s for s in sweeps if s is not None),
-        tuple(w for w in weak if w is not None),
+        tuple(sources), runs, F.groups(runs), F.sweeps(runs), F.weak_sweeps(runs)
     )

@@ -65,7 +65,7 @@ def render(data: ReportData, plots: Sequence[Plot]) -> str:
         f"<style>{_CSS}</style></head><body>",
         "<h1>ParaBlur report</h1>",
         f"<p>{len(data.runs)} rows from {len(data.sources)} file(s): "
-        f"{e(', '.join(data.sources))}.</p>",
+        f"{e(', '.join(data.sources))}. {e(data.left_out_note)}</p>",
         _headline(data),
     ]
     warnings = [*data.overhead_warnings, *data.noise_warnings]

@@ -30,7 +30,7 @@ def render(data: ReportData, plots: Sequence[Plot]) -> str:
         "# ParaBlur report",
         "",
         f"{len(data.runs)} rows from {len(data.sources)} file(s): "
-        f"{_cell(', '.join(data.sources))}.",
+        f"{_cell(', '.join(data.sources))}. {data.left_out_note}",
         "",
     ]
     best = data.primary_sweep

@@ -17,7 +17,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .. import analysis as A
-from ._data import STAGES, Config, ReportData, Run
+from ..figures import STAGES, Config, Run
+from ._data import ReportData
 
 _SIZE = (7.0, 4.2)
 _DPI = 100
@@ -82,6 +83,9 @@ def seq_vs_par(data: ReportData) -> Figure | str:
             by_exec.setdefault(name, []).append((rounds[key], r.par_s))
     for executor, pts in sorted(by_exec.items()):
         ax.plot(*zip(*pts, strict=True), "o", ms=4, alpha=0.8, label=f"parallel: {executor}")
+    unclean = [(rounds[_round_key(r)], r.par_s) for r in runs if not r.clean and r.par_s]
+    if unclean:
+        ax.plot(*zip(*unclean, strict=True), "x", color="r", ms=7, label="unclean (left out)")
     ax.set_xlabel("round (in file order)")
     ax.set_ylabel("seconds")
     ax.set_ylim(bottom=0)
@@ -93,6 +97,8 @@ def seq_vs_par(data: ReportData) -> Figure | str:
 def throughput(data: ReportData) -> Figure | str:
     series: dict[str, list[float]] = {}
     for r in data.runs:
+        if not r.clean:
+            continue
         if r.seq_throughput:
             series.setdefault("sequential", []).append(r.seq_throughput)
         if r.par_throughput:
@@ -107,7 +113,7 @@ def throughput(data: ReportData) -> Figure | str:
     hi = [max(series[n]) - m for m, n in zip(med, names, strict=True)]
     ax.bar(names, med, yerr=[lo, hi], capsize=4, color=["0.5"] + ["C0"] * (len(names) - 1))
     ax.set_ylabel("images / s (median, bars: min–max)")
-    ax.set_title("Throughput per executor (all configurations)")
+    ax.set_title("Throughput per executor (all configurations, clean rounds)")
     return fig
 
 
