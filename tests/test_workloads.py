@@ -151,3 +151,35 @@ def test_bench_records_the_workload_and_its_parameters(tmp_path: Path, user_modu
     assert json.loads(row["workload_params"]) == {"workload": "mysteps.steps:sharpen",
                                                   "function": "mysteps.steps:sharpen",
                                                   "jpeg_quality": 92}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_bench_compares_engines_side_by_side_with_fast_accuracy(tmp_path: Path, capsys):
+    """Both engines on the same images and pools; per engine, Dask outputs identical to
+    sequential ones; fast's PSNR against exact measured on a sample in every round."""
+    from parablur.ingestion.generate import encode_jpeg, generate_image
+
+    data = tmp_path / "in"
+    data.mkdir()
+    for i in range(3):  # large enough for the fast engine's reduced JPEG decode (1/4)
+        (data / f"scene_{i}.jpg").write_bytes(encode_jpeg(generate_image(i, 1024, 1024, 0,
+                                                                         "scene")))
+    code = main(["bench", "--input-dir", str(data), "--output-dir", str(tmp_path / "out"),
+                 "--engines", "exact,fast", "--executors", "dask", "--workers", "2",
+                 "--batch-size", "1", "--trials", "1", "--warmup", "0", "--no-ceiling",
+                 "--no-report", "--no-dashboard", "--quiet", "--report-csv",
+                 str(tmp_path / "r.csv"), "--summary-json", str(tmp_path / "s.json")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    summary = json.loads((tmp_path / "s.json").read_text())["engines"]
+    assert set(summary) == {"exact", "fast"}
+    for engine in ("exact", "fast"):
+        assert summary[engine]["ok"] and summary[engine]["rounds"][0]["dask_identical"]
+    acc = summary["fast"]["accuracy_vs_exact"]
+    assert acc["images"] == 3 and acc["psnr_db"] >= 50 and acc["max_abs_diff"] <= 8
+    assert summary["exact"]["accuracy_vs_exact"] is None
+    rows = {r["engine"]: r for r in results.read_rows(tmp_path / "r.csv")}
+    assert set(rows) == {"exact", "fast"} and float(rows["fast"]["psnr_db"]) >= 50
+    assert rows["exact"]["psnr_db"] == ""
+    assert "engines side by side" in out and "fast / exact, dask images per second" in out

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -81,3 +82,42 @@ def compare(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> Accuracy:
     if count == 0:
         raise ValueError("no images to compare")
     return Accuracy(count, psnr_from_mse(total_sq / total_n, top), worst, largest)
+
+
+#: Images of each benchmark round whose fast outputs are held against exact ones.
+ACCURACY_SAMPLE = 4
+
+
+def sample_of(images: list, count: int = ACCURACY_SAMPLE) -> list:
+    """``count`` images spread evenly over ``images`` (all of them when there are fewer)."""
+    if len(images) <= count:
+        return list(images)
+    step = len(images) / count
+    return [images[int(i * step)] for i in range(count)]
+
+
+def engine_accuracy(paths: list, job) -> Accuracy | None:
+    """The blur of ``job`` (its engine, on the path its workers take: reduced decode included)
+    against the exact engine's blur of the same decoded inputs; None for a job that is not a
+    blur by another engine than exact.
+
+    It runs in this process, outside every timed run, on a small sample (``sample_of``).
+    """
+    from .engines.exact import gaussian_blur
+    from .imageinfo import read_size
+    from .workload import decode, decode_for
+    from .workloads import BlurWorkload
+
+    w = job.workload
+    if not isinstance(w, BlurWorkload) or w.engine == "exact":
+        return None
+
+    def pairs():
+        for path in paths:
+            data = Path(path).read_bytes()
+            suffix = Path(path).suffix
+            image, full = decode_for(job, data, suffix, read_size(data))
+            fast, _ = w(image, full)
+            yield fast, gaussian_blur(decode(data, suffix), w.sigma, w.passes)
+
+    return compare(pairs())

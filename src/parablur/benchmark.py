@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from . import figures, results
+from .accuracy import Accuracy, engine_accuracy, sample_of
 from .analysis import GroupStats, Spread, efficiency, karp_flatt, speedup
 from .ceiling import Ceiling, CeilingMeter, ceiling_shape
 from .config import BenchConfig, FetchConfig, RunConfig
@@ -55,6 +56,7 @@ class RoundResult:
     verification: dict[str, Verification]
     load: Load | None = None  # what other programs took while the round ran
     ceiling: Ceiling | None = None  # the hardware ceiling measured with this round
+    accuracy: Accuracy | None = None  # a non-exact engine against exact, on a sample
 
     def speedup(self, name: str) -> float:
         return speedup(self.sequential.wall_s, self.parallel[name].wall_s)
@@ -119,6 +121,16 @@ class BenchSummary:
     csv_path: str = ""
     csv_note: str | None = None
     rows: tuple[dict, ...] = ()  # the rows appended to the results CSV, as appended
+    engine: str = "exact"  # the blur engine of these rounds
+
+    @property
+    def accuracy(self) -> Accuracy | None:
+        """The engine's accuracy against exact over every measured round's sample (worst case)."""
+        acc = [r.accuracy for r in self.rounds if r.accuracy and not r.warmup]
+        if not acc:
+            return None
+        return Accuracy(sum(a.images for a in acc), min(a.psnr_db for a in acc),
+                        min(a.worst_psnr_db for a in acc), max(a.max_abs_diff for a in acc))
 
     @property
     def failures(self) -> list[dict]:
@@ -149,6 +161,8 @@ class BenchSummary:
             "fetch": self.fetch,
             "ceiling": asdict(self.ceiling) if self.ceiling else None,
             "noisy_load_cores": NOISY_LOAD_CORES,
+            "engine": self.engine,
+            "accuracy_vs_exact": asdict(self.accuracy) if self.accuracy else None,
             "executors": {k: asdict(v) for k, v in self.stats.items()},
             "rounds": [
                 {
@@ -161,6 +175,7 @@ class BenchSummary:
                     "ceiling": r.ceiling.median if r.ceiling else None,
                     **{f"{n}_vs_ceiling": r.vs_ceiling(n) for n in r.parallel},
                     "noisy": r.noisy,
+                    "accuracy_vs_exact": asdict(r.accuracy) if r.accuracy else None,
                     "load": asdict(r.load) if r.load else None,
                 }
                 for r in self.rounds
@@ -254,6 +269,8 @@ def csv_row(rnd: RoundResult, name: str, run: RunConfig, size: tuple[int, int] |
         "noisy": rnd.noisy if rnd.load else None,
         "workload": run.workload, "engine": run.engine,
         "workload_params": json.dumps(Job.for_run(run).describe(), sort_keys=True),
+        "psnr_db": rnd.accuracy.psnr_db if rnd.accuracy else None,
+        "max_abs_diff": rnd.accuracy.max_abs_diff if rnd.accuracy else None,
     }
 
 
@@ -265,6 +282,9 @@ def format_round(rnd: RoundResult) -> str:
         if run.failed or rnd.sequential.failed:
             mark += f", {run.failed + rnd.sequential.failed} failed"
         parts.append(f"{name} {run.wall_s:7.2f} s  x{rnd.speedup(name):.2f} ({mark})")
+    if rnd.accuracy:
+        parts.append(f"vs exact {rnd.accuracy.psnr_db:.1f} dB, max diff "
+                     f"{rnd.accuracy.max_abs_diff:g}")
     if rnd.ceiling:
         parts.append(f"ceiling x{rnd.ceiling.median:.2f}")
     if rnd.load:
@@ -345,45 +365,71 @@ class Bench:
 
     def measure(self, images: list[Path], *, run: RunConfig, run_id: str, mode: str,
                 fetch_summary: dict, label: str = "") -> BenchSummary:
-        """The warm-up and measured rounds of one configuration, each measured round's
-        rows appended to the results CSV as soon as it ends.
+        """The warm-up and measured rounds of one configuration (see ``measure_variants``)."""
+        (summary,) = self.measure_variants(images, runs=[run], run_id=run_id, mode=mode,
+                                           fetch_summary=fetch_summary, labels=[label])
+        return summary
+
+    def measure_variants(self, images: list[Path], *, runs: Sequence[RunConfig], run_id: str,
+                         mode: str, fetch_summary: dict, labels: Sequence[str] = ()
+                         ) -> list[BenchSummary]:
+        """The warm-up and measured rounds of each configuration of ``runs`` (for example one
+        per blur engine), interleaved round by round in a rotating order so that drift in the
+        machine's speed favours none; each measured round's rows are appended to the
+        results CSV as soon as it ends.
 
         Every measured round records the outside load over its ceiling measurement, its
-        runs and their verification. Dask's performance report
+        runs and their verification, and, for a blur by a non-exact engine, its accuracy
+        against the exact engine on a sample of the images. Dask's performance report
         (``run.performance_report``) covers every measured round.
         """
         config = self.config
         size = dataset_size(images)
         checksum = fetch_summary.get("dataset_checksum")
-        rounds: list[RoundResult] = []
-        rows: list[dict] = []
-        note = None
+        labels = list(labels) or [""] * len(runs)
+        rounds: list[list[RoundResult]] = [[] for _ in runs]
+        rows: list[list[dict]] = [[] for _ in runs]
+        notes: list[str | None] = [None] * len(runs)
+        sample = sample_of(images)
 
-        def one(i: int, warm: bool) -> RoundResult:
+        def one(v: int, i: int, warm: bool) -> RoundResult:
+            run = runs[v]
             meter = None if warm else self._ceiling_meter(images[0], run.blur.sigma)
             busy = max([ex.workers for ex in self.parallel.values()]
                        + [meter.workers if meter else 1])
             with LoadSampler(busy, own=self._own) as sampler:
                 ceiling = meter.measure(ROUND_CEILING_ALTERNATIONS) if meter else None
                 rnd = self.one_round(i - config.warmup + 1, warm, images, bool(i % 2), run=run)
-            rnd = replace(rnd, load=sampler.load, ceiling=ceiling)
-            rounds.append(rnd)
-            self.echo(label + format_round(rnd))
+            accuracy = None if warm else engine_accuracy(sample, Job.for_run(run))
+            rnd = replace(rnd, load=sampler.load, ceiling=ceiling, accuracy=accuracy)
+            rounds[v].append(rnd)
+            self.echo(labels[v] + format_round(rnd))
             return rnd
 
+        def order(i: int) -> list[int]:
+            k = i % len(runs)
+            return [*range(k, len(runs)), *range(k)]
+
         for i in range(config.warmup):
-            one(i, True)
-        with performance_report(self.parallel, run.performance_report):
+            for v in order(i):
+                one(v, i, True)
+        with performance_report(self.parallel, runs[0].performance_report):
             for i in range(config.warmup, config.warmup + config.trials):
-                rnd = one(i, False)
-                env = snapshot()
-                new = [csv_row(rnd, n, run, size, env, run_id, mode, rnd.ceiling, checksum)
-                       for n in rnd.parallel]
-                note = results.append_rows(config.report_csv, new) or note
-                rows += new
-        stats = {name: summarize(name, rounds, rows) for name in self.parallel}
-        return BenchSummary(run_id, len(images), rounds, stats, run_ceiling(rounds),
-                            fetch_summary, str(config.report_csv), note, tuple(rows))
+                for v in order(i):
+                    rnd = one(v, i, False)
+                    env = snapshot()
+                    new = [csv_row(rnd, n, runs[v], size, env, run_id, mode, rnd.ceiling,
+                                   checksum) for n in rnd.parallel]
+                    notes[v] = results.append_rows(config.report_csv, new) or notes[v]
+                    rows[v] += new
+        out = []
+        for v in range(len(runs)):
+            stats = {name: summarize(name, rounds[v], rows[v]) for name in self.parallel}
+            out.append(BenchSummary(run_id, len(images), rounds[v], stats,
+                                    run_ceiling(rounds[v]), fetch_summary,
+                                    str(config.report_csv), notes[v], tuple(rows[v]),
+                                    engine=runs[v].engine))
+        return out
 
 
 def run_ceiling(rounds: Sequence[RoundResult]) -> Ceiling | None:
@@ -443,6 +489,18 @@ def run_benchmark(config: BenchConfig, *, echo: Echo = print, progress: bool = F
                   mode: str = "bench", run_id: str | None = None,
                   fetch_summary: dict | None = None) -> BenchSummary:
     """Fetch the dataset if needed, then run warm-up and measured rounds; append CSV rows."""
+    if config.engines:
+        config = replace(config, run=replace(config.run, engine=config.engines[0]), engines=())
+    (summary,) = compare_engines(config, echo=echo, progress=progress, mode=mode, run_id=run_id,
+                                 fetch_summary=fetch_summary)
+    return summary
+
+
+def compare_engines(config: BenchConfig, *, echo: Echo = print, progress: bool = False,
+                    mode: str = "bench", run_id: str | None = None,
+                    fetch_summary: dict | None = None) -> list[BenchSummary]:
+    """The benchmark of each of ``config.engines`` (or of ``config.run.engine`` alone) on the
+    same dataset and pools, their rounds interleaved; one summary per engine."""
     if fetch_summary is None:
         images, fetch_summary = prepare_dataset(config.fetch, echo=echo, progress=progress)
     else:
@@ -452,9 +510,40 @@ def run_benchmark(config: BenchConfig, *, echo: Echo = print, progress: bool = F
         if not images:
             raise DatasetError(f"no images found in {config.fetch.input_dir}")
     config = replace(config, run=replace(config.run, input_dir=config.fetch.input_dir))
+    engines = config.engines or (config.run.engine,)
+    runs = [replace(config.run, engine=e) for e in engines]
+    labels = [f"{e:>5}: " if len(engines) > 1 else "" for e in engines]
     with Bench(config, echo=echo, progress=progress) as bench:
-        return bench.measure(images, run=config.run, run_id=run_id or uuid.uuid4().hex[:12],
-                             mode=mode, fetch_summary=fetch_summary)
+        return bench.measure_variants(images, runs=runs, run_id=run_id or uuid.uuid4().hex[:12],
+                                      mode=mode, fetch_summary=fetch_summary, labels=labels)
+
+
+def format_engines(summaries: Sequence[BenchSummary]) -> str:
+    """The engines side by side: throughput, speedup, share of the ceiling, accuracy."""
+    lines = ["engines side by side (clean, quiet rounds; same images, pools and rounds):",
+             f"  {'engine':<7} {'executor':<12} {'seq img/s':>9} {'par img/s':>9} "
+             f"{'speedup':>8} {'vs ceiling':>10} {'vs exact':>20}"]
+    base = {}
+    for summary in summaries:
+        acc = summary.accuracy
+        vs_exact = (f"{acc.psnr_db:.1f} dB, max {acc.max_abs_diff:g}" if acc
+                    else "exact" if summary.engine == "exact" else "n/a")
+        for st in summary.stats.values():
+            def num(v, f):
+                return format(v, f) if v is not None else "n/a"
+            lines.append(f"  {summary.engine:<7} {st.executor:<12} "
+                         f"{num(st.sequential_throughput, '9.2f')} "
+                         f"{num(st.parallel_throughput, '9.2f')} "
+                         f"{num(st.speedup, '7.2f')}x "
+                         f"{num(st.ceiling_efficiency and st.ceiling_efficiency * 100, '9.1f')}% "
+                         f"{vs_exact:>20}")
+            base.setdefault(st.executor, {})[summary.engine] = st.parallel_throughput
+    for executor, by_engine in base.items():
+        exact = by_engine.get("exact")
+        for engine, tp in by_engine.items():
+            if engine != "exact" and exact and tp:
+                lines.append(f"  {engine} / exact, {executor} images per second: {tp / exact:.2f}x")
+    return "\n".join(lines)
 
 
 def _noise_lines(summary: BenchSummary) -> list[str]:

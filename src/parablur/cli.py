@@ -188,6 +188,10 @@ def _add_bench_flags(bench: argparse.ArgumentParser, *, sweep: bool = False) -> 
     g.add_argument("--trials", type=int, default=3, help="measured rounds (default: 3)")
     g.add_argument("--report-csv", type=Path, default=Path("benchmark_results.csv"),
                    help="CSV the measured rounds are appended to (default: %(default)s)")
+    if not sweep:
+        g.add_argument("--engines", type=_csv_list, default=(),
+                       help=f"blur engines to compare in one benchmark, round by round, among "
+                            f"{','.join(ENGINES)} (e.g. exact,fast; default: --engine alone)")
     g.add_argument("--no-ceiling", action="store_true",
                    help="skip the hardware ceiling (N processes against one, blurring "
                         "in-memory images; measured by default)")
@@ -264,6 +268,7 @@ def _bench_config(a: argparse.Namespace) -> BenchConfig:
         fetch=_fetch_config(a), run=_run_config(a, a.executors[0] if a.executors else "dask"),
         executors=tuple(a.executors), warmup=a.warmup, trials=a.trials,
         report_csv=a.report_csv, measure_ceiling=not getattr(a, "no_ceiling", True),
+        engines=tuple(getattr(a, "engines", ())),
     )
 
 
@@ -278,17 +283,26 @@ def _write_report(a: argparse.Namespace) -> None:
 
 
 def _cmd_bench(a: argparse.Namespace) -> int:
-    from .benchmark import format_summary, run_benchmark
+    from .benchmark import compare_engines, format_engines, format_summary
 
-    summary = run_benchmark(_bench_config(a), progress=not a.quiet)
-    print(format_summary(summary))
-    for f in summary.failures:
-        print(f"  failed: [{f['executor']}] {f['image']}: {f['reason']}")
-    for m in summary.mismatches[:20]:
-        print(f"  mismatch: round {m['round']} [{m['executor']}] {m['image']}: {m['reason']}")
-    _write_json(a.summary_json, summary.to_dict())
+    config = _bench_config(a)
+    summaries = compare_engines(config, progress=not a.quiet)
+    several = len(summaries) > 1
+    for summary in summaries:
+        if several:
+            print(f"== engine {summary.engine}")
+        print(format_summary(summary))
+        for f in summary.failures:
+            print(f"  failed: [{f['executor']}] {f['image']}: {f['reason']}")
+        for m in summary.mismatches[:20]:
+            print(f"  mismatch: round {m['round']} [{m['executor']}] {m['image']}: {m['reason']}")
+    if several:
+        print(format_engines(summaries))
+        _write_json(a.summary_json, {"engines": {s.engine: s.to_dict() for s in summaries}})
+    else:
+        _write_json(a.summary_json, summaries[0].to_dict())
     _write_report(a)
-    return 0 if summary.ok else 1
+    return 0 if all(s.ok for s in summaries) else 1
 
 
 def _cmd_scale(a: argparse.Namespace) -> int:

@@ -244,9 +244,16 @@ class BenchConfig:
     trials: int = 3
     report_csv: Path = Path("benchmark_results.csv")
     measure_ceiling: bool = True
+    # Blur engines compared in one benchmark, round by round (empty: ``run.engine`` alone).
+    engines: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "report_csv", Path(self.report_csv))
+        object.__setattr__(self, "engines", tuple(dict.fromkeys(self.engines)))
+        for name in self.engines:
+            _require(name in ENGINES, f"engines must be among {', '.join(ENGINES)}, got {name!r}")
+        _require(not self.engines or self.run.workload == "blur",
+                 "engines compares blur engines: it needs --workload blur")
         _require_apart(self.fetch.input_dir, self.run.output_dir)
         _require(self.warmup >= 0, f"warmup must be >= 0, got {self.warmup}")
         _require(self.trials >= 1, f"trials must be >= 1, got {self.trials}")

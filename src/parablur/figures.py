@@ -68,6 +68,10 @@ def fmt(value: object, digits: int = 3) -> str:
     return str(value)
 
 
+# Kept apart in the grouping, too long for a table cell.
+_UNSHOWN = frozenset({"workload_params"})
+
+
 @dataclass(frozen=True, order=True)
 class Config:
     """What makes runs comparable: rows sharing all of these are trials of one configuration.
@@ -91,15 +95,18 @@ class Config:
     include_startup: bool | None = None
     cluster: str | None = None
     overlap_io: bool | None = None
+    workload: str | None = None
+    engine: str | None = None
+    workload_params: str | None = None  # JSON, as the CSV records it
 
     @staticmethod
     def headers() -> tuple[str, ...]:
-        return tuple(f.name for f in fields(Config))
+        return tuple(f.name for f in fields(Config) if f.name not in _UNSHOWN)
 
     def cells(self) -> tuple[str, ...]:
         return tuple(
             fmt(getattr(self, f.name), 1) if f.name == "blur_radius" else fmt(getattr(self, f.name))
-            for f in fields(Config)
+            for f in fields(Config) if f.name not in _UNSHOWN
         )
 
     def label(self, *, skip: Iterable[str] = ()) -> str:
@@ -129,6 +136,10 @@ class Config:
             parts.append("+startup")
         if self.overlap_io:
             parts.append("overlap-io")
+        if self.workload not in (None, "blur"):
+            parts.append(f"workload={self.workload}")
+        if self.engine not in (None, "exact"):
+            parts.append(f"engine={self.engine}")
         if self.cluster not in (None, "local"):
             parts.append(f"cluster={self.cluster}")
         if "hostname" not in skip:
@@ -172,6 +183,8 @@ class Run:
     load_avg_1m: float | None
     clean: bool = True
     noisy: bool = False
+    psnr_db: float | None = None  # a non-exact engine against exact, on the round's sample
+    max_abs_diff: float | None = None
 
     @property
     def workers(self) -> int | None:
@@ -198,7 +211,8 @@ def _is_clean(row: Mapping[str, str]) -> bool:
 _CONFIG_COLUMNS = {
     "num_images": _int, "width": _int, "height": _int, "blur_radius": _float, "passes": _int,
     "batch_size": _int, "workers": _int, "threads_per_worker": _int, "transfer": _text,
-    "include_startup": _bool, "cluster": _text, "overlap_io": _bool,
+    "include_startup": _bool, "cluster": _text, "overlap_io": _bool, "workload": _text,
+    "engine": _text, "workload_params": _text,
 }
 
 
@@ -243,6 +257,8 @@ def to_run(row: Mapping[str, str], source: str, index: int) -> Run:
         load_avg_1m=_float(g("load_avg_1m")),
         clean=_is_clean(row),
         noisy=bool(_bool(row.get("noisy"))),
+        psnr_db=_float(g("psnr_db")),
+        max_abs_diff=_float(g("max_abs_diff")),
     )
 
 

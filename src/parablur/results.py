@@ -80,6 +80,8 @@ COLUMNS: tuple[str, ...] = (
     "workload",  # blur | faces | MODULE:FUNCTION
     "engine",  # exact | fast
     "workload_params",  # JSON: the parameters the outputs depend on
+    "psnr_db",  # a non-exact engine's blur against the exact one on a sample (pooled PSNR)
+    "max_abs_diff",  # ... and the largest difference there
 )
 
 

@@ -27,6 +27,15 @@ class Table:
     note: str = ""
 
 
+def _accuracy(runs: Sequence[Run]) -> str:
+    """The worst round's PSNR and the largest difference of a non-exact engine against exact."""
+    psnr = [r.psnr_db for r in runs if r.psnr_db is not None]
+    if not psnr:
+        return MISSING
+    diff = max((r.max_abs_diff for r in runs if r.max_abs_diff is not None), default=None)
+    return f"{min(psnr):.1f} dB" + (f", max {diff:g}" if diff is not None else "")
+
+
 @dataclass(frozen=True)
 class ReportData:
     """Everything the renderers show, computed once from the runs."""
@@ -213,6 +222,7 @@ class ReportData:
                     fmt(g.efficiency),
                     fmt(g.karp_flatt),
                     fmt(g.median("par_throughput"), 2),
+                    _accuracy(g.runs),
                     ("NOISY" if s.noisy else "ok") if s else MISSING,
                 )
             )
@@ -233,6 +243,7 @@ class ReportData:
                 "efficiency",
                 "Karp-Flatt",
                 "par img/s",
+                "vs exact engine",
                 "noise",
             ),
             tuple(rows),
