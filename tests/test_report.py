@@ -207,3 +207,35 @@ def test_older_rows_without_a_clean_column_are_judged_by_identical_and_failed(
                         "t,2,10,5,true,0\nt,2,10,1,false,0\nt,2,10,2,true,4\nt,2,10,4,,\n")
     (group,) = build_report([csv_path], tmp_path / "out").data.groups
     assert group.left_out == 2 and group.speedup.median == pytest.approx((2.0 + 2.5) / 2)
+
+
+def test_the_task_timeline_shows_where_each_workers_time_went(tmp_path):
+    """Idle gaps, the tail and stragglers, from task start and end times, for every leg."""
+    from parablur import results
+    from parablur.figures import latest_timelines
+    from parablur.report import build_report
+
+    csv = tmp_path / "r.csv"
+    results.append_rows(csv, [{"run_id": "r1", "round": 1, "executor": "dask", "seq_s": 2.0,
+                               "par_s": 1.2, "workers": 2, "clean": True}])
+    tasks = [  # worker a: two tasks with a 0.1 s gap; worker b: one task, then idle (the tail)
+        ("dask", "h:1", 0.0, 0.5), ("dask", "h:1", 0.6, 1.2), ("dask", "h:2", 0.0, 0.4),
+        ("sequential", "h:0", 0.0, 1.0), ("sequential", "h:0", 1.0, 2.0),
+    ]
+    results.append_tasks(csv, [{"run_id": "r1", "round": 1, "executor": e, "workload": "blur",
+                                "engine": "exact", "batch_size": 4, "workers": 2, "worker": w,
+                                "start_s": s + 100, "end_s": t + 100, "images": 4}
+                               for e, w, s, t in tasks])
+    rows = results.read_rows(results.tasks_path(csv))
+    dask, seq = latest_timelines(rows)
+    assert (dask.executor, seq.executor) == ("dask", "sequential")
+    assert dask.wall_s == pytest.approx(1.2) and len(dask.lanes) == 2
+    assert dask.gaps_s == pytest.approx(0.1) and dask.tail_s == pytest.approx(0.8)
+    assert dask.busy == pytest.approx((0.5 + 0.6 + 0.4) / (2 * 1.2))
+    assert dask.straggler == pytest.approx(0.6 / 0.5)
+    assert seq.busy == pytest.approx(1.0) and seq.gaps_s == 0 and seq.tail_s == 0
+    report = build_report([csv], tmp_path / "rep")
+    assert (tmp_path / "rep" / "worker_timeline.png").is_file()
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert "Where each worker&#x27;s time went" in html or "Where each worker's time went" in html
+    assert any(p.name == "worker_timeline" and p.path for p in report.plots)

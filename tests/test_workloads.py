@@ -183,3 +183,7 @@ def test_bench_compares_engines_side_by_side_with_fast_accuracy(tmp_path: Path, 
     assert set(rows) == {"exact", "fast"} and float(rows["fast"]["psnr_db"]) >= 50
     assert rows["exact"]["psnr_db"] == ""
     assert "engines side by side" in out and "fast / exact, dask images per second" in out
+    tasks = results.read_rows(results.tasks_path(tmp_path / "r.csv"))
+    assert {(t["executor"], t["engine"]) for t in tasks} == {
+        (e, g) for e in ("sequential", "dask") for g in ("exact", "fast")}
+    assert sum(int(t["images"]) for t in tasks if t["executor"] == "dask") == 2 * 3

@@ -274,6 +274,15 @@ def csv_row(rnd: RoundResult, name: str, run: RunConfig, size: tuple[int, int] |
     }
 
 
+def task_rows(rnd: RoundResult, run: RunConfig, run_id: str) -> list[dict]:
+    """Every task of every leg of ``rnd`` (the sequential one too), for the timeline file."""
+    legs = {"sequential": rnd.sequential, **rnd.parallel}
+    return [{"run_id": run_id, "round": rnd.index, "executor": name, "workload": run.workload,
+             "engine": run.engine, "batch_size": leg.batch_size, "workers": leg.workers,
+             "worker": worker, "start_s": start, "end_s": end, "images": images}
+            for name, leg in legs.items() for worker, start, end, images in leg.tasks]
+
+
 def format_round(rnd: RoundResult) -> str:
     label = "warm-up" if rnd.warmup else f"round {rnd.index}"
     parts = [f"{label:>9}: sequential {rnd.sequential.wall_s:7.2f} s"]
@@ -421,6 +430,7 @@ class Bench:
                     new = [csv_row(rnd, n, runs[v], size, env, run_id, mode, rnd.ceiling,
                                    checksum) for n in rnd.parallel]
                     notes[v] = results.append_rows(config.report_csv, new) or notes[v]
+                    results.append_tasks(config.report_csv, task_rows(rnd, runs[v], run_id))
                     rows[v] += new
         out = []
         for v in range(len(runs)):
@@ -531,11 +541,14 @@ def format_engines(summaries: Sequence[BenchSummary]) -> str:
         for st in summary.stats.values():
             def num(v, f):
                 return format(v, f) if v is not None else "n/a"
+
+            def pct(v):
+                return f"{v * 100:.1f}%" if v is not None else "n/a"
             lines.append(f"  {summary.engine:<7} {st.executor:<12} "
                          f"{num(st.sequential_throughput, '9.2f')} "
                          f"{num(st.parallel_throughput, '9.2f')} "
                          f"{num(st.speedup, '7.2f')}x "
-                         f"{num(st.ceiling_efficiency and st.ceiling_efficiency * 100, '9.1f')}% "
+                         f"{pct(st.ceiling_efficiency):>10} "
                          f"{vs_exact:>20}")
             base.setdefault(st.executor, {})[summary.engine] = st.parallel_throughput
     for executor, by_engine in base.items():

@@ -488,3 +488,84 @@ def weak_sweeps(runs: Iterable[Run]) -> tuple[WeakSweep, ...]:
     weak = (r for r in runs if r.config.mode == "scale-weak")
     found = (_weak(c, rs) for c, rs in _by(weak, _weak_key).items())
     return tuple(w for w in found if w is not None)
+
+
+# -- where each worker's time went: the task timeline ----------------------------------
+
+
+@dataclass(frozen=True)
+class Lane:
+    """One worker's tasks in one leg of a round: (start s, end s, images) after the leg began."""
+
+    worker: str
+    tasks: tuple[tuple[float, float, int], ...]
+
+
+@dataclass(frozen=True)
+class LegTimeline:
+    """One leg of a round (an executor on the round's images), task by task, worker by worker.
+
+    ``busy`` is the share of the workers' time inside a task; ``gaps_s`` the worker-seconds
+    idle between two tasks of one worker (scheduling, waiting for the next batch);
+    ``tail_s`` the worker-seconds after a worker's last task until the leg's last one ended
+    (the tail: too few batches left to keep everyone busy); ``straggler`` the longest task
+    over the median one.
+    """
+
+    executor: str
+    run_id: str
+    round: str
+    batch_size: int | None
+    lanes: tuple[Lane, ...]
+    wall_s: float
+    busy: float
+    gaps_s: float
+    tail_s: float
+    straggler: float | None
+    engine: str = ""
+    workload: str = ""
+
+
+def timeline(rows: Sequence[Mapping[str, str]], executor: str, run_id: str, round_: str
+             ) -> LegTimeline | None:
+    """The timeline of one leg from the task rows (``results.TASK_COLUMNS``), or None."""
+    mine = [r for r in rows if r.get("executor") == executor and r.get("run_id") == run_id
+            and r.get("round") == round_]
+    spans = [(r.get("worker") or "?", _float(r.get("start_s")), _float(r.get("end_s")),
+              _int(r.get("images")) or 0) for r in mine]
+    spans = [(w, s, e, n) for w, s, e, n in spans if s is not None and e is not None and e >= s]
+    if not spans:
+        return None
+    t0 = min(s for _, s, _, _ in spans)
+    lanes: dict[str, list[tuple[float, float, int]]] = {}
+    for w, s, e, n in spans:
+        lanes.setdefault(w, []).append((s - t0, e - t0, n))
+    wall = max(e for t in lanes.values() for _, e, _ in t)
+    gaps = tail = busy = 0.0
+    for tasks in lanes.values():
+        tasks.sort()
+        busy += sum(e - s for s, e, _ in tasks)
+        gaps += sum(max(b[0] - a[1], 0.0) for a, b in zip(tasks, tasks[1:], strict=False))
+        tail += wall - tasks[-1][1]
+    durations = [e - s for t in lanes.values() for s, e, _ in t]
+    med = statistics.median(durations)
+    return LegTimeline(
+        executor, run_id, round_, _int(mine[0].get("batch_size")),
+        tuple(Lane(w, tuple(t)) for w, t in sorted(lanes.items())), wall,
+        busy / (wall * len(lanes)) if wall > 0 else 0.0, gaps, tail,
+        max(durations) / med if med > 0 else None)
+
+
+def latest_timelines(rows: Sequence[Mapping[str, str]]) -> tuple[LegTimeline, ...]:
+    """Every leg of the last measured round of the last run in the task rows (of the last
+    configuration measured in it: the engine and workload of the last row)."""
+    if not rows:
+        return ()
+    last = rows[-1]
+    key = ("run_id", "round", "engine", "workload")
+    mine = [r for r in rows if all(r.get(k) == last.get(k) for k in key)]
+    legs = dict.fromkeys(r.get("executor") or "" for r in mine)
+    found = (timeline(mine, leg, last.get("run_id") or "", last.get("round") or "")
+             for leg in legs)
+    return tuple(replace(t, engine=last.get("engine") or "", workload=last.get("workload") or "")
+                 for t in found if t is not None)

@@ -42,6 +42,9 @@ class RunSummary:
     output_dir: str = ""
     skipped: int = 0  # outputs already up to date (resume); counted in ``images``
     dashboard: str | None = None  # the Dask dashboard of the run, when there was one
+    # Every task: (worker, start s, end s, images), seconds after the run began (the client's
+    # wall clock against the workers': one machine, or hosts whose clocks agree).
+    tasks: tuple[tuple[str, float, float, int], ...] = ()
 
     @property
     def idle_s(self) -> float:
@@ -55,6 +58,7 @@ class RunSummary:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["failures"] = list(self.failures)
+        data["tasks"] = len(self.tasks)
         data["idle_s"] = self.idle_s
         data["throughput"] = self.throughput
         return data
@@ -168,11 +172,15 @@ def run_tasks(
     peak: dict[str, float] = {}
     bar = tqdm(total=len(tasks), desc=f"{executor.name:>12}", unit="img", leave=False,
                disable=not progress or None, dynamic_ncols=True)
-    t0 = time.perf_counter()
+    t0, epoch = time.perf_counter(), time.time()
+    spans: list[tuple[str, float, float, int]] = []
     with bar:
         result: BatchResult
         for result in executor.map(_batches(tasks, batch_size, ship), job):
             task_s += result.task_s
+            if result.started:
+                spans.append((result.worker, result.started - epoch, result.ended - epoch,
+                               len(result.images)))
             if result.worker:
                 peak[result.worker] = max(peak.get(result.worker, 0.0), result.peak_rss_mb)
             for img in result.images:
@@ -202,7 +210,7 @@ def run_tasks(
         failures=tuple(sorted(failures, key=lambda f: f["image"])), wall_s=wall,
         startup_s=executor.startup_s, task_s=task_s, stages=stages,
         peak_worker_rss_mb=max(peak.values(), default=0.0), output_dir=str(out_dir),
-        dashboard=executor.dashboard_link,
+        dashboard=executor.dashboard_link, tasks=tuple(spans),
     )
 
 

@@ -177,3 +177,52 @@ def append_rows(path: Path, rows: Iterable[Mapping[str, object]]) -> str | None:
     finally:
         os.close(fd)
     return note
+
+
+# -- the task timeline beside the results CSV ----------------------------------------
+
+#: Columns of ``<results>-tasks.csv``: every task of every measured round, for the report's
+#: timeline of where each worker's time went (idle gaps, stragglers, the tail).
+TASK_COLUMNS: tuple[str, ...] = (
+    "run_id",
+    "round",
+    "executor",  # the leg: sequential, dask, processes, ...
+    "workload",
+    "engine",
+    "batch_size",
+    "workers",
+    "worker",  # host:pid of the process (or thread pool) that ran the task
+    "start_s",  # seconds after the leg started (the client's clock)
+    "end_s",
+    "images",
+)
+
+
+def tasks_path(results_csv: Path) -> Path:
+    """Where the task timeline of ``results_csv`` is kept: ``NAME-tasks.csv`` beside it."""
+    results_csv = Path(results_csv)
+    return results_csv.with_name(f"{results_csv.stem}-tasks.csv")
+
+
+def append_tasks(results_csv: Path, rows: Iterable[Mapping[str, object]]) -> None:
+    """Append task rows (dicts keyed by ``TASK_COLUMNS``) to the timeline of ``results_csv``."""
+    path = tasks_path(results_csv)
+    rows = list(rows)
+    unknown = sorted({k for row in rows for k in row if k not in TASK_COLUMNS})
+    if unknown:
+        raise ResultsError(f"not columns of the task timeline: {', '.join(unknown)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.stat().st_size == 0:
+        _atomic_write(path, _line(TASK_COLUMNS))
+    else:
+        with path.open(newline="", encoding="utf-8") as fh:
+            header = next(csv.reader([fh.readline()]), [])
+        if tuple(header) != TASK_COLUMNS:
+            raise ResultsError(f"{path} is not a ParaBlur task timeline (header: "
+                               f"{','.join(header)[:80]}); use another --report-csv")
+    payload = "".join(_line(row.get(c) for c in TASK_COLUMNS) for row in rows)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, payload.encode("utf-8"))
+    finally:
+        os.close(fd)

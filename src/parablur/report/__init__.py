@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..analysis import AmdahlFit
-from ..results import read_rows
+from ..results import read_rows, tasks_path
 from . import html, markdown
 from ._data import ReportData, analyse
 from .plots import Plot, render_plots
@@ -89,7 +89,8 @@ def build_report(csv_paths: Sequence[Path], out_dir: Path) -> ReportResult:
     names = [p.name for p in paths]
     if len(set(names)) < len(names):  # same file name from different folders
         names = [str(p) for p in paths]
-    data = analyse(names, rows)
+    timeline = [tasks_path(p) for p in paths if tasks_path(p).is_file()]
+    data = analyse(names, rows, read_rows(timeline[-1]) if timeline else ())
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = render_plots(data, out_dir)

@@ -45,6 +45,7 @@ class ReportData:
     groups: tuple[Group, ...]
     sweeps: tuple[Sweep, ...]
     weak: tuple[WeakSweep, ...]
+    timelines: tuple[F.LegTimeline, ...] = ()  # the last measured round's legs, task by task
 
     @property
     def primary_sweep(self) -> Sweep | None:
@@ -92,6 +93,8 @@ class ReportData:
 
     def tables(self) -> tuple[Table, ...]:
         out = [self.fit_table(), self.study_table(), self.group_table(), self.karp_flatt_table()]
+        if self.timelines:
+            out.append(self.timeline_table())
         if self.weak:
             out.append(self.weak_table())
         out.append(self.environment_table())
@@ -200,6 +203,26 @@ class ReportData:
             tuple(rows),
             "The study's serial fraction is Karp-Flatt from one median speedup; ours is the same "
             "per configuration, and the Amdahl fit over a whole sweep.",
+        )
+
+    def timeline_table(self) -> Table:
+        t0 = self.timelines[0]
+        rows = tuple(
+            (t.executor, str(len(t.lanes)), fmt(t.batch_size), str(sum(len(x.tasks) for x in t.lanes)),
+             fmt(t.wall_s, 2), f"{t.busy * 100:.1f}%", fmt(t.gaps_s, 2), fmt(t.tail_s, 2),
+             fmt(t.straggler, 2))
+            for t in self.timelines
+        )
+        return Table(
+            f"Where each worker's time went ({t0.workload}, {t0.engine} engine; run {t0.run_id}, "
+            f"round {t0.round})",
+            ("leg", "workers", "batch", "tasks", "wall s", "busy", "gaps s", "tail s",
+             "longest / median task"),
+            rows,
+            "From the task start and end times each worker recorded (the -tasks.csv beside the "
+            "results): busy is the share of the workers' time inside a task; gaps are idle "
+            "worker-seconds between two tasks of one worker (scheduling, waiting for a batch); "
+            "the tail is worker-seconds after a worker's last task until the leg ended.",
         )
 
     def group_table(self) -> Table:
@@ -357,14 +380,17 @@ class ReportData:
 
 
 def analyse(
-    sources: Sequence[str], rows_per_source: Sequence[Sequence[Mapping[str, str]]]
+    sources: Sequence[str], rows_per_source: Sequence[Sequence[Mapping[str, str]]],
+    task_rows: Sequence[Mapping[str, str]] = (),
 ) -> ReportData:
-    """Group, summarize and fit every run read from the given sources."""
+    """Group, summarize and fit every run read from the given sources; ``task_rows`` (the
+    task timeline of the last source that has one) give where the workers' time went."""
     runs = tuple(
         run
         for source, rows in zip(sources, rows_per_source, strict=True)
         for run in F.to_runs(rows, source)
     )
     return ReportData(
-        tuple(sources), runs, F.groups(runs), F.sweeps(runs), F.weak_sweeps(runs)
+        tuple(sources), runs, F.groups(runs), F.sweeps(runs), F.weak_sweeps(runs),
+        F.latest_timelines(task_rows),
     )

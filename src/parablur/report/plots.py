@@ -302,6 +302,31 @@ def weak_scaling(data: ReportData) -> Figure | str:
     return fig
 
 
+def worker_timeline(data: ReportData) -> Figure | str:
+    """Every task of the last measured round, one lane per worker, one block per leg."""
+    if not data.timelines:
+        return "no task timeline (the -tasks.csv a benchmark writes beside its results CSV)"
+    lanes = [(t, lane) for t in data.timelines for lane in t.lanes]
+    fig = Figure(figsize=(_SIZE[0], max(2.0, 0.35 * len(lanes) + 1.2)), dpi=_DPI,
+                 layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    colors = {t.executor: f"C{i}" for i, t in enumerate(data.timelines)}
+    labels = []
+    for y, (t, lane) in enumerate(lanes):
+        bars = [(s, max(e - s, 1e-4)) for s, e, _ in lane.tasks]
+        ax.broken_barh(bars, (y - 0.4, 0.8), facecolors=colors[t.executor],
+                       edgecolors="white", linewidth=0.5)
+        ax.plot([t.wall_s], [y], "|", color="k", ms=8)
+        labels.append(f"{t.executor} {lane.worker.rsplit(':', 1)[-1]}")
+    ax.set_yticks(range(len(lanes)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds after the leg started (| marks its end)")
+    t0 = data.timelines[0]
+    ax.set_title(f"Worker timeline: {t0.workload} ({t0.engine}), run {t0.run_id} round {t0.round}")
+    return fig
+
+
 BUILDERS: tuple[tuple[str, str, Callable[[ReportData], Figure | str]], ...] = (
     ("seq_vs_par", "Sequential vs parallel time per round", seq_vs_par),
     ("throughput", "Throughput per executor", throughput),
@@ -311,6 +336,7 @@ BUILDERS: tuple[tuple[str, str, Callable[[ReportData], Figure | str]], ...] = (
     ("stage_breakdown", "Stage breakdown", stage_breakdown),
     ("speedup_vs_batch", "Speedup vs batch size", speedup_vs_batch),
     ("weak_scaling", "Weak scaling", weak_scaling),
+    ("worker_timeline", "Where each worker's time went", worker_timeline),
 )
 
 
