@@ -11,6 +11,7 @@ catches that base class, prints its message on one line and exits with
     │   └── ValidationError  a body is not an acceptable image
     ├── ImageError           one image could not be read, blurred or written
     ├── ClusterError         a Dask cluster could not be started or reached (exit 2)
+    ├── ModelError           the face model is missing, unfetchable or not the expected file (exit 2)
     └── ResultsError         a results CSV cannot be read or appended
 """
 
@@ -49,6 +50,12 @@ class ImageError(ParaBlurError):
 
 class ClusterError(ParaBlurError):
     """A Dask cluster could not be started or reached."""
+
+    exit_code = 2
+
+
+class ModelError(ParaBlurError):
+    """The face detector's model cannot be found or fetched, or has the wrong sha256."""
 
     exit_code = 2
 
