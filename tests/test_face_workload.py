@@ -271,6 +271,13 @@ def test_blur_strength_scales_with_the_face():
     assert min(sigmas) > 0.2  # and large: features (eyes, mouth) are a fifth of a face or less
 
 
+def test_tiny_and_odd_shaped_images_give_no_face_and_an_equal_copy(params):
+    for shape in ((1, 1, 3), (7, 3, 3), (16, 40), (1, 3000, 3)):
+        image = np.full(shape, 77, np.uint8)
+        out, record = F.anonymize_faces(image, params)
+        assert record == {"faces": []} and np.array_equal(out, image) and out is not image
+
+
 def test_face_params_state_the_rule():
     with pytest.raises(ConfigError, match="style must be one of blur, mosaic, solid"):
         FaceParams(style="pixelate")

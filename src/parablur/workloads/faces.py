@@ -33,7 +33,7 @@ NMS_IOU = 0.3  # boxes from different levels that overlap more than this are one
 YUNET_TOP_K = 5000
 # Small faces score low when seen near RUN_MIN_FACE: candidates of the finest level that
 # score CANDIDATE_SCORE..threshold and are at most REFINE_MAX_RUN_SIZE there are looked at
-# again in a REFINE_SIDE-square crop REFINE_CONTEXT times their size, at full resolution.
+# again in a REFINE_SIDE-square close-up, REFINE_CONTEXT times their size, from the full image.
 CANDIDATE_SCORE = 0.05
 REFINE_MAX_RUN_SIZE = 2 * RUN_MIN_FACE
 REFINE_SIDE = 64
@@ -176,7 +176,8 @@ def detect_faces(image: np.ndarray, params: FaceParams, model: Path) -> list[Fac
     """Faces of ``image`` found by YuNet on a pyramid, merged across levels, best first.
 
     On the finest level, small candidates scored between CANDIDATE_SCORE and the
-    threshold are looked at again at full resolution, where small faces score high.
+    threshold are looked at again in a close-up from the full image, where small faces
+    score high and most doubtful blobs do not.
     """
     height, width = image.shape[:2]
     rows: list[np.ndarray] = []
