@@ -45,6 +45,7 @@ class ManifestEntry:
     attempts: int
     last_error: str | None
     seed: int | None = None  # of a generated image (absent from older manifests)
+    faces: list[list[int]] | None = None  # true face boxes [x, y, w, h] of a generated face image
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -44,11 +44,18 @@ class Workload(Protocol):
                  ) -> tuple[np.ndarray, dict | None]:
         """The output image (of ``full_shape`` when the input was decoded smaller) and a record."""
 
+    def annotate(self, image: np.ndarray, record: dict) -> np.ndarray | None:
+        """A debug copy of the input with the record drawn on it (``--draw-boxes``), or None."""
+
 
 def workload_for(config: RunConfig) -> Workload:
     """The workload ``config.workload`` names, with the run's parameters."""
     if config.workload == "blur":
         return BlurWorkload(config.blur.sigma, config.blur.passes, config.engine)
+    if config.workload == "faces":
+        from .faces import FaceWorkload
+
+        return FaceWorkload(config.faces, config.engine)
     return CustomWorkload(config.workload)
 
 

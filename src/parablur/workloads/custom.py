@@ -76,6 +76,9 @@ class CustomWorkload:
     def preflight(self) -> str | None:
         return import_error(self.spec)
 
+    def annotate(self, image: np.ndarray, record: dict) -> np.ndarray | None:
+        return None
+
     def decode_factor(self, size: tuple[int, int] | None) -> int:
         return 1
 

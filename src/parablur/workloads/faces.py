@@ -359,3 +359,78 @@ def _default_model() -> Path:
 
         _DEFAULT_MODEL.append(find_model())
     return _DEFAULT_MODEL[0]
+
+
+# -- the workload object the pipeline runs ---------------------------------------------
+
+_MODELS: dict[Path | None, Path] = {}
+
+
+def _model_for(path: Path | None) -> Path:
+    """The verified model file in this process (found once per process and ``--face-model``)."""
+    if path not in _MODELS:
+        from ..models import find_model
+
+        _MODELS[path] = find_model(path)
+    return _MODELS[path]
+
+
+@dataclass(frozen=True)
+class FaceWorkload:
+    """Detect faces and anonymize only them; one record per image for ``detections.jsonl``."""
+
+    params: FaceParams = FaceParams()
+    engine: str = "exact"  # the Gaussian of the blur style, on each face's region
+
+    @property
+    def name(self) -> str:
+        return "faces"
+
+    @property
+    def record_file(self) -> str | None:
+        return "detections.jsonl"
+
+    def describe(self) -> dict:
+        from ..models import FACE_MODEL
+
+        p = self.params
+        return {"face_min_size": p.face_min_size, "threshold": p.threshold,
+                "max_faces": p.max_faces, "style": p.style, "shape": p.shape,
+                "mask_scale": p.mask_scale, "engine": self.engine,
+                "model_sha256": FACE_MODEL.sha256}
+
+    def preflight(self) -> str | None:
+        from ..errors import ModelError
+
+        try:
+            _model_for(self.params.model)
+        except ModelError as exc:
+            return str(exc)
+        return None
+
+    def decode_factor(self, size: tuple[int, int] | None) -> int:
+        return 1  # small faces need every pixel
+
+    def annotate(self, image: np.ndarray, record: dict) -> np.ndarray | None:
+        """The input with each detection's box, score and landmarks drawn (a debug copy)."""
+        out = _to_bgr8(image).copy()
+        thick = max(2, round(max(out.shape[:2]) / 500))
+        for face in record.get("faces", []):
+            x, y, w, h = (int(v) for v in face["box"])
+            cv2.rectangle(out, (x, y), (x + w, y + h), (0, 0, 255), thick)
+            cv2.putText(out, f"{face.get('score', 0):.2f}", (x, max(y - 2 * thick, 10)),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thick, (0, 0, 255), thick)
+            for lx, ly in face.get("landmarks", []):
+                cv2.circle(out, (round(lx), round(ly)), thick, (0, 255, 0), -1)
+        return out
+
+    def __call__(self, image: np.ndarray, full_shape: tuple[int, int] | None = None
+                 ) -> tuple[np.ndarray, dict]:
+        from ..engines import get_engine
+
+        engine = get_engine(self.engine)
+        out, record = anonymize_faces(image, self.params, model=_model_for(self.params.model),
+                                      gaussian=lambda img, sigma: engine.blur(img, sigma, 1))
+        described = self.describe()
+        return out, {"size": [int(image.shape[1]), int(image.shape[0])], **record,
+                     "model_sha256": described.pop("model_sha256"), "params": described}
