@@ -124,6 +124,17 @@ def load_manifest(folder: Path) -> tuple[dict, dict[int, ManifestEntry]] | None:
     return meta, entries
 
 
+def true_faces(folder: Path) -> dict[str, list[list[int]]]:
+    """The true face boxes of a generated face dataset, by image file; empty for any other."""
+    try:
+        loaded = load_manifest(folder)
+    except ForeignManifest:
+        return {}
+    if loaded is None:
+        return {}
+    return {e.file: e.faces for e in loaded[1].values() if e.faces is not None}
+
+
 class Manifest:
     """The manifest being built by a fetch; thread-safe, rewritten atomically on every change.
 

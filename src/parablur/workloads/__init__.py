@@ -9,6 +9,7 @@ own step under the same harness.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -46,6 +47,9 @@ class Workload(Protocol):
 
     def annotate(self, image: np.ndarray, record: dict) -> np.ndarray | None:
         """A debug copy of the input with the record drawn on it (``--draw-boxes``), or None."""
+
+    def score(self, records: Mapping[str, dict], truths: Mapping[str, list]) -> dict | None:
+        """The records against a dataset's ground truth (faces: recall, false positives), or None."""
 
 
 def workload_for(config: RunConfig) -> Workload:

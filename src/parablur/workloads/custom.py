@@ -79,6 +79,9 @@ class CustomWorkload:
     def annotate(self, image: np.ndarray, record: dict) -> np.ndarray | None:
         return None
 
+    def score(self, records: dict, truths: dict) -> dict | None:
+        return None
+
     def decode_factor(self, size: tuple[int, int] | None) -> int:
         return 1
 

@@ -411,6 +411,16 @@ class FaceWorkload:
     def decode_factor(self, size: tuple[int, int] | None) -> int:
         return 1  # small faces need every pixel
 
+    def score(self, records: dict, truths: dict) -> dict | None:
+        """Recall (IoU >= 0.3, faces of at least ``face_min_size``) and false positives per
+        image of the detections in ``records`` against the true boxes in ``truths``."""
+        from .face_quality import score_image, summarize
+
+        scored = [score_image(records[name].get("faces", []), boxes,
+                              min_size=self.params.face_min_size)
+                  for name, boxes in truths.items() if name in records]
+        return summarize(scored).to_dict() if scored else None
+
     def annotate(self, image: np.ndarray, record: dict) -> np.ndarray | None:
         """The input with each detection's box, score and landmarks drawn (a debug copy)."""
         out = _to_bgr8(image).copy()
