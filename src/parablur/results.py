@@ -156,17 +156,23 @@ def _prepare(path: Path) -> str | None:
     return f"{path}: upgraded {len(rows)} rows to results schema v{SCHEMA_VERSION}"
 
 
+def _checked(rows: Iterable[Mapping[str, object]], columns: tuple[str, ...], what: str
+             ) -> list[Mapping[str, object]]:
+    """``rows`` as a list; a key that is not one of ``columns`` is an error naming it."""
+    rows = list(rows)
+    unknown = sorted({k for row in rows for k in row if k not in columns})
+    if unknown:
+        raise ResultsError(f"not columns of {what}: {', '.join(unknown)}")
+    return rows
+
+
 def append_rows(path: Path, rows: Iterable[Mapping[str, object]]) -> str | None:
     """Append rows (dicts keyed by ``COLUMNS``) to ``path``; return an upgrade note or None.
 
     A key that is not a column is an error (ResultsError naming it), never dropped.
     """
     path = Path(path)
-    rows = list(rows)
-    known = set(COLUMNS)
-    unknown = sorted({k for row in rows for k in row if k not in known})
-    if unknown:
-        raise ResultsError(f"not columns of the results CSV: {', '.join(unknown)}")
+    rows = _checked(rows, COLUMNS, "the results CSV")
     path.parent.mkdir(parents=True, exist_ok=True)
     note = _prepare(path)
     payload = "".join(
@@ -209,10 +215,7 @@ def tasks_path(results_csv: Path) -> Path:
 def append_tasks(results_csv: Path, rows: Iterable[Mapping[str, object]]) -> None:
     """Append task rows (dicts keyed by ``TASK_COLUMNS``) to the timeline of ``results_csv``."""
     path = tasks_path(results_csv)
-    rows = list(rows)
-    unknown = sorted({k for row in rows for k in row if k not in TASK_COLUMNS})
-    if unknown:
-        raise ResultsError(f"not columns of the task timeline: {', '.join(unknown)}")
+    rows = _checked(rows, TASK_COLUMNS, "the task timeline")
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists() or path.stat().st_size == 0:
         _atomic_write(path, _line(TASK_COLUMNS))
