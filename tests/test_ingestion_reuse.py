@@ -238,3 +238,20 @@ def test_a_killed_forced_refetch_keeps_every_reuse_record(tmp_path, slow_server)
     assert summary.reused == len(entries) and summary.downloaded == 24 - len(entries)
     assert summary.generated == summary.failed == 0
     assert_dataset_consistent(folder, 24)
+
+
+def test_a_command_pointed_at_a_parablur_dataset_uses_its_count_and_kind(tmp_path, capsys):
+    """`fetch --fallback faces --num-images 4` then a bench without those flags: the same 4
+    face images, not 160 images padded out with scenes."""
+    data = tmp_path / "faces"
+    assert main(["fetch", "--fallback", "faces", "--num-images", "4", "--width", "64",
+                 "--height", "64", "--input-dir", str(data), "--quiet",
+                 "--source-url", offline_url()]) == 0
+    before = images_state(data)
+    capsys.readouterr()
+    assert main(["fetch", "--input-dir", str(data), "--quiet", "--width", "64", "--height", "64",
+                 "--source-url", offline_url()]) == 0
+    assert "4 reused, 0 generated" in capsys.readouterr().out
+    assert images_state(data) == before
+    manifest = json.loads((data / "manifest.json").read_text())
+    assert len(manifest["images"]) == 4 and manifest["meta"]["fallback"] == "faces"

@@ -49,7 +49,9 @@ def _add_dataset_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("dataset")
     g.add_argument("--input-dir", type=Path, default=Path("downloads_fresh"),
                    help="dataset folder (default: downloads_fresh/)")
-    g.add_argument("--num-images", type=int, default=160, help="images to fetch (default: 160)")
+    g.add_argument("--num-images", type=int, default=None,
+                   help="images in the dataset (default: an existing dataset's own count, "
+                        "else 160)")
     g.add_argument("--source-url", default=DEFAULT_SOURCE_URL,
                    help="URL fetched once per image (default: %(default)s)")
     g.add_argument("--url-list", type=Path, default=None,
@@ -67,8 +69,10 @@ def _add_dataset_flags(p: argparse.ArgumentParser) -> None:
                    help="concurrent downloads (default: 8)")
     g.add_argument("--max-bytes", type=int, default=50_000_000,
                    help="largest accepted download in bytes (default: 50 MB)")
-    g.add_argument("--fallback", choices=FALLBACKS, default="scene",
-                   help="generated image for a failed download (default: scene)")
+    g.add_argument("--fallback", choices=FALLBACKS, default=None,
+                   help="generated image for a failed download: scene, noise, or faces (a "
+                        "scene with real faces and their true boxes) (default: an existing "
+                        "dataset's own kind, else scene)")
 
 
 def _add_run_flags(p: argparse.ArgumentParser, *, single_executor: bool) -> None:
@@ -251,11 +255,18 @@ def _add_bench_flags(bench: argparse.ArgumentParser, *, sweep: bool = False) -> 
 
 
 def _fetch_config(a: argparse.Namespace) -> FetchConfig:
+    from .ingestion.manifest import dataset_settings
+
+    # Pointed at a dataset ParaBlur made, a command uses it as it is unless told otherwise.
+    known = dataset_settings(a.input_dir)
     return FetchConfig(
-        input_dir=a.input_dir, num_images=a.num_images, source_url=a.source_url,
-        url_list=a.url_list, retries=a.retries, timeout_s=a.timeout_s, width=a.width,
-        height=a.height, seed=a.seed, force_download=a.force_download,
-        download_workers=a.download_workers, max_bytes=a.max_bytes, fallback=a.fallback,
+        input_dir=a.input_dir,
+        num_images=a.num_images if a.num_images is not None else known.get("num_images", 160),
+        source_url=a.source_url, url_list=a.url_list, retries=a.retries,
+        timeout_s=a.timeout_s, width=a.width, height=a.height, seed=a.seed,
+        force_download=a.force_download, download_workers=a.download_workers,
+        max_bytes=a.max_bytes,
+        fallback=a.fallback if a.fallback is not None else known.get("fallback", "scene"),
     )
 
 

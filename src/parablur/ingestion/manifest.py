@@ -124,6 +124,27 @@ def load_manifest(folder: Path) -> tuple[dict, dict[int, ManifestEntry]] | None:
     return meta, entries
 
 
+def dataset_settings(folder: Path) -> dict:
+    """The image count and fallback kind of a dataset ParaBlur made in ``folder`` (an empty
+    dict for any other folder): what a command pointed at it uses unless told otherwise."""
+    try:
+        loaded = load_manifest(Path(folder))
+    except (ForeignManifest, OSError):
+        return {}
+    if not loaded:
+        return {}
+    meta, entries = loaded
+    out = {}
+    asked = meta.get("num_images")
+    if isinstance(asked, int) and asked >= 1:
+        out["num_images"] = asked  # the last fetch's count (the rest of a larger one is kept)
+    elif entries:
+        out["num_images"] = len(entries)
+    if meta.get("fallback") in ("scene", "noise", "faces"):
+        out["fallback"] = meta["fallback"]
+    return out
+
+
 def true_faces(folder: Path) -> dict[str, list[list[int]]]:
     """The true face boxes of a generated face dataset, by image file; empty for any other."""
     try:
