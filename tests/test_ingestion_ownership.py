@@ -109,12 +109,27 @@ def test_a_foreign_manifest_without_images_is_refused(tmp_path):
 
 def test_a_new_folder_becomes_parablurs_and_stays_writable(tmp_path):
     folder = tmp_path / "data"
-    folder.mkdir()
-    (folder / "README.txt").write_text("dataset for the study\n")  # not an image: taken over
+    folder.mkdir()  # empty: ParaBlur's to fill
     config = small_config(folder, num_images=2, source_url=offline_url())
     first = fetch_dataset(config, progress=False)
     assert not first.local and first.generated == 2
     assert json.loads((folder / MANIFEST_NAME).read_text())["format"] == MANIFEST_FORMAT
+    (folder / "README.txt").write_text("dataset for the study\n")  # the user's note, later
     again = fetch_dataset(config, progress=False)
     assert not again.local and again.reused == 2
     assert (folder / "README.txt").read_text() == "dataset for the study\n"
+
+
+def test_a_folder_of_other_files_is_not_made_a_dataset(tmp_path, capsys):
+    """A folder with no images but files of the user's (a thesis, GIFs) is left alone."""
+    from parablur.cli import main
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "thesis.pdf").write_bytes(b"%PDF-1.4 mine")
+    (docs / ".notes.part").write_bytes(b"mine too")
+    assert main(["fetch", "--input-dir", str(docs), "--num-images", "2", "--width", "32",
+                 "--height", "32", "--quiet", "--source-url", "http://127.0.0.1:9/x"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ParaBlur did not make" in err[0]
+    assert sorted(p.name for p in docs.iterdir()) == [".notes.part", "thesis.pdf"]

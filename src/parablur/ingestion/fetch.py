@@ -329,6 +329,9 @@ def fetch_dataset(config: FetchConfig, *, progress: bool = True) -> FetchSummary
             own = list_images(folder)
             if own:
                 return _users_folder(config, own, None, start)
+            if any(folder.iterdir()):
+                raise DatasetError(f"{folder} holds files ParaBlur did not make and no images: "
+                                   "a dataset is built only in a new or empty folder")
 
     urls, source = _plan(config)
     folder.mkdir(parents=True, exist_ok=True)
