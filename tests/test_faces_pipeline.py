@@ -154,3 +154,34 @@ def test_outputs_carry_no_exif_gps_xmp_or_thumbnail(tmp_path: Path, face_model: 
     assert b"xmpmeta" not in out and b"Exif" not in out and small.getvalue()[:200] not in out
     record = json.loads((tmp_path / "out" / "sequential" / "detections.jsonl").read_text())
     assert len(record["faces"]) == 1  # and the face in it was found
+
+
+@pytest.mark.slow
+def test_draw_boxes_is_checked_first_emptied_by_force_and_drawn_on_a_resumed_run(
+        faces_dir: Path, face_model: Path, tmp_path: Path, capsys):
+    import shutil
+
+    inp = tmp_path / "in"
+    shutil.copytree(faces_dir, inp, ignore=shutil.ignore_patterns("manifest.json"))
+    args = ["run", "--workload", "faces", "--input-dir", str(inp), "--output-dir",
+            str(tmp_path / "anon"), "--face-model", str(face_model), "--quiet"]
+    assert main(args) == 0
+    boxes = tmp_path / "anon" / "sequential-boxes"
+    assert not boxes.exists()
+    # everything is up to date: the debug copies are still drawn
+    assert main([*args, "--draw-boxes"]) == 0
+    assert len(list(boxes.glob("*.jpg"))) == 4
+    # an input removed, then a forced run: its debug copy (faces visible) goes too
+    (inp / "img_0003.jpg").unlink()
+    assert main([*args, "--draw-boxes", "--force"]) == 0
+    assert sorted(p.name for p in boxes.glob("*.jpg")) == [f"img_000{i}.jpg" for i in range(3)]
+    # a boxes folder of the user's is refused before any image is processed
+    theirs = tmp_path / "other" / "sequential-boxes"
+    theirs.mkdir(parents=True)
+    (theirs / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert main([*args[:5], "--output-dir", str(tmp_path / "other"), *args[7:],
+                 "--draw-boxes"]) == 2
+    assert "ParaBlur did not make" in capsys.readouterr().err
+    assert not (tmp_path / "other" / "sequential").exists() or not list(
+        (tmp_path / "other" / "sequential").glob("*.jpg"))

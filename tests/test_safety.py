@@ -160,3 +160,45 @@ def test_an_output_folder_parablur_did_not_make_is_never_written_or_cleared(
                  "--quiet"]) == 0
     assert sorted(p.name for p in (out2 / "sequential").iterdir() if p.suffix == ".jpg") == [
         "img_000.jpg", "img_001.jpg"]
+
+
+def test_report_and_results_files_never_overwrite_or_land_among_the_users_files(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from parablur.cli import main
+
+    src = tmp_path / "in"
+    make_images(src, 2, size=(32, 32))
+    mydocs = tmp_path / "mydocs"
+    mydocs.mkdir()
+    (mydocs / "summary.md").write_text("my notes")
+    base = ["bench", "--input-dir", str(src), "--output-dir", str(tmp_path / "out"),
+            "--executors", "threads", "--workers", "2", "--trials", "1", "--warmup", "0",
+            "--no-ceiling", "--quiet", "--report-csv", str(tmp_path / "r.csv")]
+    # A report folder holding the user's files is refused before any round runs.
+    assert main([*base, "--report-dir", str(mydocs)]) == 2
+    assert "ParaBlur did not make" in capsys.readouterr().err
+    assert not (tmp_path / "r.csv").exists() and (mydocs / "summary.md").read_text() == "my notes"
+    # ... and by `report` itself.
+    assert main([*base, "--no-report"]) == 0
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "r.csv"), "--out", str(mydocs)]) == 2
+    assert "ParaBlur did not make" in capsys.readouterr().err
+    assert (mydocs / "summary.md").read_text() == "my notes"
+    assert sorted(p.name for p in mydocs.iterdir()) == ["summary.md"]
+    # The results CSV, the summary or the report inside the output (cleared every round) or
+    # input folder is refused up front.
+    for extra in (["--report-csv", str(tmp_path / "out" / "sequential" / "r.csv")],
+                  ["--summary-json", str(src / "s.json")],
+                  ["--report-dir", str(tmp_path / "out" / "rep")]):
+        assert main([*base, *extra]) == 2, extra
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "must not be inside" in err[0], err
+    assert sorted(p.name for p in src.iterdir()) == ["img_000.jpg", "img_001.jpg"]
+    # A results CSV or a task timeline that is not ParaBlur's is refused before round 1.
+    (tmp_path / "mine.csv").write_text("a,b\n1,2\n")
+    assert main([*base[:-1], str(tmp_path / "mine.csv"), "--no-report"]) == 1
+    assert (tmp_path / "mine.csv").read_text() == "a,b\n1,2\n"
+    (tmp_path / "r2-tasks.csv").write_text("my,own,data\n")
+    assert main([*base[:-1], str(tmp_path / "r2.csv"), "--no-report"]) == 1
+    assert not (tmp_path / "r2.csv").exists()
+    assert (tmp_path / "r2-tasks.csv").read_text() == "my,own,data\n"

@@ -29,7 +29,7 @@ from .ceiling import Ceiling, CeilingMeter, ceiling_shape
 from .config import BenchConfig, FetchConfig, RunConfig
 from .dataset import list_images
 from .environment import snapshot
-from .errors import DatasetError
+from .errors import ConfigError, DatasetError
 from .executors import Executor, create_executor
 from .imageinfo import file_image_size
 from .ingestion.manifest import true_faces
@@ -139,7 +139,7 @@ class BenchSummary:
         acc = [r.accuracy for r in self.rounds if r.accuracy and not r.warmup]
         if not acc:
             return None
-        return Accuracy(sum(a.images for a in acc), min(a.psnr_db for a in acc),
+        return Accuracy(max(a.images for a in acc), min(a.psnr_db for a in acc),
                         min(a.worst_psnr_db for a in acc), max(a.max_abs_diff for a in acc))
 
     @property
@@ -409,6 +409,7 @@ class Bench:
         (``run.performance_report``) covers every measured round.
         """
         config = self.config
+        results.check_appendable(config.report_csv)
         size = dataset_size(images)
         checksum = fetch_summary.get("dataset_checksum")
         labels = list(labels) or [""] * len(runs)
@@ -523,6 +524,8 @@ def run_benchmark(config: BenchConfig, *, echo: Echo = print, progress: bool = F
                   mode: str = "bench", run_id: str | None = None,
                   fetch_summary: dict | None = None) -> BenchSummary:
     """Fetch the dataset if needed, then run warm-up and measured rounds; append CSV rows."""
+    if len(config.engines) > 1:
+        raise ConfigError("run_benchmark measures one engine: use compare_engines for several")
     if config.engines:
         config = replace(config, run=replace(config.run, engine=config.engines[0]), engines=())
     (summary,) = compare_engines(config, echo=echo, progress=progress, mode=mode, run_id=run_id,

@@ -30,6 +30,7 @@ from .config import (
     FetchConfig,
     RunConfig,
     default_workers,
+    require_outside,
 )
 from .errors import ParaBlurError
 
@@ -306,10 +307,23 @@ def _cmd_fetch(a: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
+def _check_outside(a: argparse.Namespace, input_dir: Path, output_dir: Path) -> None:
+    """Files this command writes beside the outputs stay out of the input and output folders
+    (a benchmark round clears those; an input folder is the user's), checked before any work."""
+    folders = {"input-dir": input_dir, "output-dir": output_dir}
+    require_outside(a.summary_json, "summary-json", folders)
+    if not getattr(a, "no_report", True):
+        require_outside(a.report_dir, "report-dir", folders)
+        from .files import check_output_dir
+
+        check_output_dir(a.report_dir)
+
+
 def _cmd_run(a: argparse.Namespace) -> int:
     from .pipeline import anonymize
 
     config = _run_config(a, a.executor)
+    _check_outside(a, config.input_dir, config.output_dir)
     summary = anonymize(config, progress=not a.quiet)
     if summary.skipped == summary.images:
         print(f"{summary.executor}: all {summary.images} images of {summary.output_dir} are up "
@@ -349,6 +363,7 @@ def _cmd_bench(a: argparse.Namespace) -> int:
     from .benchmark import compare_engines, format_engines, format_summary
 
     config = _bench_config(a)
+    _check_outside(a, config.fetch.input_dir, config.run.output_dir)
     summaries = compare_engines(config, progress=not a.quiet)
     several = len(summaries) > 1
     for summary in summaries:
@@ -375,6 +390,7 @@ def _cmd_scale(a: argparse.Namespace) -> int:
         bench=_bench_config(a), workers_list=a.workers_list or default_workers_list(),
         batch_sizes=a.batch_sizes, weak=a.weak, images_per_worker=a.images_per_worker,
     )
+    _check_outside(a, config.bench.fetch.input_dir, config.bench.run.output_dir)
     summary = run_scale(config, progress=not a.quiet)
     for label, f in summary.fits.items():
         ceiling = f"{f.ceiling:.2f}x" if f.ceiling else "unbounded"

@@ -52,6 +52,22 @@ def _require_apart(input_dir: Path, output_dir: Path) -> None:
              "under output-dir)")
 
 
+def inside(path: Path, folder: Path) -> bool:
+    """True when ``path`` is ``folder`` or lies anywhere below it (links resolved)."""
+    rp, rf = Path(path).resolve(), Path(folder).resolve()
+    return rp == rf or rf in rp.parents
+
+
+def require_outside(path: Path | None, flag: str, folders: dict[str, Path]) -> None:
+    """Refuse a file ParaBlur writes (``flag``) inside a dataset or an output folder, where a
+    benchmark round would clear it or it would be read as an image."""
+    if path is None:
+        return
+    for name, folder in folders.items():
+        _require(not inside(path, folder),
+                 f"{flag} {path} must not be inside {name} {folder}")
+
+
 def kernel_size(sigma: float) -> int:
     """Side of the Gaussian kernel for ``sigma``: 6*sigma+1 rounded up to odd (61 for 10)."""
     return 2 * math.ceil(3 * sigma) + 1
@@ -257,6 +273,8 @@ class RunConfig:
             _require(self.transfer in TRANSFERS,
                      f"transfer must be one of {', '.join(TRANSFERS)}, got {self.transfer!r}")
         _require_apart(self.input_dir, self.output_dir)
+        require_outside(self.performance_report, "performance-report",
+                        {"input-dir": self.input_dir, "output-dir": self.output_dir})
 
     @property
     def effective_transfer(self) -> str:
@@ -288,6 +306,8 @@ class BenchConfig:
         _require(not self.engines or self.run.workload == "blur",
                  "engines compares blur engines: it needs --workload blur")
         _require_apart(self.fetch.input_dir, self.run.output_dir)
+        require_outside(self.report_csv, "report-csv",
+                        {"input-dir": self.fetch.input_dir, "output-dir": self.run.output_dir})
         _require(self.warmup >= 0, f"warmup must be >= 0, got {self.warmup}")
         _require(self.trials >= 1, f"trials must be >= 1, got {self.trials}")
         # The sequential baseline runs in every round anyway; naming it is allowed.

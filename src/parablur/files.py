@@ -81,6 +81,18 @@ def remove_stale_temps(folder: Path) -> int:
     return removed
 
 
+def check_output_dir(folder: Path) -> None:
+    """Refuse, before anything is written, a folder that ``claim_output_dir`` would refuse."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise DatasetError(f"output path is not a folder: {folder}")
+    if folder.is_dir() and not (folder / OUTPUT_MARKER).is_file():
+        legacy = any((folder / name).is_file() for name in _LEGACY_MARKERS)
+        if not legacy and any(folder.iterdir()):
+            raise DatasetError(f"refusing to write into {folder}: it holds files ParaBlur did not "
+                               "make (choose a new or empty folder)")
+
+
 def claim_output_dir(folder: Path) -> Path:
     """Make ``folder`` an output folder of ParaBlur's: new or empty (then marked), or already ours.
 
@@ -89,13 +101,7 @@ def claim_output_dir(folder: Path) -> Path:
     """
     folder = Path(folder)
     marker = folder / OUTPUT_MARKER
-    if folder.exists() and not folder.is_dir():
-        raise DatasetError(f"output path is not a folder: {folder}")
-    if folder.is_dir() and not marker.is_file():
-        legacy = any((folder / name).is_file() for name in _LEGACY_MARKERS)
-        if not legacy and any(folder.iterdir()):
-            raise DatasetError(f"refusing to write into {folder}: it holds files ParaBlur did not "
-                               "make (choose a new or empty --output-dir)")
+    check_output_dir(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if not marker.is_file():
         marker.write_text("Made by ParaBlur: this folder's contents are outputs it may replace.\n",

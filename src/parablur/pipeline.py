@@ -286,11 +286,16 @@ def anonymize(config: RunConfig, *, progress: bool = False) -> RunSummary:
         raise DatasetError(f"no images found in {config.input_dir}")
     out_dir = output_dir_for(config, config.executor)
     tasks = plan_tasks(config, images, out_dir, digests=True)
+    boxes_dir = out_dir.with_name(f"{out_dir.name}-boxes")
     (clear_output_dir if config.force else claim_output_dir)(out_dir)
+    if config.draw_boxes:  # checked (and with --force emptied) before any work
+        (clear_output_dir if config.force else claim_output_dir)(boxes_dir)
     record = OutputRecord(out_dir, Job.for_run(config))
     todo, done = record.split(tasks)
     if not todo:
         remove_stale_temps(out_dir)
+        if config.draw_boxes:
+            draw_records(config, Job.for_run(config), out_dir, tasks)
         return RunSummary(
             executor=config.executor, workers=0, batch_size=0, images=len(tasks), ok=0,
             failed=0, failures=(), wall_s=0.0, startup_s=0.0, task_s=0.0,
@@ -310,5 +315,5 @@ def anonymize(config: RunConfig, *, progress: bool = False) -> RunSummary:
         record.save()
         remove_stale_temps(out_dir)
     if config.draw_boxes:
-        draw_records(config, Job.for_run(config), out_dir, todo)
+        draw_records(config, Job.for_run(config), out_dir, tasks)
     return replace(summary, images=len(tasks), skipped=len(done))

@@ -206,6 +206,22 @@ TASK_COLUMNS: tuple[str, ...] = (
 )
 
 
+def check_appendable(results_csv: Path) -> None:
+    """Refuse, before a benchmark's first round, a results CSV or task timeline that is not
+    ParaBlur's (rows are appended to both after every round)."""
+    for path, columns, what in ((Path(results_csv), COLUMNS, "results CSV"),
+                                (tasks_path(results_csv), TASK_COLUMNS, "task timeline")):
+        if not path.is_file() or path.stat().st_size == 0:
+            continue
+        with path.open(newline="", encoding="utf-8") as fh:
+            header = next(csv.reader([fh.readline()]), [])
+        ok = tuple(header) == columns or (columns is COLUMNS and not set(header) - set(COLUMNS)
+                                          and ("speedup" in header or "seq_s" in header))
+        if not ok:
+            raise ResultsError(f"{path} is not a ParaBlur {what} (header: "
+                               f"{','.join(header)[:80]}); use another --report-csv")
+
+
 def tasks_path(results_csv: Path) -> Path:
     """Where the task timeline of ``results_csv`` is kept: ``NAME-tasks.csv`` beside it."""
     results_csv = Path(results_csv)

@@ -40,6 +40,8 @@ class ScaleConfig:
             raise ConfigError(f"workers-list must be positive integers, got {self.workers_list}")
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise ConfigError(f"batch-sizes must be positive integers, got {self.batch_sizes}")
+        if len(self.bench.engines) > 1:
+            raise ConfigError("scale sweeps one engine: give --engine, not several engines")
         if self.images_per_worker < 1:
             raise ConfigError(f"images-per-worker must be >= 1, got {self.images_per_worker}")
 

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..analysis import AmdahlFit
+from ..files import claim_output_dir, write_atomic
 from ..results import read_rows, tasks_path
 from . import html, markdown
 from ._data import ReportData, analyse
@@ -91,14 +92,14 @@ def build_report(csv_paths: Sequence[Path], out_dir: Path) -> ReportResult:
         names = [str(p) for p in paths]
     timeline = [tasks_path(p) for p in paths if tasks_path(p).is_file()]
     data = analyse(names, rows, read_rows(timeline[-1]) if timeline else ())
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # Only a folder of ParaBlur's (new, empty or marked) is written into: never a user's files.
+    out_dir = claim_output_dir(Path(out_dir))
     plots = render_plots(data, out_dir)
     written = [p.path for p in plots if p.path is not None]
     docs = {}
     for renderer in RENDERERS:
         path = out_dir / renderer.FILENAME
-        path.write_text(renderer.render(data, plots), encoding="utf-8")
+        write_atomic(path, renderer.render(data, plots).encode("utf-8"), durable=False)
         docs[renderer.FILENAME] = path
         written.append(path)
     best = data.primary_sweep

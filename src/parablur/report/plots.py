@@ -6,6 +6,7 @@ an absent plot is skipped and listed in the report, never an error.
 
 from __future__ import annotations
 
+import io
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -18,6 +19,7 @@ from matplotlib.ticker import MaxNLocator
 
 from .. import analysis as A
 from ..figures import STAGES, Config, Run
+from ..files import write_atomic
 from ._data import ReportData
 
 _SIZE = (7.0, 4.2)
@@ -341,15 +343,19 @@ BUILDERS: tuple[tuple[str, str, Callable[[ReportData], Figure | str]], ...] = (
 
 
 def render_plots(data: ReportData, out_dir: Path) -> tuple[Plot, ...]:
-    """Write every plot that has data as ``out_dir/<name>.png``; list the others as skipped."""
+    """Write every plot that has data as ``out_dir/<name>.png``; list the others as skipped
+    (and remove a skipped plot's figure left by an earlier report in this folder of ours)."""
     out = []
     for name, title, build in BUILDERS:
         fig = build(data)
+        path = out_dir / f"{name}.png"
         if isinstance(fig, str):
+            path.unlink(missing_ok=True)
             out.append(Plot(name, title, None, fig))
             continue
-        path = out_dir / f"{name}.png"
+        buf = io.BytesIO()
         # no Software tag: keeps the PNG free of matplotlib's URL
-        fig.savefig(path, format="png", metadata={"Software": None})
+        fig.savefig(buf, format="png", metadata={"Software": None})
+        write_atomic(path, buf.getvalue(), durable=False)
         out.append(Plot(name, title, path))
     return tuple(out)

@@ -56,6 +56,7 @@ ESCALATE = 1.3
 MAX_ESCALATIONS = 2
 
 _LOCAL = threading.local()
+_LOG_LEVEL = threading.Lock()
 _DETECTORS_KEPT = 8
 
 
@@ -96,13 +97,16 @@ def _detector(model: Path, size: tuple[int, int]) -> cv2.FaceDetectorYN:
     key = (str(model), size)
     detector = cache.get(key)
     if detector is None:
-        level = cv2.utils.logging.getLogLevel()
-        # OpenCV 5 warns on every create that its new DNN engine ignores targets.
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-        try:
-            detector = cv2.FaceDetectorYN.create(str(model), "", size, 0.5, NMS_IOU, YUNET_TOP_K)
-        finally:
-            cv2.utils.logging.setLogLevel(level)
+        # OpenCV 5 warns on every create that its new DNN engine ignores targets. Its log
+        # level is the whole process's: one thread at a time lowers and restores it.
+        with _LOG_LEVEL:
+            level = cv2.utils.logging.getLogLevel()
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+            try:
+                detector = cv2.FaceDetectorYN.create(str(model), "", size, 0.5, NMS_IOU,
+                                                     YUNET_TOP_K)
+            finally:
+                cv2.utils.logging.setLogLevel(level)
         cache[key] = detector
         while len(cache) > _DETECTORS_KEPT:
             cache.popitem(last=False)
