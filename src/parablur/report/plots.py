@@ -97,25 +97,31 @@ def seq_vs_par(data: ReportData) -> Figure | str:
 
 
 def throughput(data: ReportData) -> Figure | str:
+    """Images per second, sequential and parallel, per executor and workload/engine: over
+    the rounds each group's figures use (``figures.headline``: clean and quiet)."""
     series: dict[str, list[float]] = {}
-    for r in data.runs:
-        if not r.clean:
-            continue
-        if r.seq_throughput:
-            series.setdefault("sequential", []).append(r.seq_throughput)
-        if r.par_throughput:
-            series.setdefault(r.config.executor, []).append(r.par_throughput)
+    for g in data.groups:
+        variant = " ".join(v for v in (g.config.workload if g.config.workload not in (None, "blur")
+                                       else "", g.config.engine if g.config.engine not in
+                                       (None, "exact") else "") if v)
+        suffix = f" ({variant})" if variant else ""
+        for r in g.runs:
+            if r.seq_throughput:
+                series.setdefault(f"sequential{suffix}", []).append(r.seq_throughput)
+            if r.par_throughput:
+                series.setdefault(f"{r.config.executor}{suffix}", []).append(r.par_throughput)
     if not series:
         return "no throughput (num_images with seq_s/par_s) in the rows"
     fig, ax = _figure()
-    names = ["sequential", *sorted(k for k in series if k != "sequential")]
-    names = [n for n in names if n in series]
+    names = sorted(series, key=lambda n: (n.split(" ", 1)[1:] or [""], n.split(" ")[0] != "sequential", n))
     med = [statistics.median(series[n]) for n in names]
     lo = [m - min(series[n]) for m, n in zip(med, names, strict=True)]
     hi = [max(series[n]) - m for m, n in zip(med, names, strict=True)]
-    ax.bar(names, med, yerr=[lo, hi], capsize=4, color=["0.5"] + ["C0"] * (len(names) - 1))
+    colors = ["0.5" if n.startswith("sequential") else "C0" for n in names]
+    ax.bar(names, med, yerr=[lo, hi], capsize=4, color=colors)
+    ax.tick_params(axis="x", labelrotation=20, labelsize=7)
     ax.set_ylabel("images / s (median, bars: min–max)")
-    ax.set_title("Throughput per executor (all configurations, clean rounds)")
+    ax.set_title("Throughput per executor (clean, quiet rounds of each configuration)")
     return fig
 
 
