@@ -221,15 +221,18 @@ def test_an_unwritable_image_fails_alone_and_the_fetch_goes_on(tmp_path, httpser
     httpserver.expect_request("/2").respond_with_data(GOOD, content_type="image/jpeg")
     (tmp_path / "u.txt").write_text("".join(httpserver.url_for(f"/{i}") + "\n" for i in range(3)))
     folder = tmp_path / "data"
+    # A dataset of ParaBlur's with its first image (fetch builds only in a folder of its own).
+    assert main(["fetch", "--input-dir", str(folder), "--url-list", str(tmp_path / "u.txt"),
+                 "--num-images", "1", "--quiet"]) == 0
     # Folders where images 1 and 2 go: no file can be put there, even by root.
-    (folder / "img_0001.png").mkdir(parents=True)
+    (folder / "img_0001.png").mkdir()
     (folder / "img_0002.jpg").mkdir()
     code = main(["fetch", "--input-dir", str(folder), "--url-list", str(tmp_path / "u.txt"),
                  "--num-images", "3", "--width", "64", "--height", "64", "--quiet",
                  "--summary-json", str(tmp_path / "f.json")])
     assert code == 1  # image 2 could not be stored at all
     doc = json.loads((tmp_path / "f.json").read_text())
-    assert (doc["downloaded"], doc["generated"], doc["failed"]) == (1, 1, 1)
+    assert (doc["reused"], doc["generated"], doc["failed"]) == (1, 1, 1)
     one, two = doc["failures"]
     assert one["index"] == 1 and one["outcome"] == "generated"
     assert "cannot write img_0001.png" in one["reason"]
