@@ -30,8 +30,10 @@ from .config import (
     FetchConfig,
     RunConfig,
     default_workers,
+    location,
 )
 from .errors import ParaBlurError
+from .storage import parse_storage_options
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,8 +49,10 @@ def _csv_list(text: str) -> tuple[str, ...]:
 
 def _add_dataset_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("dataset")
-    g.add_argument("--input-dir", type=Path, default=Path("downloads_fresh"),
-                   help="dataset folder (default: downloads_fresh/)")
+    g.add_argument("--input-dir", type=location, default=Path("downloads_fresh"),
+                   help="dataset folder, or an fsspec URL (s3://BUCKET/PREFIX, ...): images "
+                        "are uploaded with manifest.json beside them (default: downloads_fresh/)")
+    _add_storage_flag(g)
     g.add_argument("--num-images", type=int, default=160, help="images to fetch (default: 160)")
     g.add_argument("--source-url", default=DEFAULT_SOURCE_URL,
                    help="URL fetched once per image (default: %(default)s)")
@@ -71,17 +75,32 @@ def _add_dataset_flags(p: argparse.ArgumentParser) -> None:
                    help="generated image for a failed download (default: scene)")
 
 
+def _add_storage_flag(g) -> None:
+    g.add_argument("--storage-options", default=None, metavar="JSON|@FILE.json",
+                   help="fsspec options for URL locations, inline JSON or @file.json "
+                        "(s3: {\"key\": ..., \"secret\": ..., \"client_kwargs\": "
+                        "{\"endpoint_url\": ...}}); sent to every worker, never shown. The "
+                        "usual environment variables (AWS_*, ...) work as well")
+
+
 def _add_run_flags(p: argparse.ArgumentParser, *, single_executor: bool) -> None:
     g = p.add_argument_group("processing")
     if single_executor:
-        g.add_argument("--input-dir", type=Path, default=Path("downloads_fresh"),
-                       help="folder of images to anonymize (default: downloads_fresh/)")
+        g.add_argument("--input-dir", type=location, default=Path("downloads_fresh"),
+                       help="folder of images to anonymize, or an fsspec URL (s3://BUCKET/PREFIX, "
+                            "gs://, az://, file://, memory://) the workers read themselves "
+                            "(default: downloads_fresh/)")
         g.add_argument("--executor", choices=EXECUTORS, default="sequential",
                        help="where the work runs (default: sequential)")
         g.add_argument("--force", action="store_true",
                        help="redo every image even when its output is up to date")
-    g.add_argument("--output-dir", type=Path, default=Path("processed"),
-                   help="outputs go to OUTPUT_DIR/<executor>/ (default: processed/)")
+    g.add_argument("--output-dir", type=location if single_executor else Path,
+                   default=Path("processed"),
+                   help="outputs go to OUTPUT_DIR/<executor>/" + (
+                       "; a folder or an fsspec URL the workers write themselves, one PUT per "
+                       "output" if single_executor else "") + " (default: processed/)")
+    if single_executor:
+        _add_storage_flag(g)
     g.add_argument("--workers", type=int, default=None,
                    help=f"worker processes (default: this machine's cores, {default_workers()})")
     g.add_argument("--threads-per-worker", type=int, default=1,
@@ -256,6 +275,7 @@ def _fetch_config(a: argparse.Namespace) -> FetchConfig:
         url_list=a.url_list, retries=a.retries, timeout_s=a.timeout_s, width=a.width,
         height=a.height, seed=a.seed, force_download=a.force_download,
         download_workers=a.download_workers, max_bytes=a.max_bytes, fallback=a.fallback,
+        storage_options=parse_storage_options(a.storage_options),
     )
 
 
@@ -276,6 +296,7 @@ def _run_config(a: argparse.Namespace, executor: str) -> RunConfig:
         faces=FaceParams(model=a.face_model, face_min_size=a.face_min_size,
                          threshold=a.threshold, max_faces=a.max_faces, style=a.style,
                          shape=a.shape, mask_scale=a.mask_scale),
+        storage_options=parse_storage_options(getattr(a, "storage_options", None)),
     )
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError
 
@@ -39,13 +41,38 @@ def _require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def folders_overlap(a: Path, b: Path) -> bool:
-    """True when ``a`` and ``b`` are the same folder or one lies inside the other (links resolved)."""
-    ra, rb = Path(a).resolve(), Path(b).resolve()
-    return ra == rb or ra in rb.parents or rb in ra.parents
+def folders_overlap(a: Path | str, b: Path | str) -> bool:
+    """True when ``a`` and ``b`` are the same folder or URL prefix, or one lies inside the other.
+
+    Folders (and file:// URLs) are compared with links resolved; other URLs by their
+    scheme and '/'-separated path, and never overlap a folder.
+    """
+    from .storage import is_url
+
+    def local(x: Path | str) -> Path | None:
+        if not is_url(x):
+            return Path(x)
+        text = str(x)
+        return Path(text[len("file://"):]) if text.lower().startswith("file://") else None
+
+    la, lb = local(a), local(b)
+    if la is not None and lb is not None:
+        ra, rb = la.resolve(), lb.resolve()
+        return ra == rb or ra in rb.parents or rb in ra.parents
+    if la is not None or lb is not None:
+        return False
+    ua, ub = str(a).rstrip("/"), str(b).rstrip("/")
+    return ua == ub or ua.startswith(ub + "/") or ub.startswith(ua + "/")
 
 
-def _require_apart(input_dir: Path, output_dir: Path) -> None:
+def location(value: Path | str) -> Path | str:
+    """A folder as a ``Path``, an fsspec URL (s3://, file://, ...) kept as its text."""
+    from .storage import is_url
+
+    return str(value) if is_url(value) else Path(value)
+
+
+def _require_apart(input_dir: Path | str, output_dir: Path | str) -> None:
     _require(not folders_overlap(input_dir, output_dir),
              f"input-dir and output-dir must not contain one another: {input_dir} and "
              f"{output_dir} overlap (outputs are written, and cleared between benchmark rounds, "
@@ -81,9 +108,11 @@ class FetchConfig:
     retry_after_cap_s: float = 30.0
     backoff_base_s: float = 0.5
     backoff_max_s: float = 10.0
+    # fsspec options of a URL input_dir (credentials among them: never shown, never compared).
+    storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "input_dir", Path(self.input_dir))
+        object.__setattr__(self, "input_dir", location(self.input_dir))
         if self.url_list is not None:
             object.__setattr__(self, "url_list", Path(self.url_list))
         _require(self.num_images >= 1, f"num-images must be >= 1, got {self.num_images}")
@@ -213,10 +242,10 @@ class FaceParams:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """How to anonymize one folder with one executor."""
+    """How to anonymize one folder (or object-store prefix) with one executor."""
 
-    input_dir: Path = Path("downloads_fresh")
-    output_dir: Path = Path("processed")
+    input_dir: Path | str = Path("downloads_fresh")  # a folder, or an fsspec URL
+    output_dir: Path | str = Path("processed")
     executor: str = "sequential"
     workers: int = field(default_factory=default_workers)
     threads_per_worker: int = 1
@@ -231,6 +260,8 @@ class RunConfig:
     engine: str = "exact"  # how a Gaussian is computed (the blur workload's, and the faces')
     faces: FaceParams = field(default_factory=lambda: FaceParams())
     draw_boxes: bool = False  # faces: a debug copy with the boxes drawn, beside the outputs
+    # fsspec options of URL locations (credentials among them: never shown, never compared).
+    storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _require(self.workload in WORKLOADS or bool(CUSTOM_WORKLOAD.match(self.workload)),
@@ -238,8 +269,8 @@ class RunConfig:
                  f"got {self.workload!r}")
         _require(self.engine in ENGINES,
                  f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
-        object.__setattr__(self, "input_dir", Path(self.input_dir))
-        object.__setattr__(self, "output_dir", Path(self.output_dir))
+        object.__setattr__(self, "input_dir", location(self.input_dir))
+        object.__setattr__(self, "output_dir", location(self.output_dir))
         _require(self.executor in EXECUTORS,
                  f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
         _require(self.workers >= 1, f"workers must be >= 1, got {self.workers}")
@@ -257,6 +288,11 @@ class RunConfig:
             _require(self.transfer in TRANSFERS,
                      f"transfer must be one of {', '.join(TRANSFERS)}, got {self.transfer!r}")
         _require_apart(self.input_dir, self.output_dir)
+
+    @property
+    def uses_store(self) -> bool:
+        """True when the input or the output is a URL: workers then read and write the store."""
+        return isinstance(self.input_dir, str) or isinstance(self.output_dir, str)
 
     @property
     def effective_transfer(self) -> str:
@@ -287,6 +323,9 @@ class BenchConfig:
             _require(name in ENGINES, f"engines must be among {', '.join(ENGINES)}, got {name!r}")
         _require(not self.engines or self.run.workload == "blur",
                  "engines compares blur engines: it needs --workload blur")
+        _require(not isinstance(self.fetch.input_dir, str),
+                 f"a benchmark reads a local dataset folder, got the URL {self.fetch.input_dir} "
+                 "(parablur run takes URLs)")
         _require_apart(self.fetch.input_dir, self.run.output_dir)
         _require(self.warmup >= 0, f"warmup must be >= 0, got {self.warmup}")
         _require(self.trials >= 1, f"trials must be >= 1, got {self.trials}")
