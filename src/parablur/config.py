@@ -73,9 +73,11 @@ def location(value: Path | str) -> Path | str:
 
 
 def _require_apart(input_dir: Path | str, output_dir: Path | str) -> None:
+    from .storage import redact
+
     _require(not folders_overlap(input_dir, output_dir),
-             f"input-dir and output-dir must not contain one another: {input_dir} and "
-             f"{output_dir} overlap (outputs are written, and cleared between benchmark rounds, "
+             f"input-dir and output-dir must not contain one another: {redact(str(input_dir))} and "
+             f"{redact(str(output_dir))} overlap (outputs are written, and cleared between benchmark rounds, "
              "under output-dir)")
 
 
@@ -323,9 +325,11 @@ class BenchConfig:
             _require(name in ENGINES, f"engines must be among {', '.join(ENGINES)}, got {name!r}")
         _require(not self.engines or self.run.workload == "blur",
                  "engines compares blur engines: it needs --workload blur")
-        _require(not isinstance(self.fetch.input_dir, str),
-                 f"a benchmark reads a local dataset folder, got the URL {self.fetch.input_dir} "
-                 "(parablur run takes URLs)")
+        if isinstance(self.fetch.input_dir, str):
+            from .storage import redact
+
+            raise ConfigError(f"a benchmark reads a local dataset folder, got the URL "
+                              f"{redact(self.fetch.input_dir)} (parablur run takes URLs)")
         _require_apart(self.fetch.input_dir, self.run.output_dir)
         _require(self.warmup >= 0, f"warmup must be >= 0, got {self.warmup}")
         _require(self.trials >= 1, f"trials must be >= 1, got {self.trials}")
