@@ -48,12 +48,12 @@ def test_fetch_uploads_images_and_manifest_then_reuses_them(seaweed, tmp_path) -
             assert hashlib.sha256(body).hexdigest() == entry["sha256"]
         assert one["dataset_checksum"]
 
-        mark = len(proxy.requests)
+        mark = len(proxy.settled())
         assert _fetch(url, options, tmp_path / "two.json") == 0
         two = json.loads((tmp_path / "two.json").read_text())
         assert (two["reused"], two["generated"], two["downloaded"]) == (5, 0, 0)
         assert two["dataset_checksum"] == one["dataset_checksum"]
-        writes = [r for r in proxy.requests[mark:] if r.startswith("PUT ")
+        writes = [r for r in proxy.settled()[mark:] if r.startswith("PUT ")
                   and "/.parablur-probe-" not in r]
         assert writes == []  # reused in place: nothing uploaded again
 

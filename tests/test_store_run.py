@@ -90,7 +90,7 @@ def test_s3_run_on_dask_matches_local_sequential_then_skips(seaweed, cluster, pr
                                   cv2.imread(str(tmp_path / "ref" / "sequential" / key),
                                              cv2.IMREAD_UNCHANGED))
         # Each output is one PUT to its final key (no temporary name), made by the workers.
-        image_puts = _puts(proxy.requests, f"/{BUCKET}/{prefix}/out/dask/")
+        image_puts = _puts(proxy.settled(), f"/{BUCKET}/{prefix}/out/dask/")
         assert sorted(image_puts) == sorted(
             [*(f"PUT /{BUCKET}/{prefix}/out/dask/{key}" for key in files),
              f"PUT /{BUCKET}/{prefix}/out/dask/.parablur-output"]
@@ -102,23 +102,23 @@ def test_s3_run_on_dask_matches_local_sequential_then_skips(seaweed, cluster, pr
                                        .fsspec_store._FILESYSTEMS))
         assert len(opened) == 2 and all(n >= 1 for n in opened.values()), opened
 
-        mark = len(proxy.requests)
+        mark = len(proxy.settled())
         assert cli.main([*argv, "--summary-json", str(tmp_path / "second.json")]) == 0
         second = json.loads((tmp_path / "second.json").read_text())
         assert (second["images"], second["ok"], second["skipped"]) == (6, 0, 6)
-        again = [p for p in _puts(proxy.requests[mark:], f"/{BUCKET}/{prefix}/out/dask/")
+        again = [p for p in _puts(proxy.settled()[mark:], f"/{BUCKET}/{prefix}/out/dask/")
                  if "/.parablur-probe-" not in p]
         assert again == []  # nothing rewritten
-        reads = {line.split()[1] for line in proxy.requests[mark:] if line.startswith("GET ")
+        reads = {line.split()[1] for line in proxy.settled()[mark:] if line.startswith("GET ")
                  and line.split()[1].startswith(f"/{BUCKET}/{prefix}/in/")}
         # Skipped from the listing's ETag and one HEAD each: no input read but the read probe's.
         assert reads == {f"/{BUCKET}/{prefix}/in/img_000.jpg"}, reads
 
-        mark = len(proxy.requests)
+        mark = len(proxy.settled())
         assert cli.main([*argv, "--force", "--summary-json", str(tmp_path / "third.json")]) == 0
         third = json.loads((tmp_path / "third.json").read_text())
         assert (third["ok"], third["skipped"]) == (6, 0)
-        assert len([p for p in _puts(proxy.requests[mark:], f"/{BUCKET}/{prefix}/out/dask/")
+        assert len([p for p in _puts(proxy.settled()[mark:], f"/{BUCKET}/{prefix}/out/dask/")
                     if "/.parablur-probe-" not in p]) == 6
     finally:
         proxy.close()
@@ -215,3 +215,41 @@ def test_url_locations_are_kept_and_must_not_contain_one_another(tmp_path) -> No
     with pytest.raises(ConfigError) as caught:
         RunConfig(input_dir="s3://me:pw-93ab1c@host/b/in", output_dir="s3://me:pw-93ab1c@host/b/in/o")
     assert "pw-93ab1c" not in str(caught.value) and "s3://me:***@host/b/in" in str(caught.value)
+
+
+def test_bench_reads_a_dataset_in_the_store_and_verifies_outputs(seaweed, cluster, prefix,
+                                                                 tmp_path, capsys) -> None:
+    files = _dataset(tmp_path / "local")
+    _upload(seaweed, files, f"{prefix}/in")
+    anonymize(RunConfig(input_dir=tmp_path / "local", output_dir=tmp_path / "ref"))
+    proxy = FlakyProxy(seaweed.s3_port)
+    try:
+        options = _options_file(tmp_path / "s3.json", seaweed.options(endpoint=proxy.endpoint))
+        code = cli.main(["bench", "--input-dir", f"s3://{BUCKET}/{prefix}/in", "--storage-options",
+                         options, "--output-dir", str(tmp_path / "out"), "--executors", "dask",
+                         "--scheduler", cluster.address, "--trials", "2", "--warmup", "0",
+                         "--batch-size", "2", "--no-ceiling", "--no-report", "--quiet",
+                         "--report-csv", str(tmp_path / "r.csv"),
+                         "--summary-json", str(tmp_path / "s.json")])
+        requests = proxy.settled()
+    finally:
+        proxy.close()
+    assert code == 0
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["ok"] and summary["images"] == 6
+    stats = summary["executors"]["dask"]
+    assert stats["speedup"] > 0 and stats["clean_rounds"] == 2
+    assert stats["stage_share"]["read"] > 0  # reading from the store is the read stage
+    assert all(r["dask_identical"] for r in summary["rounds"])
+    # Each image was read from the store in every leg of every round, by the workers.
+    for key in files:
+        gets = requests.count(f"GET /{BUCKET}/{prefix}/in/{key}")
+        assert gets >= 4, (key, gets)
+    for leg in ("sequential", "dask"):
+        for key in files:
+            assert (tmp_path / "out" / leg / key).read_bytes() == \
+                (tmp_path / "ref" / "sequential" / key).read_bytes()
+    secret = seaweed.options()["secret"]
+    out = capsys.readouterr()
+    for text in (out.out, out.err, (tmp_path / "s.json").read_text(), (tmp_path / "r.csv").read_text()):
+        assert secret not in text

@@ -94,8 +94,7 @@ def _add_run_flags(p: argparse.ArgumentParser, *, single_executor: bool) -> None
                        help="where the work runs (default: sequential)")
         g.add_argument("--force", action="store_true",
                        help="redo every image even when its output is up to date")
-    g.add_argument("--output-dir", type=location if single_executor else Path,
-                   default=Path("processed"),
+    g.add_argument("--output-dir", type=location, default=Path("processed"),
                    help="outputs go to OUTPUT_DIR/<executor>/" + (
                        "; a folder or an fsspec URL the workers write themselves, one PUT per "
                        "output" if single_executor else "") + " (default: processed/)")

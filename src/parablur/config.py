@@ -325,11 +325,13 @@ class BenchConfig:
             _require(name in ENGINES, f"engines must be among {', '.join(ENGINES)}, got {name!r}")
         _require(not self.engines or self.run.workload == "blur",
                  "engines compares blur engines: it needs --workload blur")
+        _require(not isinstance(self.run.output_dir, str),
+                 "a benchmark writes its outputs into a folder (it empties them between rounds): "
+                 "--output-dir must be a folder, not a URL")
         if isinstance(self.fetch.input_dir, str):
-            from .storage import redact
-
-            raise ConfigError(f"a benchmark reads a local dataset folder, got the URL "
-                              f"{redact(self.fetch.input_dir)} (parablur run takes URLs)")
+            _require(self.run.workload == "blur" and self.run.engine == "exact" and not self.engines,
+                     "a benchmark of a dataset in a store measures the exact blur: --workload "
+                     "faces, --engine fast and --engines need a dataset folder")
         _require_apart(self.fetch.input_dir, self.run.output_dir)
         _require(self.warmup >= 0, f"warmup must be >= 0, got {self.warmup}")
         _require(self.trials >= 1, f"trials must be >= 1, got {self.trials}")

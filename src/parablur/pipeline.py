@@ -88,7 +88,20 @@ def plan_tasks(config: RunConfig, images: Sequence[Path], out_dir: Path, *,
     """One task per image, its output mirroring its place under the input folder.
 
     ``digests`` asks the workers for input and output checksums (the resume record).
+    With a URL input (a benchmark of a dataset in a store), ``images`` are its keys and
+    the workers read them from the store themselves.
     """
+    if isinstance(config.input_dir, str):
+        inp = open_store(config.input_dir, config.storage_options)
+        out_root = out_dir.resolve()
+        tasks = []
+        for key in images:
+            dst = (out_dir / key).resolve()
+            if out_root not in dst.parents:
+                raise DatasetError(f"refusing to write outside the output folder: {key}")
+            name = Path(key).as_posix()
+            tasks.append(ImageTask(name, name, str(dst), digests=digests, store_in=inp))
+        return tasks
     tasks = []
     root = config.input_dir
     out_root = out_dir.resolve()
@@ -105,12 +118,14 @@ def _batches(tasks: list[ImageTask], size: int, ship_bytes: bool) -> Iterator[li
     """Batches of ``size`` tasks, made as they are needed.
 
     ``ship_bytes`` (``--transfer bytes``): each task carries its encoded input and
-    asks for its encoded output back, read here only when its batch is submitted.
+    asks for its encoded output back, read here only when its batch is submitted; an
+    input in a store is read by the worker, only the output comes back.
     """
     for i in range(0, len(tasks), size):
         batch = tasks[i:i + size]
         if ship_bytes:
-            batch = [replace(t, data=_read_or_empty(t.src), return_bytes=True) for t in batch]
+            batch = [replace(t, return_bytes=True) if t.store_in is not None
+                     else replace(t, data=_read_or_empty(t.src), return_bytes=True) for t in batch]
         yield batch
 
 
