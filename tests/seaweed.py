@@ -327,6 +327,21 @@ class FlakyProxy:
         with self._lock:
             self.requests.append(f"{method} {rest.rsplit(' ', 1)[0]}")
 
+    def settled(self) -> list[str]:
+        """The request lines once every request has been noted (a line is noted just after it is
+        forwarded, so the reply can arrive first): unchanged for 0.3 s, waited for at most 3 s."""
+        deadline, last, since = time.monotonic() + 3, -1, time.monotonic()
+        while time.monotonic() < deadline:
+            with self._lock:
+                count = len(self.requests)
+            if count != last:
+                last, since = count, time.monotonic()
+            elif time.monotonic() - since >= 0.3:
+                break
+            time.sleep(0.05)
+        with self._lock:
+            return list(self.requests)
+
     def close(self) -> None:
         self._closing.set()
         self._thread.join(5)

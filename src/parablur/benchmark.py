@@ -29,13 +29,15 @@ from .ceiling import Ceiling, CeilingMeter, ceiling_shape
 from .config import BenchConfig, FetchConfig, RunConfig
 from .dataset import list_images
 from .environment import snapshot
-from .errors import ConfigError, DatasetError
+from .errors import ConfigError, DatasetError, ImageError
 from .executors import Executor, create_executor
-from .imageinfo import file_image_size
+from .imageinfo import file_image_size, read_size
 from .ingestion.manifest import true_faces
 from .noise import NOISY_LOAD_CORES, Load, LoadSampler, dask_local_pids
 from .pipeline import STAGES, RunSummary, output_dir_for, performance_report, plan_tasks, run_tasks
 from .records import RecordLog
+from .storage import Store, open_store
+from .storage.base import PROBE_READ_BYTES
 from .verify import Verification, compare_dirs
 from .workload import Job
 
@@ -240,6 +242,21 @@ def _spread(stats: GroupStats | None) -> Spread | None:
     return Spread(stats.median, stats.minimum, stats.maximum, stats.n) if stats else None
 
 
+def input_store(run: RunConfig) -> Store | None:
+    """The store a benchmark reads its images from when its dataset is a URL; None for a folder."""
+    if isinstance(run.input_dir, str):
+        return open_store(run.input_dir, run.storage_options)
+    return None
+
+
+def store_image_size(store: Store, key: str) -> tuple[int, int] | None:
+    """(width, height) from the header of ``key`` in ``store``, or None when unknown."""
+    try:
+        return read_size(store.read(key, length=PROBE_READ_BYTES))
+    except (ImageError, OSError):
+        return None
+
+
 def dataset_size(images: Sequence[Path]) -> tuple[int, int] | None:
     """The (width, height) every image declares in its header; None when they differ."""
     sizes = {file_image_size(p) for p in images}
@@ -364,12 +381,12 @@ class Bench:
                 ex.close()
         self.parallel.clear()
 
-    def _ceiling_meter(self, image: Path, sigma: float) -> CeilingMeter | None:
+    def _ceiling_meter(self, shape: tuple[int, int, int], sigma: float) -> CeilingMeter | None:
         """The pool that measures the ceiling with every round, started on first use."""
         if self._meter is None and self.config.measure_ceiling:
             workers = self.ceiling_workers or max(ex.workers for ex in self.parallel.values())
             if workers >= 2:
-                meter = CeilingMeter(workers, sigma=sigma, shape=ceiling_shape(image))
+                meter = CeilingMeter(workers, sigma=sigma, shape=shape)
                 self._meter = meter.__enter__()
                 self.echo(f"hardware ceiling: measured with every round ({workers} processes "
                           f"against one, {ROUND_CEILING_ALTERNATIONS} alternations)")
@@ -410,19 +427,28 @@ class Bench:
         """
         config = self.config
         results.check_appendable(config.report_csv)
-        size = dataset_size(images)
+        store = input_store(runs[0])
+        if store is None:
+            size = dataset_size(images)
+            shape = ceiling_shape(images[0])
+        else:  # a store's dataset: the first image's header stands for all (one ranged read)
+            size = store_image_size(store, images[0].as_posix())
+            shape = (size[1], size[0], 3) if size else ceiling_shape(images[0])
         checksum = fetch_summary.get("dataset_checksum")
         labels = list(labels) or [""] * len(runs)
         rounds: list[list[RoundResult]] = [[] for _ in runs]
         rows: list[list[dict]] = [[] for _ in runs]
         notes: list[str | None] = [None] * len(runs)
         sample = sample_of(images)
-        names = {p.relative_to(runs[0].input_dir).as_posix() for p in images}
-        truths = {k: v for k, v in true_faces(runs[0].input_dir).items() if k in names}
+        if store is None:
+            names = {p.relative_to(runs[0].input_dir).as_posix() for p in images}
+            truths = {k: v for k, v in true_faces(runs[0].input_dir).items() if k in names}
+        else:
+            truths = {}
 
         def one(v: int, i: int, warm: bool) -> RoundResult:
             run = runs[v]
-            meter = None if warm else self._ceiling_meter(images[0], run.blur.sigma)
+            meter = None if warm else self._ceiling_meter(shape, run.blur.sigma)
             busy = max([ex.workers for ex in self.parallel.values()]
                        + [meter.workers if meter else 1])
             with LoadSampler(busy, own=self._own) as sampler:

@@ -30,9 +30,11 @@ from .config import (
     FetchConfig,
     RunConfig,
     default_workers,
+    location,
     require_outside,
 )
 from .errors import ParaBlurError
+from .storage import parse_storage_options
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,8 +50,10 @@ def _csv_list(text: str) -> tuple[str, ...]:
 
 def _add_dataset_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("dataset")
-    g.add_argument("--input-dir", type=Path, default=Path("downloads_fresh"),
-                   help="dataset folder (default: downloads_fresh/)")
+    g.add_argument("--input-dir", type=location, default=Path("downloads_fresh"),
+                   help="dataset folder, or an fsspec URL (s3://BUCKET/PREFIX, ...): images "
+                        "are uploaded with manifest.json beside them (default: downloads_fresh/)")
+    _add_storage_flag(g)
     g.add_argument("--num-images", type=int, default=None,
                    help="images in the dataset (default: an existing dataset's own count, "
                         "else 160)")
@@ -76,17 +80,31 @@ def _add_dataset_flags(p: argparse.ArgumentParser) -> None:
                         "dataset's own kind, else scene)")
 
 
+def _add_storage_flag(g) -> None:
+    g.add_argument("--storage-options", default=None, metavar="JSON|@FILE.json",
+                   help="fsspec options for URL locations, inline JSON or @file.json "
+                        "(s3: {\"key\": ..., \"secret\": ..., \"client_kwargs\": "
+                        "{\"endpoint_url\": ...}}); sent to every worker, never shown. The "
+                        "usual environment variables (AWS_*, ...) work as well")
+
+
 def _add_run_flags(p: argparse.ArgumentParser, *, single_executor: bool) -> None:
     g = p.add_argument_group("processing")
     if single_executor:
-        g.add_argument("--input-dir", type=Path, default=Path("downloads_fresh"),
-                       help="folder of images to anonymize (default: downloads_fresh/)")
+        g.add_argument("--input-dir", type=location, default=Path("downloads_fresh"),
+                       help="folder of images to anonymize, or an fsspec URL (s3://BUCKET/PREFIX, "
+                            "gs://, az://, file://, memory://) the workers read themselves "
+                            "(default: downloads_fresh/)")
         g.add_argument("--executor", choices=EXECUTORS, default="sequential",
                        help="where the work runs (default: sequential)")
         g.add_argument("--force", action="store_true",
                        help="redo every image even when its output is up to date")
-    g.add_argument("--output-dir", type=Path, default=Path("processed"),
-                   help="outputs go to OUTPUT_DIR/<executor>/ (default: processed/)")
+    g.add_argument("--output-dir", type=location, default=Path("processed"),
+                   help="outputs go to OUTPUT_DIR/<executor>/" + (
+                       "; a folder or an fsspec URL the workers write themselves, one PUT per "
+                       "output" if single_executor else "") + " (default: processed/)")
+    if single_executor:
+        _add_storage_flag(g)
     g.add_argument("--workers", type=int, default=None,
                    help=f"worker processes (default: this machine's cores, {default_workers()})")
     g.add_argument("--threads-per-worker", type=int, default=1,
@@ -259,7 +277,7 @@ def _fetch_config(a: argparse.Namespace) -> FetchConfig:
     from .ingestion.manifest import dataset_settings
 
     # Pointed at a dataset ParaBlur made, a command uses it as it is unless told otherwise.
-    known = dataset_settings(a.input_dir)
+    known = dataset_settings(a.input_dir) if isinstance(a.input_dir, Path) else {}
     return FetchConfig(
         input_dir=a.input_dir,
         num_images=a.num_images if a.num_images is not None else known.get("num_images", 160),
@@ -268,6 +286,7 @@ def _fetch_config(a: argparse.Namespace) -> FetchConfig:
         force_download=a.force_download, download_workers=a.download_workers,
         max_bytes=a.max_bytes,
         fallback=a.fallback if a.fallback is not None else known.get("fallback", "scene"),
+        storage_options=parse_storage_options(a.storage_options),
     )
 
 
@@ -288,6 +307,7 @@ def _run_config(a: argparse.Namespace, executor: str) -> RunConfig:
         faces=FaceParams(model=a.face_model, face_min_size=a.face_min_size,
                          threshold=a.threshold, max_faces=a.max_faces, style=a.style,
                          shape=a.shape, mask_scale=a.mask_scale),
+        storage_options=parse_storage_options(getattr(a, "storage_options", None)),
     )
 
 

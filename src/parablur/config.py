@@ -10,8 +10,10 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError
 
@@ -39,16 +41,43 @@ def _require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def folders_overlap(a: Path, b: Path) -> bool:
-    """True when ``a`` and ``b`` are the same folder or one lies inside the other (links resolved)."""
-    ra, rb = Path(a).resolve(), Path(b).resolve()
-    return ra == rb or ra in rb.parents or rb in ra.parents
+def folders_overlap(a: Path | str, b: Path | str) -> bool:
+    """True when ``a`` and ``b`` are the same folder or URL prefix, or one lies inside the other.
+
+    Folders (and file:// URLs) are compared with links resolved; other URLs by their
+    scheme and '/'-separated path, and never overlap a folder.
+    """
+    from .storage import is_url
+
+    def local(x: Path | str) -> Path | None:
+        if not is_url(x):
+            return Path(x)
+        text = str(x)
+        return Path(text[len("file://"):]) if text.lower().startswith("file://") else None
+
+    la, lb = local(a), local(b)
+    if la is not None and lb is not None:
+        ra, rb = la.resolve(), lb.resolve()
+        return ra == rb or ra in rb.parents or rb in ra.parents
+    if la is not None or lb is not None:
+        return False
+    ua, ub = str(a).rstrip("/"), str(b).rstrip("/")
+    return ua == ub or ua.startswith(ub + "/") or ub.startswith(ua + "/")
 
 
-def _require_apart(input_dir: Path, output_dir: Path) -> None:
+def location(value: Path | str) -> Path | str:
+    """A folder as a ``Path``, an fsspec URL (s3://, file://, ...) kept as its text."""
+    from .storage import is_url
+
+    return str(value) if is_url(value) else Path(value)
+
+
+def _require_apart(input_dir: Path | str, output_dir: Path | str) -> None:
+    from .storage import redact
+
     _require(not folders_overlap(input_dir, output_dir),
-             f"input-dir and output-dir must not contain one another: {input_dir} and "
-             f"{output_dir} overlap (outputs are written, and cleared between benchmark rounds, "
+             f"input-dir and output-dir must not contain one another: {redact(str(input_dir))} and "
+             f"{redact(str(output_dir))} overlap (outputs are written, and cleared between benchmark rounds, "
              "under output-dir)")
 
 
@@ -58,12 +87,14 @@ def inside(path: Path, folder: Path) -> bool:
     return rp == rf or rf in rp.parents
 
 
-def require_outside(path: Path | None, flag: str, folders: dict[str, Path]) -> None:
+def require_outside(path: Path | None, flag: str, folders: dict[str, Path | str]) -> None:
     """Refuse a file ParaBlur writes (``flag``) inside a dataset or an output folder, where a
     benchmark round would clear it or it would be read as an image."""
     if path is None:
         return
     for name, folder in folders.items():
+        if not isinstance(folder, Path):
+            continue  # a URL: nothing local to overlap
         _require(not inside(path, folder),
                  f"{flag} {path} must not be inside {name} {folder}")
 
@@ -97,9 +128,11 @@ class FetchConfig:
     retry_after_cap_s: float = 30.0
     backoff_base_s: float = 0.5
     backoff_max_s: float = 10.0
+    # fsspec options of a URL input_dir (credentials among them: never shown, never compared).
+    storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "input_dir", Path(self.input_dir))
+        object.__setattr__(self, "input_dir", location(self.input_dir))
         if self.url_list is not None:
             object.__setattr__(self, "url_list", Path(self.url_list))
         _require(self.num_images >= 1, f"num-images must be >= 1, got {self.num_images}")
@@ -229,10 +262,10 @@ class FaceParams:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """How to anonymize one folder with one executor."""
+    """How to anonymize one folder (or object-store prefix) with one executor."""
 
-    input_dir: Path = Path("downloads_fresh")
-    output_dir: Path = Path("processed")
+    input_dir: Path | str = Path("downloads_fresh")  # a folder, or an fsspec URL
+    output_dir: Path | str = Path("processed")
     executor: str = "sequential"
     workers: int = field(default_factory=default_workers)
     threads_per_worker: int = 1
@@ -247,6 +280,8 @@ class RunConfig:
     engine: str = "exact"  # how a Gaussian is computed (the blur workload's, and the faces')
     faces: FaceParams = field(default_factory=lambda: FaceParams())
     draw_boxes: bool = False  # faces: a debug copy with the boxes drawn, beside the outputs
+    # fsspec options of URL locations (credentials among them: never shown, never compared).
+    storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _require(self.workload in WORKLOADS or bool(CUSTOM_WORKLOAD.match(self.workload)),
@@ -254,8 +289,8 @@ class RunConfig:
                  f"got {self.workload!r}")
         _require(self.engine in ENGINES,
                  f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
-        object.__setattr__(self, "input_dir", Path(self.input_dir))
-        object.__setattr__(self, "output_dir", Path(self.output_dir))
+        object.__setattr__(self, "input_dir", location(self.input_dir))
+        object.__setattr__(self, "output_dir", location(self.output_dir))
         _require(self.executor in EXECUTORS,
                  f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
         _require(self.workers >= 1, f"workers must be >= 1, got {self.workers}")
@@ -275,6 +310,11 @@ class RunConfig:
         _require_apart(self.input_dir, self.output_dir)
         require_outside(self.performance_report, "performance-report",
                         {"input-dir": self.input_dir, "output-dir": self.output_dir})
+
+    @property
+    def uses_store(self) -> bool:
+        """True when the input or the output is a URL: workers then read and write the store."""
+        return isinstance(self.input_dir, str) or isinstance(self.output_dir, str)
 
     @property
     def effective_transfer(self) -> str:
@@ -305,6 +345,13 @@ class BenchConfig:
             _require(name in ENGINES, f"engines must be among {', '.join(ENGINES)}, got {name!r}")
         _require(not self.engines or self.run.workload == "blur",
                  "engines compares blur engines: it needs --workload blur")
+        _require(not isinstance(self.run.output_dir, str),
+                 "a benchmark writes its outputs into a folder (it empties them between rounds): "
+                 "--output-dir must be a folder, not a URL")
+        if isinstance(self.fetch.input_dir, str):
+            _require(self.run.workload == "blur" and self.run.engine == "exact" and not self.engines,
+                     "a benchmark of a dataset in a store measures the exact blur: --workload "
+                     "faces, --engine fast and --engines need a dataset folder")
         _require_apart(self.fetch.input_dir, self.run.output_dir)
         require_outside(self.report_csv, "report-csv",
                         {"input-dir": self.fetch.input_dir, "output-dir": self.run.output_dir})

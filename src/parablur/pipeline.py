@@ -6,19 +6,21 @@ import contextlib
 import math
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .config import RunConfig
 from .dataset import list_images
-from .errors import ConfigError, DatasetError
+from .errors import ConfigError, DatasetError, ImageError
 from .executors import Executor, create_executor
 from .files import claim_output_dir, clear_output_dir, remove_stale_temps, write_atomic
-from .imageinfo import file_image_size
+from .imageinfo import file_image_size, read_size
 from .records import RecordLog
 from .resume import OutputRecord
-from .workload import BatchResult, ImageResult, ImageTask, Job, decode, encode
+from .storage import Store, open_store
+from .storage.base import PROBE_READ_BYTES
+from .workload import BatchResult, ImageResult, ImageTask, Job, decode, encode, params_tag
 
 STAGES = ("read_s", "decode_s", "blur_s", "encode_s", "write_s")
 
@@ -86,7 +88,20 @@ def plan_tasks(config: RunConfig, images: Sequence[Path], out_dir: Path, *,
     """One task per image, its output mirroring its place under the input folder.
 
     ``digests`` asks the workers for input and output checksums (the resume record).
+    With a URL input (a benchmark of a dataset in a store), ``images`` are its keys and
+    the workers read them from the store themselves.
     """
+    if isinstance(config.input_dir, str):
+        inp = open_store(config.input_dir, config.storage_options)
+        out_root = out_dir.resolve()
+        tasks = []
+        for key in images:
+            dst = (out_dir / key).resolve()
+            if out_root not in dst.parents:
+                raise DatasetError(f"refusing to write outside the output folder: {key}")
+            name = Path(key).as_posix()
+            tasks.append(ImageTask(name, name, str(dst), digests=digests, store_in=inp))
+        return tasks
     tasks = []
     root = config.input_dir
     out_root = out_dir.resolve()
@@ -103,12 +118,14 @@ def _batches(tasks: list[ImageTask], size: int, ship_bytes: bool) -> Iterator[li
     """Batches of ``size`` tasks, made as they are needed.
 
     ``ship_bytes`` (``--transfer bytes``): each task carries its encoded input and
-    asks for its encoded output back, read here only when its batch is submitted.
+    asks for its encoded output back, read here only when its batch is submitted; an
+    input in a store is read by the worker, only the output comes back.
     """
     for i in range(0, len(tasks), size):
         batch = tasks[i:i + size]
         if ship_bytes:
-            batch = [replace(t, data=_read_or_empty(t.src), return_bytes=True) for t in batch]
+            batch = [replace(t, return_bytes=True) if t.store_in is not None
+                     else replace(t, data=_read_or_empty(t.src), return_bytes=True) for t in batch]
         yield batch
 
 
@@ -176,8 +193,6 @@ def run_tasks(
     previous round's outputs); ``record`` notes each finished output. The
     workload's per-image records go to its record file in ``out_dir``.
     """
-    from tqdm import tqdm
-
     job = Job.for_run(config)
     preflight(executor, job)
     if batch_size is None:
@@ -187,18 +202,50 @@ def run_tasks(
            if job.workload.record_file else None)
     ship = config.effective_transfer == "bytes" and executor.name != "sequential"
     by_name = {t.name: t for t in tasks}
+
+    def settle(img: ImageResult) -> ImageResult:
+        img = _write_returned(img, out_dir)
+        if img.ok:
+            if record is not None and img.name in by_name:
+                record.add(by_name[img.name], img)
+            if log is not None and img.record is not None:
+                log.add(img.name, img.record)
+        elif log is not None:
+            log.drop(img.name)
+        return img
+
+    summary = drive(executor, config, job, _batches(tasks, batch_size, ship), batch_size=batch_size,
+                    total=len(tasks), output=str(out_dir), settle=settle, progress=progress)
+    if log is not None:
+        log.save()
+    remove_stale_temps(out_dir)
+    return summary
+
+
+def drive(executor: Executor, config: RunConfig, job: Job, batches: Iterable[list[ImageTask]], *,
+          batch_size: int, total: int | None, output: str,
+          settle: Callable[[ImageResult], ImageResult] = lambda img: img,
+          progress: bool = False) -> RunSummary:
+    """Feed ``batches`` through ``executor``'s bounded window and tally their results.
+
+    ``batches`` may be a generator (a store's listing, page by page): it is read only
+    as the window has room. ``settle`` finishes each image's result on the client
+    (an output sent back as bytes written, the resume record noted).
+    """
+    from tqdm import tqdm
+
     failures: list[dict] = []
     stages = dict.fromkeys(STAGES, 0.0)
     task_s = 0.0
-    ok = 0
+    ok = images = skipped = 0
     peak: dict[str, float] = {}
-    bar = tqdm(total=len(tasks), desc=f"{executor.name:>12}", unit="img", leave=False,
+    bar = tqdm(total=total, desc=f"{executor.name:>12}", unit="img", leave=False,
                disable=not progress or None, dynamic_ncols=True)
     t0, epoch = time.perf_counter(), time.time()
     spans: list[tuple[str, float, float, int]] = []
     with bar:
         result: BatchResult
-        for result in executor.map(_batches(tasks, batch_size, ship), job):
+        for result in executor.map(batches, job):
             task_s += result.task_s
             if result.started:
                 spans.append((result.worker, result.started - epoch, result.ended - epoch,
@@ -206,33 +253,27 @@ def run_tasks(
             if result.worker:
                 peak[result.worker] = max(peak.get(result.worker, 0.0), result.peak_rss_mb)
             for img in result.images:
-                img = _write_returned(img, out_dir)
+                images += 1
+                img = settle(img)
                 for s in STAGES:
                     stages[s] += getattr(img, s)
-                if img.ok:
+                if img.skipped:
+                    skipped += 1
+                elif img.ok:
                     ok += 1
-                    if record is not None and img.name in by_name:
-                        record.add(by_name[img.name], img)
-                    if log is not None and img.record is not None:
-                        log.add(img.name, img.record)
                 else:
-                    if log is not None:
-                        log.drop(img.name)
                     failures.append({"image": img.name, "reason": img.error or "unknown"})
             bar.update(len(result.images))
     wall = time.perf_counter() - t0
-    if log is not None:
-        log.save()
     if config.include_startup:
         wall += executor.startup_s
-    remove_stale_temps(out_dir)
     return RunSummary(
         executor=executor.name, workers=executor.workers, batch_size=batch_size,
-        images=len(tasks), ok=ok, failed=len(failures),
+        images=images, ok=ok, failed=len(failures),
         failures=tuple(sorted(failures, key=lambda f: f["image"])), wall_s=wall,
         startup_s=executor.startup_s, task_s=task_s, stages=stages,
-        peak_worker_rss_mb=max(peak.values(), default=0.0), output_dir=str(out_dir),
-        dashboard=executor.dashboard_link, tasks=tuple(spans),
+        peak_worker_rss_mb=max(peak.values(), default=0.0), output_dir=output,
+        skipped=skipped, dashboard=executor.dashboard_link, tasks=tuple(spans),
     )
 
 
@@ -281,6 +322,8 @@ def anonymize(config: RunConfig, *, progress: bool = False) -> RunSummary:
     see ``parablur.resume``) is skipped, and the cluster is not even started when
     nothing is left. ``config.force`` empties the output folder and redoes everything.
     """
+    if config.uses_store:
+        return anonymize_store(config, progress=progress)
     images = list_images(config.input_dir)
     if not images:
         raise DatasetError(f"no images found in {config.input_dir}")
@@ -317,3 +360,84 @@ def anonymize(config: RunConfig, *, progress: bool = False) -> RunSummary:
     if config.draw_boxes:
         draw_records(config, Job.for_run(config), out_dir, tasks)
     return replace(summary, images=len(tasks), skipped=len(done))
+
+
+# "auto" with a store input: the image count is not known before the listing ends, so the
+# batch is sized from the first image's cost alone, and capped to keep the tail balanced.
+STORE_AUTO_BATCH_MAX = 32
+
+
+def output_location(config: RunConfig, executor_name: str) -> Path | str:
+    """``OUTPUT_DIR/<executor>``: a folder, or a URL prefix."""
+    if isinstance(config.output_dir, Path):
+        return config.output_dir / executor_name
+    return f"{config.output_dir.rstrip('/')}/{executor_name}"
+
+
+def store_tasks(inp: Store, out: Store, job: Job, *, skip_done: bool = True,
+                page_size: int = 1000) -> Iterator[ImageTask]:
+    """One task per image of ``inp``, made as the listing's pages arrive; output: the same key in ``out``.
+
+    Tasks carry keys and the two stores (their URLs and options, shared by every task
+    of a batch when pickled), never bytes; ``skip_done`` lets the worker skip an output
+    whose recorded input and parameters match (one HEAD on the worker that owns it).
+    """
+    params = params_tag(job)
+    for item in inp.scan_images(page_size):
+        tag = f"etag:{item.size}:{item.etag}" if item.etag else ""
+        yield ImageTask(item.key, item.key, item.key, store_in=inp, store_out=out,
+                        input_tag=tag, params=params, skip_done=skip_done)
+
+
+def _chunks(tasks: Iterable[ImageTask], size: int) -> Iterator[list[ImageTask]]:
+    """Batches of ``size`` from a stream of tasks, holding one batch at a time."""
+    batch: list[ImageTask] = []
+    for task in tasks:
+        batch.append(task)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _store_batch_size(config: RunConfig, inp: Store, first: str) -> int:
+    if config.batch_size != "auto":
+        return int(config.batch_size)
+    try:
+        width, height = read_size(inp.read(first, length=PROBE_READ_BYTES))
+    except (ImageError, OSError):
+        width, height = 2000, 2000
+    return max(1, min(STORE_AUTO_BATCH_MAX, math.ceil(0.25 / max(width * height / 40e6, 1e-4))))
+
+
+def anonymize_store(config: RunConfig, *, progress: bool = False) -> RunSummary:
+    """Anonymize every image of a URL (or folder) input into a URL (or folder) ``OUTPUT/<executor>/``.
+
+    Before any cluster starts, the input is listed and read and the output written (a
+    probe object, removed after), so a wrong setup is one line. The workers read and
+    write the store themselves; the client feeds the window from the paged listing and
+    never holds it whole. Resume: each output carries its input's tag and the
+    parameters as metadata, and the worker skips an image whose output matches;
+    ``config.force`` redoes everything (overwriting outputs, deleting nothing).
+    """
+    job = Job.for_run(config)
+    if job.workload.record_file or config.draw_boxes:
+        raise ConfigError(f"--workload {config.workload} keeps a record file beside the outputs "
+                          "(and --draw-boxes debug copies): not supported with a URL input or "
+                          "output yet; use folders")
+    inp = open_store(config.input_dir, config.storage_options)
+    out = open_store(output_location(config, config.executor), config.storage_options)
+    first = inp.probe_read()
+    out.probe_write()
+    out.claim_output()
+    batch_size = _store_batch_size(config, inp, first)
+    executor = create_executor(config.executor, config)
+    with executor:
+        if progress and executor.dashboard_link:
+            print(f"Dask dashboard: {executor.dashboard_link}", file=sys.stderr)
+        with performance_report({config.executor: executor}, config.performance_report):
+            preflight(executor, job)
+            batches = _chunks(store_tasks(inp, out, job, skip_done=not config.force), batch_size)
+            return drive(executor, config, job, batches, batch_size=batch_size, total=None,
+                         output=out.url, progress=progress)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import json
 import os
 import socket
 import time
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -31,6 +33,9 @@ from .files import write_atomic
 from .imageinfo import jpeg_end, read_size
 from .workloads import BlurWorkload, Workload
 
+if TYPE_CHECKING:
+    from .storage import Store
+
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
               "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 
@@ -40,6 +45,12 @@ _JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
 
 
 _PREPARED = False
+
+# An output's resume record in the store, as object metadata written with its PUT: the
+# input it was made from ("etag:SIZE:ETAG" from the listing, else "sha256:HEX" of the bytes
+# read) and the parameters' tag (``params_tag``).
+RECORD_INPUT = "parablur-input"
+RECORD_PARAMS = "parablur-params"
 
 # glibc mallopt parameters, and the values ParaBlur sets: large images are freed
 # into the process's own heap and reused for the next image, instead of being
@@ -140,6 +151,14 @@ class ImageTask:
     data: bytes | None = None  # encoded input, when shipped instead of read from disk
     return_bytes: bool = False  # send the encoded output back instead of writing it
     digests: bool = False  # report input and output sha256 (for the resume record)
+    # Object stores (``parablur.storage``): ``src`` and ``dst`` are keys of these two stores,
+    # which the worker reads and writes itself; only the keys and the stores' URLs and
+    # options travel with the task, never image bytes.
+    store_in: Store | None = field(default=None, repr=False)
+    store_out: Store | None = field(default=None, repr=False)
+    input_tag: str = ""  # the input's size and ETag from the listing ("" when it has none)
+    params: str = ""  # ``params_tag`` of the run's job, recorded with each output
+    skip_done: bool = False  # skip an output recorded with this input and these parameters
 
 
 @dataclass(frozen=True)
@@ -160,6 +179,7 @@ class ImageResult:
     output_sha256: str = ""  # of the encoded output
     output_size: int = 0
     record: dict | None = None  # the workload's small per-image record (faces: the detections)
+    skipped: bool = False  # its output in the store was already up to date (resume)
 
     @property
     def total_s(self) -> float:
@@ -259,9 +279,11 @@ def worker_id() -> str:
 
 
 def read_input(task: ImageTask) -> bytes:
-    """The encoded input of ``task``: shipped bytes, or the file's contents."""
+    """The encoded input of ``task``: shipped bytes, the store's object, or the file's contents."""
     if task.data is not None:
         return task.data
+    if task.store_in is not None:
+        return task.store_in.read(task.src)
     with open(task.src, "rb") as fh:
         return fh.read()
 
@@ -278,11 +300,19 @@ def process_image(task: ImageTask, job: Job, *, prefetched: Future | None = None
     stage = "read"
     try:
         t0 = time.perf_counter()
+        recorded = _recorded_input(task) if task.skip_done else None
+        if recorded is not None and recorded == task.input_tag:
+            return ImageResult(task.name, True, worker=worker_id(), skipped=True,
+                               read_s=time.perf_counter() - t0)
         data = prefetched.result() if prefetched is not None else read_input(task)
         t1 = time.perf_counter()
         stages["read_s"] = t1 - t0
         stage = "decode"
-        input_sha256 = hashlib.sha256(data).hexdigest() if task.digests else ""
+        input_sha256 = (hashlib.sha256(data).hexdigest()
+                        if task.digests or (task.store_out is not None and not task.input_tag) else "")
+        input_tag = task.input_tag or f"sha256:{input_sha256}"
+        if recorded is not None and recorded == input_tag:
+            return ImageResult(task.name, True, worker=worker_id(), skipped=True, **stages)
         size = check_header(data, job.max_pixels)
         image, full_shape = decode_for(job, data, Path(task.src).suffix, size)
         del data
@@ -305,6 +335,12 @@ def process_image(task: ImageTask, job: Job, *, prefetched: Future | None = None
         if task.return_bytes:
             return ImageResult(task.name, True, worker=worker_id(), output=encoded, **stages,
                                **digests)
+        if task.store_out is not None:
+            # One PUT to the final key, the resume record in its metadata (parablur.storage).
+            task.store_out.write(task.dst, encoded, metadata={
+                RECORD_INPUT: input_tag, RECORD_PARAMS: task.params or params_tag(job)})
+            stages["write_s"] = time.perf_counter() - t4
+            return ImageResult(task.name, True, worker=worker_id(), **stages, **digests)
         if writer is not None:
             pending = writer.submit(write_atomic, Path(task.dst), encoded, durable=False)
             stages["write_s"] = time.perf_counter() - t4
@@ -316,6 +352,23 @@ def process_image(task: ImageTask, job: Job, *, prefetched: Future | None = None
     except Exception as exc:  # a user's file must never fail the batch; Ctrl-C still stops it
         return ImageResult(task.name, False, f"{stage}: {failure_reason(exc)}", worker=worker_id(),
                            **stages)
+
+
+def params_tag(job: Job) -> str:
+    """A short tag of what an output depends on: the job's parameters and ParaBlur's version."""
+    from . import __version__
+
+    text = json.dumps([job.describe(), __version__], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _recorded_input(task: ImageTask) -> str | None:
+    """The input tag recorded on ``task``'s output in the store, if made with the same parameters."""
+    assert task.store_out is not None
+    info = task.store_out.info(task.dst)
+    if info is None or not task.params or info.metadata.get(RECORD_PARAMS) != task.params:
+        return None
+    return info.metadata.get(RECORD_INPUT) or None
 
 
 def failure_reason(exc: Exception) -> str:

@@ -314,7 +314,12 @@ def fetch_dataset(config: FetchConfig, *, progress: bool = True) -> FetchSummary
     """Make ``config.input_dir`` a complete dataset and describe what was done.
 
     Only a folder ParaBlur created is written to; any other is used read-only as it is.
+    A URL ``input_dir`` is filled through a staging folder (``store_fetch``).
     """
+    if isinstance(config.input_dir, str):
+        from .store_fetch import fetch_to_store
+
+        return fetch_to_store(config, progress=progress)
     start = time.perf_counter()
     folder = config.input_dir
     if folder.exists() and not folder.is_dir():
