@@ -124,8 +124,9 @@ def test_noisy_rounds_are_left_out_of_the_headline_not_folded_into_the_serial_fr
     # with no quiet round at all, the figures are the noisy rounds' and say so
     stats = stats_of(rounds[1:])
     assert stats.headline_noisy and stats.noisy_rounds == 2
+    assert stats.serial_fraction is None  # the summary JSON and the report give none either
     text = format_summary(BenchSummary("id", 8, rounds[1:], {"dask": stats}))
-    assert "no quiet round" in text and "(Karp-Flatt)" not in text
+    assert "no quiet round" in text and "(Karp-Flatt)" not in text and "1 worker" not in text
 
 
 def test_engines_side_by_side_say_when_their_figures_are_the_noisy_rounds():

@@ -588,10 +588,10 @@ def _figure_lines(st: ExecutorStats) -> list[str]:
                 "or a mismatch)"]
     seq, par = st.sequential_s, st.parallel_s
     noisy = " (noisy rounds)" if st.headline_noisy else ""
-    if st.serial_fraction is None:
-        kf = "       n/a (1 worker)"
-    elif st.headline_noisy:
+    if st.headline_noisy:
         kf = "       n/a (no quiet round: it would measure the other programs' load)"
+    elif st.serial_fraction is None:
+        kf = "       n/a (1 worker)"
     else:
         kf = f"{st.serial_fraction * 100:8.1f}%  (Karp-Flatt)"
     which = "clean, noisy rounds" if st.headline_noisy else "clean, quiet rounds"
