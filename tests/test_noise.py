@@ -91,7 +91,7 @@ def test_a_busy_process_outside_the_tree_is_outside_load():
             wait_for_cpu([busy], 0.6)
         took = cpu_s([busy]) - before
         load = sampler.load
-        assert load is not None and took >= 0.6
+        assert load is not None and took >= 0.59  # cpu_times ticks and float sums
         # every second of the loop shows as outside load, none of it as ours
         assert load.outside_cores * load.wall_s >= 0.8 * took
         assert load.own_cores * load.wall_s < 0.3 * took
@@ -105,7 +105,7 @@ def test_a_busy_process_outside_the_tree_is_outside_load():
         with LoadSampler(busy_cores=2, own=[busy.pid]) as sampler:
             wait_for_cpu([busy], 0.6)
         took = cpu_s([busy]) - before
-        assert took >= 0.6 and sampler.load.own_cores * sampler.load.wall_s >= 0.8 * took
+        assert took >= 0.59 and sampler.load.own_cores * sampler.load.wall_s >= 0.8 * took
 
 
 def test_busy_children_and_grandchildren_are_the_benchmarks_own():
@@ -124,7 +124,7 @@ def test_busy_children_and_grandchildren_are_the_benchmarks_own():
         with LoadSampler(busy_cores=2) as sampler:
             wait_for_cpu(procs, 0.6)
             took = cpu_s(procs) - before
-        assert took >= 0.6
+        assert took >= 0.59  # cpu_times ticks and float sums
         assert sampler.load.own_cores * sampler.load.wall_s >= 0.8 * took
     finally:
         kill_tree(nanny)

@@ -54,7 +54,7 @@ def test_every_expected_png_is_written_and_valid(v1_report) -> None:
         path = v1_report.out_dir / f"{name}.png"
         assert path in v1_report.files
         assert_valid_png(path)
-    assert [p.name for p in v1_report.skipped] == ["weak_scaling"]
+    assert [p.name for p in v1_report.skipped] == ["weak_scaling", "worker_timeline"]
     assert v1_report.html.is_file() and v1_report.markdown.is_file()
     assert v1_report.html in v1_report.files and v1_report.markdown in v1_report.files
 

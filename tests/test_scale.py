@@ -109,6 +109,9 @@ def test_report_summary_json_lists_files_fit_groups_and_warnings(tmp_path: Path,
     assert data["amdahl"]["sweep"] in data["fits"] and len(data["fits"]) == 3
     assert any("grows with the pool" in w for w in data["warnings"])
     assert data["rows"] == 33 and data["unclean_left_out"] == 0
-    assert data["skipped_figures"] == {"weak_scaling": "no scale-weak rows"}
+    assert data["skipped_figures"] == {
+        "weak_scaling": "no scale-weak rows",
+        "worker_timeline": "no task timeline (the -tasks.csv a benchmark writes beside its "
+                           "results CSV)"}
     assert all(g["clean_trials"] >= 1 for g in data["groups"])
     assert "warning: " in capsys.readouterr().out

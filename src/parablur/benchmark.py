@@ -32,8 +32,10 @@ from .environment import snapshot
 from .errors import DatasetError
 from .executors import Executor, create_executor
 from .imageinfo import file_image_size
+from .ingestion.manifest import true_faces
 from .noise import NOISY_LOAD_CORES, Load, LoadSampler, dask_local_pids
 from .pipeline import STAGES, RunSummary, output_dir_for, performance_report, plan_tasks, run_tasks
+from .records import RecordLog
 from .verify import Verification, compare_dirs
 from .workload import Job
 
@@ -57,6 +59,7 @@ class RoundResult:
     load: Load | None = None  # what other programs took while the round ran
     ceiling: Ceiling | None = None  # the hardware ceiling measured with this round
     accuracy: Accuracy | None = None  # a non-exact engine against exact, on a sample
+    quality: dict | None = None  # the workload's records against the dataset's truth (faces)
 
     def speedup(self, name: str) -> float:
         return speedup(self.sequential.wall_s, self.parallel[name].wall_s)
@@ -124,6 +127,13 @@ class BenchSummary:
     engine: str = "exact"  # the blur engine of these rounds
 
     @property
+    def quality(self) -> dict | None:
+        """The workload's records against the dataset's truth, in the last measured round
+        (faces: recall and false positives per image; every round gives the same outputs)."""
+        found = [r.quality for r in self.rounds if r.quality and not r.warmup]
+        return found[-1] if found else None
+
+    @property
     def accuracy(self) -> Accuracy | None:
         """The engine's accuracy against exact over every measured round's sample (worst case)."""
         acc = [r.accuracy for r in self.rounds if r.accuracy and not r.warmup]
@@ -163,6 +173,7 @@ class BenchSummary:
             "noisy_load_cores": NOISY_LOAD_CORES,
             "engine": self.engine,
             "accuracy_vs_exact": asdict(self.accuracy) if self.accuracy else None,
+            "detection_quality": self.quality,
             "executors": {k: asdict(v) for k, v in self.stats.items()},
             "rounds": [
                 {
@@ -271,6 +282,8 @@ def csv_row(rnd: RoundResult, name: str, run: RunConfig, size: tuple[int, int] |
         "workload_params": json.dumps(Job.for_run(run).describe(), sort_keys=True),
         "psnr_db": rnd.accuracy.psnr_db if rnd.accuracy else None,
         "max_abs_diff": rnd.accuracy.max_abs_diff if rnd.accuracy else None,
+        "recall": (rnd.quality or {}).get("recall"),
+        "false_positives_per_image": (rnd.quality or {}).get("false_positives_per_image"),
     }
 
 
@@ -291,6 +304,9 @@ def format_round(rnd: RoundResult) -> str:
         if run.failed or rnd.sequential.failed:
             mark += f", {run.failed + rnd.sequential.failed} failed"
         parts.append(f"{name} {run.wall_s:7.2f} s  x{rnd.speedup(name):.2f} ({mark})")
+    if rnd.quality and rnd.quality.get("recall") is not None:
+        parts.append(f"recall {rnd.quality['recall']:.3f}, "
+                     f"{rnd.quality['false_positives_per_image']:.2f} false positives/image")
     if rnd.accuracy:
         parts.append(f"vs exact {rnd.accuracy.psnr_db:.1f} dB, max diff "
                      f"{rnd.accuracy.max_abs_diff:g}")
@@ -400,6 +416,8 @@ class Bench:
         rows: list[list[dict]] = [[] for _ in runs]
         notes: list[str | None] = [None] * len(runs)
         sample = sample_of(images)
+        names = {p.relative_to(runs[0].input_dir).as_posix() for p in images}
+        truths = {k: v for k, v in true_faces(runs[0].input_dir).items() if k in names}
 
         def one(v: int, i: int, warm: bool) -> RoundResult:
             run = runs[v]
@@ -409,8 +427,14 @@ class Bench:
             with LoadSampler(busy, own=self._own) as sampler:
                 ceiling = meter.measure(ROUND_CEILING_ALTERNATIONS) if meter else None
                 rnd = self.one_round(i - config.warmup + 1, warm, images, bool(i % 2), run=run)
-            accuracy = None if warm else engine_accuracy(sample, Job.for_run(run))
-            rnd = replace(rnd, load=sampler.load, ceiling=ceiling, accuracy=accuracy)
+            job = Job.for_run(run)
+            accuracy = None if warm else engine_accuracy(sample, job)
+            quality = None
+            if truths and job.workload.record_file:
+                records = RecordLog(output_dir_for(run, "sequential") / job.workload.record_file)
+                quality = job.workload.score(records.lines, truths)
+            rnd = replace(rnd, load=sampler.load, ceiling=ceiling, accuracy=accuracy,
+                          quality=quality)
             rounds[v].append(rnd)
             self.echo(labels[v] + format_round(rnd))
             return rnd
@@ -629,6 +653,16 @@ def format_summary(summary: BenchSummary) -> str:
             lines.append(f"  worker time      {shares}")
         if st.peak_worker_rss_mb:
             lines.append(f"  peak worker RSS  {st.peak_worker_rss_mb:8.0f} MB")
+    q = summary.quality
+    if q and q.get("recall") is not None:
+        lines.append(f"detection: recall {q['recall']:.3f} ({q['found']} of {q['faces']} true faces "
+                     f"found, IoU >= 0.3), {q['false_positives_per_image']:.2f} false positives "
+                     f"per image, over {q['images']} images")
+    acc = summary.accuracy
+    if acc:
+        lines.append(f"accuracy: {summary.engine} against exact on {acc.images} sampled images: "
+                     f"PSNR {acc.psnr_db:.1f} dB (worst image {acc.worst_psnr_db:.1f} dB), "
+                     f"max abs diff {acc.max_abs_diff:g}")
     verdict = ("all outputs pixel-identical" if not summary.mismatches
                else f"{len(summary.mismatches)} MISMATCHES")
     lines.append(f"verified: {verdict}; failed images: {len(summary.failures)}; "

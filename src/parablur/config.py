@@ -18,9 +18,9 @@ from .errors import ConfigError
 DEFAULT_SOURCE_URL = "https://picsum.photos/2000/2000"
 EXECUTORS = ("sequential", "dask", "dask-threads", "processes", "threads")
 PARALLEL_EXECUTORS = tuple(e for e in EXECUTORS if e != "sequential")
-FALLBACKS = ("scene", "noise")
+FALLBACKS = ("scene", "noise", "faces")
 TRANSFERS = ("paths", "bytes")
-WORKLOADS = ("blur",)
+WORKLOADS = ("blur", "faces")
 ENGINES = ("exact", "fast")  # parablur.engines.ENGINES; config cannot import it
 # A user's own workload: an importable ``package.module:function``.
 CUSTOM_WORKLOAD = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
@@ -180,6 +180,37 @@ class ClusterConfig:
         return self.tls_ca_file is not None
 
 
+FACE_STYLES = ("blur", "mosaic", "solid")
+FACE_SHAPES = ("ellipse", "box")
+
+
+@dataclass(frozen=True)
+class FaceParams:
+    """The face workload: detect faces (YuNet) and anonymize only their grown regions."""
+
+    model: Path | None = None  # the verified model file; None: models.find_model() finds it
+    face_min_size: int = 32  # smallest face to find, in pixels of the full image (box's longer side)
+    threshold: float = 0.5  # detector score: low for recall, yet a blurred face must score below it
+    max_faces: int = 1000
+    style: str = "blur"
+    shape: str = "ellipse"
+    mask_scale: float = 1.3  # the region grows past the detector's box by this factor
+
+    def __post_init__(self) -> None:
+        if self.model is not None:
+            object.__setattr__(self, "model", Path(self.model))
+        _require(8 <= self.face_min_size <= 10_000,
+                 f"face-min-size must be in 8..10000 pixels, got {self.face_min_size}")
+        _require(0 < self.threshold < 1, f"threshold must be in (0, 1), got {self.threshold}")
+        _require(self.max_faces >= 1, f"max-faces must be >= 1, got {self.max_faces}")
+        _require(self.style in FACE_STYLES,
+                 f"style must be one of {', '.join(FACE_STYLES)}, got {self.style!r}")
+        _require(self.shape in FACE_SHAPES,
+                 f"shape must be one of {', '.join(FACE_SHAPES)}, got {self.shape!r}")
+        _require(1.0 <= self.mask_scale <= 3.0,
+                 f"mask-scale must be in 1..3, got {self.mask_scale}")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """How to anonymize one folder with one executor."""
@@ -198,6 +229,8 @@ class RunConfig:
     performance_report: Path | None = None
     workload: str = "blur"  # one of WORKLOADS, or MODULE:FUNCTION
     engine: str = "exact"  # how a Gaussian is computed (the blur workload's, and the faces')
+    faces: FaceParams = field(default_factory=lambda: FaceParams())
+    draw_boxes: bool = False  # faces: a debug copy with the boxes drawn, beside the outputs
 
     def __post_init__(self) -> None:
         _require(self.workload in WORKLOADS or bool(CUSTOM_WORKLOAD.match(self.workload)),

@@ -13,6 +13,7 @@ catches that base class, prints its message on one line and exits with
     │   └── ObjectError      one object of a store is missing, unreadable or kept failing (also OSError)
     ├── StorageError         a store cannot be used: scheme, extra, bucket, credentials, access (exit 2)
     ├── ClusterError         a Dask cluster or worker pool could not be started or used (exit 2)
+    ├── ModelError           the face model is missing, unfetchable or not the expected file (exit 2)
     └── ResultsError         a results CSV cannot be read or appended
 """
 
@@ -64,6 +65,12 @@ class StorageError(ParaBlurError):
 
 class ClusterError(ParaBlurError):
     """A Dask cluster or worker pool could not be started, reached or used."""
+
+    exit_code = 2
+
+
+class ModelError(ParaBlurError):
+    """The face detector's model cannot be found or fetched, or has the wrong sha256."""
 
     exit_code = 2
 

@@ -18,7 +18,7 @@ from .files import claim_output_dir, clear_output_dir, remove_stale_temps, write
 from .imageinfo import file_image_size
 from .records import RecordLog
 from .resume import OutputRecord
-from .workload import BatchResult, ImageResult, ImageTask, Job
+from .workload import BatchResult, ImageResult, ImageTask, Job, decode, encode
 
 STAGES = ("read_s", "decode_s", "blur_s", "encode_s", "write_s")
 
@@ -122,6 +122,28 @@ def _read_or_empty(path: str) -> bytes:
 
 def output_dir_for(config: RunConfig, executor_name: str) -> Path:
     return config.output_dir / executor_name
+
+
+def draw_records(config: RunConfig, job: Job, out_dir: Path, tasks: list[ImageTask]) -> int:
+    """``--draw-boxes``: a debug copy of each input of ``tasks`` with its record drawn on it
+    (faces: boxes, scores, landmarks) in ``OUTPUT_DIR/<executor>-boxes/``, never over an
+    output; how many were written."""
+    if not job.workload.record_file:
+        return 0
+    records = RecordLog(out_dir / job.workload.record_file).lines
+    boxes_dir = claim_output_dir(out_dir.with_name(f"{out_dir.name}-boxes"))
+    written = 0
+    for task in tasks:
+        record = records.get(task.name)
+        if record is None:
+            continue
+        data = Path(task.src).read_bytes()
+        drawn = job.workload.annotate(decode(data, Path(task.src).suffix), record)
+        if drawn is not None:
+            dst = boxes_dir / task.name
+            write_atomic(dst, encode(drawn, dst.suffix, job), durable=False)
+            written += 1
+    return written
 
 
 def preflight(executor: Executor, job: Job) -> None:
@@ -287,4 +309,6 @@ def anonymize(config: RunConfig, *, progress: bool = False) -> RunSummary:
         # After the executor is closed, so no worker is still writing a temporary file.
         record.save()
         remove_stale_temps(out_dir)
+    if config.draw_boxes:
+        draw_records(config, Job.for_run(config), out_dir, todo)
     return replace(summary, images=len(tasks), skipped=len(done))

@@ -82,6 +82,8 @@ COLUMNS: tuple[str, ...] = (
     "workload_params",  # JSON: the parameters the outputs depend on
     "psnr_db",  # a non-exact engine's blur against the exact one on a sample (pooled PSNR)
     "max_abs_diff",  # ... and the largest difference there
+    "recall",  # faces on a dataset with true boxes: share found (IoU >= 0.3, >= face-min-size)
+    "false_positives_per_image",
 )
 
 

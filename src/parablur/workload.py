@@ -221,8 +221,8 @@ def decode(data: bytes, suffix: str) -> np.ndarray:
         raise ImageError("empty file")
     jpeg = data[:2] == b"\xff\xd8"
     count = -1
-    if jpeg:
-        count = jpeg_end(data)
+    if jpeg and not data.endswith(b"\xff\xd9"):  # ending with its end marker: complete
+        count = jpeg_end(data)  # else walk its markers to the end marker (~0.4 ms a MB)
         if count is None:
             raise ImageError("truncated JPEG (its image data stops before an end-of-image marker)")
     flags = cv2.IMREAD_ANYCOLOR if jpeg or suffix.lower() in _JPEG_SUFFIXES else cv2.IMREAD_UNCHANGED

@@ -38,6 +38,7 @@ from ..dataset import list_images
 from ..errors import DatasetError
 from ..files import remove_stale_temps, write_atomic
 from .download import DownloadCancelled, Downloader, DownloadFailed
+from .faces import generate_face_image
 from .generate import encode_jpeg, generate_image
 from .manifest import (
     ForeignManifest,
@@ -266,11 +267,16 @@ class _Build:
     def _generate(self, index: int, url: str, attempts: int, error: str) -> None:
         cfg = self.config
         try:
-            data = encode_jpeg(generate_image(index, cfg.width, cfg.height, cfg.seed,
-                                              cfg.fallback))
+            faces = None
+            if cfg.fallback == "faces":
+                image, boxes = generate_face_image(index, cfg.width, cfg.height, cfg.seed)
+                faces = [[int(v) for v in box] for box in boxes]
+            else:
+                image = generate_image(index, cfg.width, cfg.height, cfg.seed, cfg.fallback)
+            data = encode_jpeg(image)
             self._store(ManifestEntry(index, f"img_{index:04d}.jpg", url, self.gen_source,
                                       sha256_bytes(data), len(data), cfg.width, cfg.height,
-                                      attempts, error, cfg.seed), data)
+                                      attempts, error, cfg.seed, faces), data)
             self.counters.add("generated")
             outcome = "generated"
         except DatasetError:

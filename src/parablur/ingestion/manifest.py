@@ -45,6 +45,7 @@ class ManifestEntry:
     attempts: int
     last_error: str | None
     seed: int | None = None  # of a generated image (absent from older manifests)
+    faces: list[list[int]] | None = None  # true face boxes [x, y, w, h] of a generated face image
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -121,6 +122,17 @@ def load_manifest(folder: Path) -> tuple[dict, dict[int, ManifestEntry]] | None:
     except (TypeError, ValueError) as exc:
         raise ForeignManifest(f"{path} is damaged: {exc}") from exc
     return meta, entries
+
+
+def true_faces(folder: Path) -> dict[str, list[list[int]]]:
+    """The true face boxes of a generated face dataset, by image file; empty for any other."""
+    try:
+        loaded = load_manifest(folder)
+    except ForeignManifest:
+        return {}
+    if loaded is None:
+        return {}
+    return {e.file: e.faces for e in loaded[1].values() if e.faces is not None}
 
 
 class Manifest:

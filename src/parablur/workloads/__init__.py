@@ -9,6 +9,7 @@ own step under the same harness.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -44,11 +45,21 @@ class Workload(Protocol):
                  ) -> tuple[np.ndarray, dict | None]:
         """The output image (of ``full_shape`` when the input was decoded smaller) and a record."""
 
+    def annotate(self, image: np.ndarray, record: dict) -> np.ndarray | None:
+        """A debug copy of the input with the record drawn on it (``--draw-boxes``), or None."""
+
+    def score(self, records: Mapping[str, dict], truths: Mapping[str, list]) -> dict | None:
+        """The records against a dataset's ground truth (faces: recall, false positives), or None."""
+
 
 def workload_for(config: RunConfig) -> Workload:
     """The workload ``config.workload`` names, with the run's parameters."""
     if config.workload == "blur":
         return BlurWorkload(config.blur.sigma, config.blur.passes, config.engine)
+    if config.workload == "faces":
+        from .faces import FaceWorkload
+
+        return FaceWorkload(config.faces, config.engine)
     return CustomWorkload(config.workload)
 
 

@@ -33,6 +33,12 @@ class BlurWorkload:
     def preflight(self) -> str | None:
         return None
 
+    def annotate(self, image: np.ndarray, record: dict) -> np.ndarray | None:
+        return None
+
+    def score(self, records: dict, truths: dict) -> dict | None:
+        return None
+
     def decode_factor(self, size: tuple[int, int] | None) -> int:
         return get_engine(self.engine).reduced_decode_factor(self.sigma, self.passes, size)
 

@@ -76,6 +76,12 @@ class CustomWorkload:
     def preflight(self) -> str | None:
         return import_error(self.spec)
 
+    def annotate(self, image: np.ndarray, record: dict) -> np.ndarray | None:
+        return None
+
+    def score(self, records: dict, truths: dict) -> dict | None:
+        return None
+
     def decode_factor(self, size: tuple[int, int] | None) -> int:
         return 1
 

@@ -1,0 +1,446 @@
+"""The face workload: find faces with OpenCV's YuNet, then anonymize only their grown regions.
+
+Pure functions of a decoded image (gray, BGR or BGRA; 8 or 16 bits). Detection runs
+on a pyramid chosen from ``face_min_size`` so that faces from that size up to the
+whole frame are seen at sizes YuNet handles, and its boxes are mapped back to full
+resolution. Anonymization touches no pixel outside the grown masks.
+OpenCV's thread count is the caller's to set (one thread keeps the output deterministic).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..config import FaceParams, kernel_size
+from .face_quality import iou
+
+Gaussian = Callable[[np.ndarray, float], np.ndarray]
+
+# YuNet finds faces of about RUN_MIN_FACE..RUN_MAX_FACE pixels in the image it runs on.
+# Each pyramid level covers that span; the first is scaled so that face_min_size lands on
+# RUN_MIN_FACE, the last so that a face as large as the frame lands under RUN_MAX_FACE.
+RUN_MIN_FACE = 16.0
+RUN_MAX_FACE = 240.0
+NMS_IOU = 0.3  # boxes from different levels that overlap more than this are one face
+YUNET_TOP_K = 5000
+# Small faces score low when seen near RUN_MIN_FACE: candidates of the finest level that
+# score CANDIDATE_SCORE..threshold and are at most REFINE_MAX_RUN_SIZE there are looked at
+# again in a REFINE_SIDE-square close-up, REFINE_CONTEXT times their size, from the full image.
+CANDIDATE_SCORE = 0.05
+REFINE_MAX_RUN_SIZE = 2 * RUN_MIN_FACE
+REFINE_SIDE = 64
+REFINE_CONTEXT = 2.5
+REFINE_BELOW_SCALE = 0.75  # finer levels need no second look
+MAX_REFINE = 64
+
+# Anonymization: blur sigma and mosaic cell as fractions of the face's longer side.
+BLUR_SIGMA_PER_FACE = 0.5
+MIN_BLUR_SIGMA = 3.0
+MAX_DIRECT_SIGMA = 6.0  # larger blurs run on a crop shrunk so that sigma is this
+MOSAIC_CELLS_PER_FACE = 5.0
+FEATHER = 0.05  # the mask fades to zero over the outer 5% of the grown region's radius
+# Verification: each anonymized face seen again in a VERIFY_SIDE-square crop VERIFY_CONTEXT
+# times its size; a detection there overlapping it by VERIFY_IOU means "still a face".
+VERIFY_SIDE = 96
+VERIFY_CONTEXT = 3.0
+VERIFY_IOU = 0.3
+ESCALATE = 1.3
+MAX_ESCALATIONS = 2
+
+_LOCAL = threading.local()
+_DETECTORS_KEPT = 8
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detection in pixels of the full image: box, score and the five YuNet landmarks."""
+
+    box: tuple[int, int, int, int]  # x, y, width, height
+    score: float
+    landmarks: tuple[tuple[float, float], ...]  # right eye, left eye, nose, mouth right, mouth left
+
+    def to_dict(self) -> dict:
+        return {"box": list(self.box), "score": round(self.score, 4),
+                "landmarks": [[round(x, 1), round(y, 1)] for x, y in self.landmarks]}
+
+
+def default_gaussian(image: np.ndarray, sigma: float) -> np.ndarray:
+    """cv2.GaussianBlur with a (6*sigma+1)-square kernel and reflected borders, as the study's blur."""
+    k = kernel_size(sigma)
+    return cv2.GaussianBlur(image, (k, k), sigma, borderType=cv2.BORDER_REFLECT_101)
+
+
+def pyramid_scales(width: int, height: int, face_min_size: int) -> tuple[float, ...]:
+    """Scales (run size / full size) at which to detect, finest first, for faces >= face_min_size."""
+    scale = RUN_MIN_FACE / face_min_size
+    scales = [scale]
+    while RUN_MAX_FACE / scale < max(width, height):
+        scale *= RUN_MIN_FACE / RUN_MAX_FACE * 2  # levels overlap by a factor of 2
+        scales.append(scale)
+    return tuple(scales)
+
+
+def _detector(model: Path, size: tuple[int, int]) -> cv2.FaceDetectorYN:
+    """A YuNet detector for this thread, model and input size (creating one takes a while)."""
+    cache = getattr(_LOCAL, "detectors", None)
+    if cache is None:
+        cache = _LOCAL.detectors = OrderedDict()
+    key = (str(model), size)
+    detector = cache.get(key)
+    if detector is None:
+        level = cv2.utils.logging.getLogLevel()
+        # OpenCV 5 warns on every create that its new DNN engine ignores targets.
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        try:
+            detector = cv2.FaceDetectorYN.create(str(model), "", size, 0.5, NMS_IOU, YUNET_TOP_K)
+        finally:
+            cv2.utils.logging.setLogLevel(level)
+        cache[key] = detector
+        while len(cache) > _DETECTORS_KEPT:
+            cache.popitem(last=False)
+    cache.move_to_end(key)
+    return detector
+
+
+def _shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize to ``size``: an integer-factor area average first (fast), then bilinear."""
+    h, w = image.shape[:2]
+    factor = min(w // size[0], h // size[1])
+    if factor >= 2:
+        image = cv2.resize(image, (w // factor, h // factor), interpolation=cv2.INTER_AREA)
+    if image.shape[1::-1] != size:
+        image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+    return image
+
+
+def _to_bgr8(image: np.ndarray) -> np.ndarray:
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise ValueError(f"face detection needs an 8- or 16-bit image, got {image.dtype}")
+    if image.ndim == 2 or image.shape[2] == 1:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image
+
+
+def _level_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _rows(found: np.ndarray | None, sx: float, sy: float, dx: float = 0.0,
+          dy: float = 0.0) -> list[np.ndarray]:
+    """YuNet's rows (box, 5 landmarks, score) mapped to full-image pixels."""
+    if found is None:
+        return []
+    rows = found.astype(np.float64)
+    rows[:, 0:14:2] *= sx
+    rows[:, 1:14:2] *= sy
+    rows[:, [0, 4, 6, 8, 10, 12]] += dx  # x of the box and of the landmarks, not the width
+    rows[:, [1, 5, 7, 9, 11, 13]] += dy
+    return list(rows)
+
+
+def _look_closer(image: np.ndarray, box: Sequence[float], context: float, side: int,
+                 model: Path, threshold: float) -> list[np.ndarray]:
+    """Detections in a square ``context`` times the box's size around it, seen at ``side`` px."""
+    height, width = image.shape[:2]
+    x, y, w, h = box
+    span = context * max(w, h)
+    x0, y0 = max(0, round(x + w / 2 - span / 2)), max(0, round(y + h / 2 - span / 2))
+    x1, y1 = min(width, round(x + w / 2 + span / 2)), min(height, round(y + h / 2 + span / 2))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return []
+    scale = side / span
+    size = (max(1, min(side, round((x1 - x0) * scale))), max(1, min(side, round((y1 - y0) * scale))))
+    crop = _to_bgr8(cv2.resize(image[y0:y1, x0:x1], size,
+                               interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR))
+    canvas = np.zeros((side, side, 3), np.uint8)
+    canvas[:size[1], :size[0]] = crop
+    detector = _detector(model, (side, side))
+    detector.setScoreThreshold(float(threshold))
+    _, found = detector.detect(canvas)
+    return _rows(found, (x1 - x0) / size[0], (y1 - y0) / size[1], x0, y0)
+
+
+def detect_faces(image: np.ndarray, params: FaceParams, model: Path) -> list[Face]:
+    """Faces of ``image`` found by YuNet on a pyramid, merged across levels, best first.
+
+    On the finest level, small candidates scored between CANDIDATE_SCORE and the
+    threshold are looked at again in a close-up from the full image, where small faces
+    score high and most doubtful blobs do not.
+    """
+    height, width = image.shape[:2]
+    rows: list[np.ndarray] = []
+    doubtful: list[np.ndarray] = []
+    level = None
+    for scale in pyramid_scales(width, height, params.face_min_size):
+        size = _level_size(width, height, scale)
+        if level is None:
+            level = _to_bgr8(_shrink(image, size) if scale < 1 else
+                             cv2.resize(image, size, interpolation=cv2.INTER_LINEAR))
+            finest = scale < REFINE_BELOW_SCALE
+        else:
+            level = cv2.resize(level, size, interpolation=cv2.INTER_AREA)
+            finest = False
+        detector = _detector(model, size)
+        detector.setScoreThreshold(float(min(params.threshold, CANDIDATE_SCORE) if finest
+                                         else params.threshold))
+        _, found = detector.detect(level)
+        for row in _rows(found, width / size[0], height / size[1]):
+            if row[14] >= params.threshold:
+                rows.append(row)
+            elif max(row[2], row[3]) * scale <= REFINE_MAX_RUN_SIZE:
+                doubtful.append(row)
+    doubtful.sort(key=lambda r: -r[14])
+    for row in doubtful[:MAX_REFINE]:
+        rows += _look_closer(image, row[:4], REFINE_CONTEXT, REFINE_SIDE, model, params.threshold)
+    if not rows:
+        return []
+    boxes = [[float(v) for v in r[:4]] for r in rows]
+    scores = [float(r[14]) for r in rows]
+    keep = cv2.dnn.NMSBoxes(boxes, scores, float(params.threshold), NMS_IOU)
+    order = sorted((int(i) for i in np.asarray(keep).ravel()),
+                   key=lambda i: (-scores[i], boxes[i][1], boxes[i][0]))
+    faces = []
+    for i in order[: params.max_faces]:
+        x, y, w, h = boxes[i]
+        x0, y0 = max(0, math.floor(x)), max(0, math.floor(y))
+        x1, y1 = min(width, math.ceil(x + w)), min(height, math.ceil(y + h))
+        if x1 <= x0 or y1 <= y0:
+            continue
+        faces.append(Face((x0, y0, x1 - x0, y1 - y0), scores[i],
+                          tuple((float(mx), float(my)) for mx, my in rows[i][4:14].reshape(5, 2))))
+    return faces
+
+
+def region(box: Sequence[float], mask_scale: float, width: int,
+           height: int) -> tuple[int, int, int, int]:
+    """The grown region's bounding rectangle (x0, y0, x1, y1), clipped to the image."""
+    x, y, w, h = box
+    cx, cy, a, b = x + w / 2, y + h / 2, w * mask_scale / 2, h * mask_scale / 2
+    return (max(0, math.floor(cx - a)), max(0, math.floor(cy - b)),
+            min(width, math.ceil(cx + a)), min(height, math.ceil(cy + b)))
+
+
+def mask_alpha(box: Sequence[float], shape: str, mask_scale: float, width: int,
+               height: int) -> tuple[tuple[int, int, int, int], np.ndarray]:
+    """The grown mask of one face over its region: 1 inside, feathered to 0 at its edge."""
+    x0, y0, x1, y1 = rect = region(box, mask_scale, width, height)
+    x, y, w, h = box
+    cx, cy, a, b = x + w / 2, y + h / 2, w * mask_scale / 2, h * mask_scale / 2
+    dx = np.abs((np.arange(x0, x1, dtype=np.float32) + 0.5 - cx) / a)[None, :]
+    dy = np.abs((np.arange(y0, y1, dtype=np.float32) + 0.5 - cy) / b)[:, None]
+    r = np.sqrt(dx * dx + dy * dy) if shape == "ellipse" else np.maximum(dx, dy)
+    return rect, np.clip((1.0 - r) / FEATHER, 0.0, 1.0)
+
+
+def _blurred(image: np.ndarray, rect: tuple[int, int, int, int], size: float,
+             gaussian: Gaussian) -> np.ndarray:
+    """The region ``rect`` of ``image`` blurred with a sigma proportional to the face's size."""
+    height, width = image.shape[:2]
+    sigma = max(MIN_BLUR_SIGMA, BLUR_SIGMA_PER_FACE * size)
+    pad = math.ceil(3 * sigma)
+    x0, y0, x1, y1 = rect
+    px0, py0 = max(0, x0 - pad), max(0, y0 - pad)
+    px1, py1 = min(width, x1 + pad), min(height, y1 + pad)
+    crop = image[py0:py1, px0:px1]
+    factor = math.ceil(sigma / MAX_DIRECT_SIGMA)
+    if factor > 1:
+        small = cv2.resize(crop, (max(1, round(crop.shape[1] / factor)),
+                                  max(1, round(crop.shape[0] / factor))), interpolation=cv2.INTER_AREA)
+        out = cv2.resize(gaussian(small, sigma / factor), crop.shape[1::-1],
+                         interpolation=cv2.INTER_LINEAR)
+    else:
+        out = gaussian(crop, sigma)
+    return out[y0 - py0:y1 - py0, x0 - px0:x1 - px0]
+
+
+def _mosaic(part: np.ndarray, size: float) -> np.ndarray:
+    cell = max(2.0, size / MOSAIC_CELLS_PER_FACE)
+    h, w = part.shape[:2]
+    small = cv2.resize(part, (max(1, math.ceil(w / cell)), max(1, math.ceil(h / cell))),
+                       interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+
+
+def anonymize_regions(image: np.ndarray, boxes: Sequence[Sequence[float]], *, style: str = "blur",
+                      shape: str = "ellipse", mask_scale: float | Sequence[float] = 1.3,
+                      gaussian: Gaussian = default_gaussian) -> np.ndarray:
+    """A copy of ``image`` with each box's grown region blurred, pixelated or filled.
+
+    ``mask_scale`` is one factor for every box or one per box. Only pixels inside a
+    grown mask change; an alpha channel is left as it is.
+    """
+    out = image.copy()
+    height, width = image.shape[:2]
+    color = slice(0, 3) if image.ndim == 3 and image.shape[2] == 4 else slice(None)
+    scales = [mask_scale] * len(boxes) if isinstance(mask_scale, int | float) else list(mask_scale)
+    if len(scales) != len(boxes):
+        raise ValueError(f"{len(scales)} mask scales for {len(boxes)} boxes")
+    for box, scale in zip(boxes, scales, strict=True):
+        rect, alpha = mask_alpha(box, shape, scale, width, height)
+        x0, y0, x1, y1 = rect
+        if x1 <= x0 or y1 <= y0:
+            continue
+        size = max(box[2], box[3])
+        part = out[y0:y1, x0:x1, ...]
+        if style == "blur":
+            anon = _blurred(out, rect, size, gaussian)
+        elif style == "mosaic":
+            # Blurred first: cells of a sharp face still read as a face (and can be undone).
+            anon = _mosaic(_blurred(out, rect, size, gaussian), size)
+        elif style == "solid":
+            anon = np.zeros_like(part)
+        else:
+            raise ValueError(f"style must be blur, mosaic or solid, got {style!r}")
+        if image.ndim == 3:
+            alpha = alpha[:, :, None]
+        src = part[..., color].astype(np.float32)
+        mixed = src + (anon[..., color].astype(np.float32) - src) * alpha
+        if np.issubdtype(image.dtype, np.integer):
+            info = np.iinfo(image.dtype)
+            mixed = np.clip(np.rint(mixed), info.min, info.max)
+        part[..., color] = mixed.astype(image.dtype)
+    return out
+
+
+def _still_seen(image: np.ndarray, box: Sequence[int], model: Path, threshold: float) -> bool:
+    """Whether the detector still finds a face on ``box`` in a close look at the output."""
+    rows = _look_closer(image, box, VERIFY_CONTEXT, VERIFY_SIDE, model, threshold)
+    return any(iou(row[:4], box) >= VERIFY_IOU for row in rows)
+
+
+def anonymize_faces(image: np.ndarray, params: FaceParams, *, model: Path | None = None,
+                    gaussian: Gaussian = default_gaussian) -> tuple[np.ndarray, dict]:
+    """The face workload: the anonymized image and its record ``{"faces": [...]}``.
+
+    Each anonymized face is checked: where the detector still sees a face (a blurred
+    head can keep a face's outline), its region grows by ESCALATE and is anonymized
+    again, at most MAX_ESCALATIONS times; each face's record gives the mask_scale used.
+    ``model`` (else ``params.model``, else models.find_model()) is the verified YuNet
+    file; ``gaussian(image, sigma)`` is the blur engine used on each face's region.
+    """
+    path = model or params.model or _default_model()
+    faces = detect_faces(image, params, path)
+    boxes = [f.box for f in faces]
+    scales = [params.mask_scale] * len(faces)
+    out = anonymize_regions(image, boxes, style=params.style, shape=params.shape,
+                            mask_scale=scales, gaussian=gaussian)
+    again = list(range(len(faces)))
+    for _ in range(MAX_ESCALATIONS):
+        again = [i for i in again if _still_seen(out, boxes[i], path, params.threshold)]
+        if not again:
+            break
+        for i in again:
+            scales[i] *= ESCALATE
+        out = anonymize_regions(out, [boxes[i] for i in again], style=params.style,
+                                shape=params.shape, mask_scale=[scales[i] for i in again],
+                                gaussian=gaussian)
+    return out, {"faces": [dict(f.to_dict(), mask_scale=round(scale, 4))
+                           for f, scale in zip(faces, scales, strict=True)]}
+
+
+_DEFAULT_MODEL: list[Path] = []
+
+
+def _default_model() -> Path:
+    if not _DEFAULT_MODEL:
+        from ..models import find_model
+
+        _DEFAULT_MODEL.append(find_model())
+    return _DEFAULT_MODEL[0]
+
+
+# -- the workload object the pipeline runs ---------------------------------------------
+
+_MODELS: dict[Path | None, Path] = {}
+
+
+def _model_for(path: Path | None) -> Path:
+    """The verified model file in this process (found once per process and ``--face-model``)."""
+    if path not in _MODELS:
+        from ..models import find_model
+
+        _MODELS[path] = find_model(path)
+    return _MODELS[path]
+
+
+@dataclass(frozen=True)
+class FaceWorkload:
+    """Detect faces and anonymize only them; one record per image for ``detections.jsonl``."""
+
+    params: FaceParams = FaceParams()
+    engine: str = "exact"  # the Gaussian of the blur style, on each face's region
+
+    @property
+    def name(self) -> str:
+        return "faces"
+
+    @property
+    def record_file(self) -> str | None:
+        return "detections.jsonl"
+
+    def describe(self) -> dict:
+        from ..models import FACE_MODEL
+
+        p = self.params
+        return {"face_min_size": p.face_min_size, "threshold": p.threshold,
+                "max_faces": p.max_faces, "style": p.style, "shape": p.shape,
+                "mask_scale": p.mask_scale, "engine": self.engine,
+                "model_sha256": FACE_MODEL.sha256}
+
+    def preflight(self) -> str | None:
+        from ..errors import ModelError
+
+        try:
+            _model_for(self.params.model)
+        except ModelError as exc:
+            return str(exc)
+        return None
+
+    def decode_factor(self, size: tuple[int, int] | None) -> int:
+        return 1  # small faces need every pixel
+
+    def score(self, records: dict, truths: dict) -> dict | None:
+        """Recall (IoU >= 0.3, faces of at least ``face_min_size``) and false positives per
+        image of the detections in ``records`` against the true boxes in ``truths``."""
+        from .face_quality import score_image, summarize
+
+        scored = [score_image(records[name].get("faces", []), boxes,
+                              min_size=self.params.face_min_size)
+                  for name, boxes in truths.items() if name in records]
+        return summarize(scored).to_dict() if scored else None
+
+    def annotate(self, image: np.ndarray, record: dict) -> np.ndarray | None:
+        """The input with each detection's box, score and landmarks drawn (a debug copy)."""
+        out = _to_bgr8(image).copy()
+        thick = max(2, round(max(out.shape[:2]) / 500))
+        for face in record.get("faces", []):
+            x, y, w, h = (int(v) for v in face["box"])
+            cv2.rectangle(out, (x, y), (x + w, y + h), (0, 0, 255), thick)
+            cv2.putText(out, f"{face.get('score', 0):.2f}", (x, max(y - 2 * thick, 10)),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thick, (0, 0, 255), thick)
+            for lx, ly in face.get("landmarks", []):
+                cv2.circle(out, (round(lx), round(ly)), thick, (0, 255, 0), -1)
+        return out
+
+    def __call__(self, image: np.ndarray, full_shape: tuple[int, int] | None = None
+                 ) -> tuple[np.ndarray, dict]:
+        from ..engines import get_engine
+
+        engine = get_engine(self.engine)
+        out, record = anonymize_faces(image, self.params, model=_model_for(self.params.model),
+                                      gaussian=lambda img, sigma: engine.blur(img, sigma, 1))
+        described = self.describe()
+        return out, {"size": [int(image.shape[1]), int(image.shape[0])], **record,
+                     "model_sha256": described.pop("model_sha256"), "params": described}
