@@ -17,6 +17,7 @@ from parablur.benchmark import (
     BenchSummary,
     RoundResult,
     csv_row,
+    format_engines,
     format_round,
     format_summary,
     run_benchmark,
@@ -123,8 +124,26 @@ def test_noisy_rounds_are_left_out_of_the_headline_not_folded_into_the_serial_fr
     # with no quiet round at all, the figures are the noisy rounds' and say so
     stats = stats_of(rounds[1:])
     assert stats.headline_noisy and stats.noisy_rounds == 2
+    assert stats.serial_fraction is None  # the summary JSON and the report give none either
     text = format_summary(BenchSummary("id", 8, rounds[1:], {"dask": stats}))
-    assert "no quiet round" in text and "(Karp-Flatt)" not in text
+    assert "no quiet round" in text and "(Karp-Flatt)" not in text and "1 worker" not in text
+
+
+def test_engines_side_by_side_say_when_their_figures_are_the_noisy_rounds():
+    """Before: the side-by-side table was headed "clean, quiet rounds" when no round was quiet."""
+    quiet = Load(wall_s=15.0, cores=2, busy_cores=2, own_cores=1.9, outside_cores=0.04,
+                 steal_cores=0.0)
+    busy = replace(quiet, own_cores=1.1, outside_cores=0.9)
+    exact = [replace(rnd(i + 1, 10.0, 5.0), load=quiet) for i in range(2)]
+    fast = [replace(rnd(i + 1, 2.5, 2.4), load=busy) for i in range(2)]
+    summaries = [BenchSummary("id", 8, exact, {"dask": stats_of(exact)}, engine="exact"),
+                 BenchSummary("id", 8, fast, {"dask": stats_of(fast)}, engine="fast")]
+    text = format_engines(summaries)
+    assert "clean, quiet rounds" not in text and "NOISY ones where none was quiet" in text
+    exact_line, fast_line = (next(line for line in text.splitlines() if line.strip().startswith(e))
+                             for e in ("exact", "fast "))
+    assert "NOISY" not in exact_line and fast_line.endswith("NOISY rounds")
+    assert "clean, quiet rounds;" in format_engines(summaries[:1])
 
 
 def test_the_csv_records_the_images_actual_size_not_the_stand_in_settings(tmp_path: Path):

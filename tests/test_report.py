@@ -239,3 +239,24 @@ def test_the_task_timeline_shows_where_each_workers_time_went(tmp_path):
     html = (tmp_path / "rep" / "report.html").read_text()
     assert "Where each worker&#x27;s time went" in html or "Where each worker's time went" in html
     assert any(p.name == "worker_timeline" and p.path for p in report.plots)
+
+
+def test_no_serial_fraction_is_shown_for_a_group_measured_only_in_noisy_rounds(tmp_path: Path) -> None:
+    """Before: the study table gave Karp-Flatt 0.987 ("ceiling 1.0x") for the fast engine's
+    rounds, all taken while other programs held a core; bench itself said n/a."""
+    csv_path = tmp_path / "r.csv"
+    all_noisy = [_row(round=r, par_s=10.0 / s, noisy=True) for r, s in ((1, 1.01), (2, 0.96))]
+    one_noisy = [_row(round=r, batch_size=4, par_s=10.0 / s, noisy=r == 2)
+                 for r, s in ((1, 1.9), (2, 1.2), (3, 1.8))]
+    append_rows(csv_path, all_noisy + one_noisy)
+    result = build_report([csv_path], tmp_path / "out")
+    noisy, quiet = sorted(result.data.groups, key=lambda g: g.config.batch_size)
+    assert noisy.noisy and noisy.speedup.median == pytest.approx(0.985, rel=1e-4)
+    assert noisy.karp_flatt is None
+    assert quiet.karp_flatt == pytest.approx(2 / 1.85 - 1, rel=1e-3)  # Karp-Flatt of the quiet rounds' 1.85x
+    groups = {g["configuration"]: g for g in result.to_dict()["groups"]}
+    assert [g["serial_fraction"] for g in groups.values()].count(None) == 1
+    md = result.markdown.read_text(encoding="utf-8")
+    study = md.split("## The original study beside ours", 1)[1].split("\n## ", 1)[0]
+    ours = [line for line in study.splitlines() if line.startswith("| ours")]
+    assert [line.split("|")[-3:-1] for line in ours] == [[" – ", " – "], [" 0.081 ", " 12.3x "]]

@@ -583,7 +583,10 @@ def compare_engines(config: BenchConfig, *, echo: Echo = print, progress: bool =
 
 def format_engines(summaries: Sequence[BenchSummary]) -> str:
     """The engines side by side: throughput, speedup, share of the ceiling, accuracy."""
-    lines = ["engines side by side (clean, quiet rounds; same images, pools and rounds):",
+    noisy = any(st.headline_noisy for s in summaries for st in s.stats.values())
+    which = ("clean rounds: the quiet ones, or the NOISY ones where none was quiet (marked)"
+             if noisy else "clean, quiet rounds")
+    lines = [f"engines side by side ({which}; same images, pools and rounds):",
              f"  {'engine':<7} {'executor':<12} {'seq img/s':>9} {'par img/s':>9} "
              f"{'speedup':>8} {'vs ceiling':>10} {'vs exact':>20}"]
     base = {}
@@ -602,7 +605,7 @@ def format_engines(summaries: Sequence[BenchSummary]) -> str:
                          f"{num(st.parallel_throughput, '9.2f')} "
                          f"{num(st.speedup, '7.2f')}x "
                          f"{pct(st.ceiling_efficiency):>10} "
-                         f"{vs_exact:>20}")
+                         f"{vs_exact:>20}" + ("  NOISY rounds" if st.headline_noisy else ""))
             base.setdefault(st.executor, {})[summary.engine] = st.parallel_throughput
     for executor, by_engine in base.items():
         exact = by_engine.get("exact")
@@ -638,10 +641,10 @@ def _figure_lines(st: ExecutorStats) -> list[str]:
                 "or a mismatch)"]
     seq, par = st.sequential_s, st.parallel_s
     noisy = " (noisy rounds)" if st.headline_noisy else ""
-    if st.serial_fraction is None:
-        kf = "       n/a (1 worker)"
-    elif st.headline_noisy:
+    if st.headline_noisy:
         kf = "       n/a (no quiet round: it would measure the other programs' load)"
+    elif st.serial_fraction is None:
+        kf = "       n/a (1 worker)"
     else:
         kf = f"{st.serial_fraction * 100:8.1f}%  (Karp-Flatt)"
     which = "clean, noisy rounds" if st.headline_noisy else "clean, quiet rounds"

@@ -321,8 +321,9 @@ class Group:
 
     @property
     def karp_flatt(self) -> float | None:
+        """Karp-Flatt of the median speedup; None over noisy rounds (it would measure their load)."""
         p = self.config.workers
-        return A.karp_flatt(self.speedup.median, p) if self.speedup and p else None
+        return A.karp_flatt(self.speedup.median, p) if self.speedup and p and not self.noisy else None
 
     def median(self, attr: str) -> float | None:
         return _median(values(self.runs, attr))
