@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 from pathlib import Path
 
@@ -202,3 +203,27 @@ def test_report_and_results_files_never_overwrite_or_land_among_the_users_files(
     assert main([*base[:-1], str(tmp_path / "r2.csv"), "--no-report"]) == 1
     assert not (tmp_path / "r2.csv").exists()
     assert (tmp_path / "r2-tasks.csv").read_text() == "my,own,data\n"
+
+
+def test_a_summary_or_performance_report_never_overwrites_a_users_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from parablur.cli import main
+
+    make_images(tmp_path / "in", 2, size=(32, 32))
+    mine = tmp_path / "notes.json"
+    mine.write_text('{"my": "data"}')
+    page = tmp_path / "page.html"
+    page.write_text("<html>mine</html>")
+    run = ["run", "--input-dir", str(tmp_path / "in"), "--output-dir", str(tmp_path / "out"),
+           "--quiet"]
+    for extra in (["--summary-json", str(mine)], ["--performance-report", str(page)]):
+        assert main([*run, *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "refusing to overwrite" in err[0], err
+    assert mine.read_text() == '{"my": "data"}' and page.read_text() == "<html>mine</html>"
+    assert not (tmp_path / "out").exists()
+    # A summary ParaBlur wrote is its own to write again.
+    ours = tmp_path / "s.json"
+    assert main([*run, "--summary-json", str(ours)]) == 0
+    assert main([*run, "--summary-json", str(ours)]) == 0
+    assert json.loads(ours.read_text())["skipped"] == 2

@@ -33,7 +33,7 @@ from .config import (
     location,
     require_outside,
 )
-from .errors import ParaBlurError
+from .errors import ConfigError, ParaBlurError
 from .storage import parse_storage_options
 
 
@@ -311,11 +311,40 @@ def _run_config(a: argparse.Namespace, executor: str) -> RunConfig:
     )
 
 
+# Every summary ParaBlur writes carries this key: only such a file is ever written over.
+SUMMARY_MARK = "parablur_summary"
+
+
 def _write_json(path: Path | None, data: dict) -> None:
     if path is None:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    from .files import write_atomic
+
+    text = json.dumps({SUMMARY_MARK: __version__, **data}, indent=2, default=str) + "\n"
+    write_atomic(path, text.encode("utf-8"), durable=False)
+
+
+def _check_written_files(a: argparse.Namespace) -> None:
+    """Refuse, before any work, to write a summary or a performance report over an existing
+    file that ParaBlur did not write."""
+    summary = getattr(a, "summary_json", None)
+    if summary is not None and summary.exists():
+        try:
+            ours = SUMMARY_MARK in json.loads(summary.read_text(encoding="utf-8"))
+        except (OSError, ValueError, TypeError):
+            ours = False
+        if not ours:
+            raise ConfigError(f"refusing to overwrite {summary}: it is not a summary ParaBlur "
+                              "wrote (choose another --summary-json)")
+    report = getattr(a, "performance_report", None)
+    if report is not None and report.exists():
+        try:
+            ours = "Dask Performance Report" in report.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            ours = False
+        if not ours:
+            raise ConfigError(f"refusing to overwrite {report}: it is not a performance report "
+                              "(choose another --performance-report)")
 
 
 def _cmd_fetch(a: argparse.Namespace) -> int:
@@ -525,6 +554,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         with _command_policy():
+            _check_written_files(args)
             return COMMANDS[args.command](args)
     except ParaBlurError as exc:
         print(f"parablur {args.command}: error: {exc}", file=sys.stderr)
