@@ -431,6 +431,18 @@ def anonymize_store(config: RunConfig, *, progress: bool = False) -> RunSummary:
     first = inp.probe_read()
     out.probe_write()
     out.claim_output()
+    return run_stores(config, inp, out, first=first, progress=progress)
+
+
+def run_stores(config: RunConfig, inp: Store, out: Store, *, first: str,
+               progress: bool = False) -> RunSummary:
+    """Run every image of ``inp`` into ``out`` on a new executor: the client's part of a store run.
+
+    ``first`` is the first image's key (its header sizes ``--batch-size auto``). The stores
+    are already probed and claimed (``anonymize_store``); ``benchmarks/orchestration.py``
+    calls this with generated stores to measure the client's own cost per image.
+    """
+    job = Job.for_run(config)
     batch_size = _store_batch_size(config, inp, first)
     executor = create_executor(config.executor, config)
     with executor:
