@@ -5,7 +5,7 @@ with free ports, telemetry off and two identities (admin, read-only) from an
 ``-s3.config`` file; every wait is bounded and ``stop`` ends the process by its PID
 (SIGTERM, then SIGKILL). ``FlakyProxy`` forwards to it byte for byte, records each
 request line, and can first reset connections or answer 503 SlowDown a given number
-of times: real network failures, on loopback only.
+of times, or stall one chosen request: real network failures, on loopback only.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -223,6 +224,12 @@ class FlakyProxy:
     ``mode``: 'reset' reads a new connection's first request and closes it with a TCP RST;
     'slowdown' answers it with S3's 503 SlowDown error. Afterwards every connection is
     forwarded byte for byte, and each request line ("GET /photos/a.jpg") is recorded.
+
+    ``hold``: the first request whose line it accepts is cut short, as by a stalled
+    network: one without a body is not forwarded at all, one with a body only up to half
+    its body. Its client waits for an answer that never comes, until the connection is
+    closed (its process dies); then the store sees the connection end. ``held`` is set
+    once a request is held, and ``held_request`` names it and its client's (host, port).
     """
 
     target_port: int
@@ -230,6 +237,8 @@ class FlakyProxy:
     mode: str = "reset"
     requests: list[str] = field(default_factory=list)
     failed: int = 0
+    hold: Callable[[str], bool] | None = None
+    held_request: tuple[str, tuple[str, int]] | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -237,6 +246,7 @@ class FlakyProxy:
         self._server.settimeout(0.2)
         self.port = self._server.getsockname()[1]
         self._closing = threading.Event()
+        self.held = threading.Event()
         self._sockets: list[socket.socket] = []
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
@@ -286,34 +296,42 @@ class FlakyProxy:
         self._pump(conn, upstream, True)
 
     def _pump(self, src: socket.socket, dst: socket.socket, requests: bool) -> None:
-        """Copy ``src`` to ``dst``; on the client side, note each request line (heads are tracked by
-        Content-Length, which botocore always sends for bodies)."""
+        """Copy ``src`` to ``dst``; on the client side, note each request line before it is
+        forwarded (heads are tracked by Content-Length, which botocore always sends for bodies)."""
         pending = b""
         body_left = 0
+        received = 0  # bytes read from ``src`` so far
+        stop_at: int | None = None  # forward no byte at or past this offset (a held request)
         try:
             while True:
                 chunk = src.recv(65536)
                 if not chunk:
                     break
-                dst.sendall(chunk)
-                if not requests:
-                    continue
-                pending += chunk
-                while pending:
-                    if body_left:
-                        used = min(body_left, len(pending))
-                        body_left -= used
-                        pending = pending[used:]
-                        continue
-                    end = pending.find(b"\r\n\r\n")
-                    if end < 0:
-                        break
-                    head, pending = pending[:end], pending[end + 4:]
-                    self._record(head)
-                    for line in head.split(b"\r\n")[1:]:
-                        name, _, value = line.partition(b":")
-                        if name.strip().lower() == b"content-length":
-                            body_left = int(value.strip())
+                start, received = received, received + len(chunk)
+                if requests:
+                    pending += chunk
+                    while pending and stop_at is None:
+                        if body_left:
+                            used = min(body_left, len(pending))
+                            body_left -= used
+                            pending = pending[used:]
+                            continue
+                        end = pending.find(b"\r\n\r\n")
+                        if end < 0:
+                            break
+                        head_at = received - len(pending)
+                        head, pending = pending[:end], pending[end + 4:]
+                        line = self._record(head)
+                        for header in head.split(b"\r\n")[1:]:
+                            name, _, value = header.partition(b":")
+                            if name.strip().lower() == b"content-length":
+                                body_left = int(value.strip())
+                        if self._take_hold(line, src):
+                            stop_at = head_at + (end + 4 + body_left // 2 if body_left else 0)
+                if stop_at is None:
+                    dst.sendall(chunk)
+                elif start < stop_at:
+                    dst.sendall(chunk[:stop_at - start])
         except OSError:
             pass
         finally:
@@ -321,15 +339,28 @@ class FlakyProxy:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
 
-    def _record(self, head: bytes) -> None:
+    def _take_hold(self, line: str, src: socket.socket) -> bool:
+        """True for the first request ``hold`` accepts (then noted in ``held_request``)."""
+        if self.hold is None or not self.hold(line):
+            return False
+        with self._lock:
+            if self.held_request is not None:
+                return False
+            self.held_request = (line, src.getpeername()[:2])
+        self.held.set()
+        return True
+
+    def _record(self, head: bytes) -> str:
         line = head.split(b"\r\n", 1)[0].decode("latin-1")
         method, _, rest = line.partition(" ")
+        noted = f"{method} {rest.rsplit(' ', 1)[0]}"
         with self._lock:
-            self.requests.append(f"{method} {rest.rsplit(' ', 1)[0]}")
+            self.requests.append(noted)
+        return noted
 
     def settled(self) -> list[str]:
-        """The request lines once every request has been noted (a line is noted just after it is
-        forwarded, so the reply can arrive first): unchanged for 0.3 s, waited for at most 3 s."""
+        """The request lines once every request has been noted (a client's last requests may
+        still be on their way when it returns): unchanged for 0.3 s, waited for at most 3 s."""
         deadline, last, since = time.monotonic() + 3, -1, time.monotonic()
         while time.monotonic() < deadline:
             with self._lock:
