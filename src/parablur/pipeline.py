@@ -429,8 +429,10 @@ def anonymize_store(config: RunConfig, *, progress: bool = False) -> RunSummary:
     inp = open_store(config.input_dir, config.storage_options)
     out = open_store(output_location(config, config.executor), config.storage_options)
     first = inp.probe_read()
-    out.probe_write()
+    # Claimed before the probe: a probe object left by a run killed at that moment is then
+    # a hidden object in ParaBlur's own prefix, not a reason to refuse the next run.
     out.claim_output()
+    out.probe_write()
     return run_stores(config, inp, out, first=first, progress=progress)
 
 

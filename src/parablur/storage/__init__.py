@@ -4,12 +4,13 @@ How the pipeline uses it
 ------------------------
 On the client: ``store = open_store(args.input_dir, parse_storage_options(args.storage_options))``
 for the input and the output (plain paths give a ``LocalStore``, URLs an ``FsspecStore``);
-``inp.probe_read()`` and ``out.probe_write()`` (then ``out.claim_output()``) before any
+``inp.probe_read()``, ``out.claim_output()`` and ``out.probe_write()`` before any
 cluster starts, so that a wrong setup is one line and exit 2 (``StorageError``,
-``DatasetError``). Then ``inp.list_images()`` is a generator that lists one page at a time
-(S3: ``ListObjectsV2``, <= 1,000 keys a request): the bounded window is fed as keys
-arrive, the first tasks start before the listing ends, and the client never holds the
-whole listing.
+``DatasetError``); the claim comes first, so that a probe object left by a run killed
+during the probe lies in a prefix already marked as ParaBlur's. Then ``inp.list_images()``
+is a generator that lists one page at a time (S3: ``ListObjectsV2``, <= 1,000 keys a
+request): the bounded window is fed as keys arrive, the first tasks start before the
+listing ends, and the client never holds the whole listing.
 
 Tasks carry keys, not bytes: ``(input store, output store, [keys])``. A store pickles
 to its URL, storage options and retry policy only (a few hundred bytes); each worker

@@ -1,0 +1,204 @@
+"""Faults on a store run: an interrupted `parablur run` resumed, a worker killed mid-run.
+
+Against the real SeaweedFS of conftest (``seaweed``): the CLI as a subprocess on a local
+Dask cluster, stopped by Ctrl-C (SIGINT to its process group) or SIGKILL of the group;
+and `dask scheduler`/`dask worker` subprocesses, one of which is SIGKILLed while it
+holds a batch. Afterwards every object under a final key is a complete image, identical
+to a local sequential run's, and nothing is lost or written twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import cv2
+import numpy as np
+import psutil
+import pytest
+from conftest import make_images
+from dask_cluster import child_env
+from seaweed import BUCKET, FlakyProxy
+
+from parablur.config import BlurParams, RunConfig
+from parablur.files import OUTPUT_MARKER
+from parablur.pipeline import anonymize
+from parablur.storage.base import PROBE_PREFIX
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+PASSES = 10  # ~0.05-0.2 s per image here (noisy machine): a run of a few seconds to interrupt
+N = 30
+
+
+@pytest.fixture(scope="module")
+def dataset(seaweed, tmp_path_factory) -> tuple[str, dict[str, bytes]]:
+    """N images uploaded under a fresh input prefix, and their local sequential outputs by key."""
+    root = tmp_path_factory.mktemp("faults")
+    make_images(root / "in", N, size=(200, 300), seed=21)
+    prefix = f"faults-{uuid.uuid4().hex[:10]}/in"
+    seaweed.client().pipe({f"{BUCKET}/{prefix}/{p.name}": p.read_bytes()
+                           for p in sorted((root / "in").iterdir())})
+    anonymize(RunConfig(input_dir=root / "in", output_dir=root / "ref",
+                        blur=BlurParams(passes=PASSES)))
+    ref = {p.name: p.read_bytes() for p in (root / "ref" / "sequential").iterdir()
+           if not p.name.startswith(".")}
+    assert len(ref) == N
+    return prefix, ref
+
+
+def _options_file(path: Path, options: dict) -> str:
+    path.write_text(json.dumps(options))
+    return f"@{path}"
+
+
+def _default_signals() -> None:
+    """In the child: SIGINT as a foreground terminal program has it (not inherited-ignored),
+    and a process group of its own, as a shell gives a command it runs."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.setpgid(0, 0)
+
+
+def _outputs(seaweed, out: str) -> dict[str, bytes]:
+    """Every object below ``out`` (hidden ones too), by key relative to it, with its bytes."""
+    client = seaweed.client()
+    return {key[len(out) + 1:]: client.cat_file(f"{BUCKET}/{key}") for key in seaweed.keys(out)}
+
+
+def _assert_complete_and_identical(objects: dict[str, bytes], ref: dict[str, bytes]) -> None:
+    """Only the output marker and finished images, each one decodable and equal to the reference."""
+    images = {k: v for k, v in objects.items() if k != OUTPUT_MARKER}
+    assert set(images) <= set(ref), sorted(set(images) - set(ref))  # no probe, no temporary name
+    for key, data in images.items():
+        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        want = cv2.imdecode(np.frombuffer(ref[key], np.uint8), cv2.IMREAD_UNCHANGED)
+        assert decoded is not None and np.array_equal(decoded, want), key
+        assert data == ref[key], key
+
+
+def _family(pid: int) -> list[psutil.Process]:
+    with contextlib.suppress(psutil.NoSuchProcess):
+        return psutil.Process(pid).children(recursive=True)
+    return []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+def test_interrupted_store_run_leaves_whole_outputs_and_resumes(seaweed, dataset, tmp_path,
+                                                                request, sig) -> None:
+    prefix, ref = dataset
+    out = f"{prefix.rsplit('/', 1)[0]}/out-{sig.name.lower()}"
+    # The first output's upload stalls half-way (and stays so until its worker dies): the
+    # interrupt then finds a PUT in flight, as a slow network or a large image would.
+    proxy = FlakyProxy(seaweed.s3_port, hold=lambda line: line.startswith(
+        f"PUT /{BUCKET}/{out}/dask/img_"))
+    request.addfinalizer(proxy.close)
+    options = _options_file(tmp_path / "s3.json", seaweed.options(endpoint=proxy.endpoint))
+    argv = ["run", "--input-dir", f"s3://{BUCKET}/{prefix}", "--output-dir",
+            f"s3://{BUCKET}/{out}", "--executor", "dask", "--workers", "2",
+            "--storage-options", options, "--passes", str(PASSES), "--batch-size", "1",
+            "--quiet", "--no-dashboard"]
+    proc = subprocess.Popen([sys.executable, "-m", "parablur", *argv], env=child_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_default_signals)
+    family: list[psutil.Process] = []
+    client = seaweed.client()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            family = _family(proc.pid) or family
+            listed = client.call_s3("list_objects_v2", Bucket=BUCKET, Prefix=f"{out}/dask/img_",
+                                    MaxKeys=1)
+            if listed.get("Contents") and proxy.held.is_set():
+                break  # a worker has written an output, another is uploading one
+            time.sleep(0.05)
+        family = _family(proc.pid) or family
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        os.killpg(proc.pid, sig)  # Ctrl-C reaches the whole foreground group, as does `kill -9 -PGID`
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    if sig == signal.SIGINT:
+        lines = err.decode().strip().splitlines()
+        assert proc.returncode == 130, err.decode()[-2000:]
+        assert len(lines) == 1 and "interrupted by SIGINT" in lines[0], lines
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    assert len(family) >= 2  # the workers were running
+    _, alive = psutil.wait_procs(family, timeout=15)
+    assert not alive, f"stray processes: {alive}"  # nothing can write after this point
+
+    objects = _outputs(seaweed, f"{out}/dask")
+    _assert_complete_and_identical(objects, ref)
+    assert proxy.held_request is not None
+    cut = proxy.held_request[0].rsplit("/", 1)[1]
+    assert cut not in objects  # the upload cut short left nothing under its final key
+    done = sorted(k for k in objects if k != OUTPUT_MARKER)
+    assert 0 < len(done) < N, len(done)
+
+    summary = tmp_path / "second.json"
+    rest = subprocess.run([sys.executable, "-m", "parablur", *argv, "--summary-json", str(summary)],
+                          env=child_env(), capture_output=True, timeout=180)
+    assert rest.returncode == 0, rest.stderr.decode()[-2000:]
+    second = json.loads(summary.read_text())
+    assert (second["images"], second["skipped"], second["ok"], second["failed"]) == \
+        (N, len(done), N - len(done), 0), second["failures"]
+    final = _outputs(seaweed, f"{out}/dask")
+    _assert_complete_and_identical(final, ref)
+    assert sorted(final) == sorted([OUTPUT_MARKER, *ref])
+    assert all(final[k] == objects[k] for k in done)
+
+
+def test_ctrl_c_during_the_write_probe_does_not_block_the_next_run(seaweed, dataset, tmp_path,
+                                                                    request) -> None:
+    prefix, ref = dataset
+    out = f"{prefix.rsplit('/', 1)[0]}/out-probe"
+    # The probe object's removal never reaches the store: Ctrl-C lands while it is on its way.
+    proxy = FlakyProxy(seaweed.s3_port, hold=lambda line: line.startswith(
+        f"DELETE /{BUCKET}/{out}/dask/{PROBE_PREFIX}"))
+    request.addfinalizer(proxy.close)
+    options = _options_file(tmp_path / "s3.json", seaweed.options(endpoint=proxy.endpoint))
+    argv = ["run", "--input-dir", f"s3://{BUCKET}/{prefix}", "--output-dir",
+            f"s3://{BUCKET}/{out}", "--executor", "dask", "--workers", "2",
+            "--storage-options", options, "--passes", str(PASSES), "--batch-size", "4",
+            "--quiet", "--no-dashboard"]
+    proc = subprocess.Popen([sys.executable, "-m", "parablur", *argv], env=child_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_default_signals)
+    try:
+        assert proxy.held.wait(120), "the probe was never removed"
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    lines = err.decode().strip().splitlines()
+    assert proc.returncode == 130, err.decode()[-2000:]
+    assert len(lines) == 1 and "interrupted by SIGINT" in lines[0], lines
+    left = _outputs(seaweed, f"{out}/dask")
+    assert not [k for k in left if not k.startswith((PROBE_PREFIX, OUTPUT_MARKER))], left
+
+    summary = tmp_path / "second.json"
+    rest = subprocess.run([sys.executable, "-m", "parablur", *argv, "--summary-json", str(summary)],
+                          env=child_env(), capture_output=True, timeout=180)
+    assert rest.returncode == 0, rest.stderr.decode()[-2000:]
+    second = json.loads(summary.read_text())
+    assert (second["images"], second["ok"], second["skipped"], second["failed"]) == (N, N, 0, 0)
+    final = _outputs(seaweed, f"{out}/dask")
+    # The interrupted probe's object is left, hidden in ParaBlur's own prefix: never an input,
+    # an output or a reason to refuse; the second run's own probe was removed.
+    assert proxy.held_request is not None
+    stale = proxy.held_request[0].rsplit("/", 1)[1]
+    assert stale in final
+    del final[stale]
+    _assert_complete_and_identical(final, ref)
+    assert sorted(final) == sorted([OUTPUT_MARKER, *ref])
