@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -24,9 +25,10 @@ import numpy as np
 import psutil
 import pytest
 from conftest import make_images
-from dask_cluster import child_env
+from dask_cluster import child_env, start_cluster
 from seaweed import BUCKET, FlakyProxy
 
+from parablur import cli
 from parablur.config import BlurParams, RunConfig
 from parablur.files import OUTPUT_MARKER
 from parablur.pipeline import anonymize
@@ -202,3 +204,63 @@ def test_ctrl_c_during_the_write_probe_does_not_block_the_next_run(seaweed, data
     del final[stale]
     _assert_complete_and_identical(final, ref)
     assert sorted(final) == sorted([OUTPUT_MARKER, *ref])
+
+
+def _owner_of(peer: tuple[str, int], pids: list[int]) -> int:
+    """The process among ``pids`` whose TCP connection has the local address ``peer``."""
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            if any(c.laddr and tuple(c.laddr)[:2] == peer
+                   for c in psutil.Process(pid).net_connections(kind="tcp")):
+                return pid
+    raise AssertionError(f"no worker holds the connection from {peer}")
+
+
+def test_worker_killed_holding_a_batch_loses_and_repeats_nothing(seaweed, dataset, tmp_path,
+                                                                  tmp_path_factory, request) -> None:
+    prefix, ref = dataset
+    out = f"{prefix.rsplit('/', 1)[0]}/out-worker"
+    first = sorted(ref)[:3]  # the first batch
+    # The first batch's worker has written its first output when the read of the second one
+    # stalls: it is SIGKILLed there, holding a half-done batch.
+    proxy = FlakyProxy(seaweed.s3_port,
+                       hold=lambda line: line == f"GET /{BUCKET}/{prefix}/{first[1]}")
+    request.addfinalizer(proxy.close)
+    # Its own folders, apart from the client's: nothing can pass through a shared disk.
+    cluster = start_cluster(tmp_path_factory.mktemp("faults-cluster"), workers=2)
+    request.addfinalizer(cluster.stop)
+    pids = cluster.worker_pids()
+    killed: dict[str, object] = {}
+
+    def kill_the_holder() -> None:
+        if proxy.held.wait(120) and proxy.held_request is not None:
+            victim = _owner_of(proxy.held_request[1], list(pids.values()))
+            killed["written"] = sorted(seaweed.keys(f"{out}/dask"))
+            os.kill(victim, signal.SIGKILL)
+            killed["pid"] = victim
+
+    killer = threading.Thread(target=kill_the_holder, daemon=True)
+    killer.start()
+    code = cli.main(["run", "--input-dir", f"s3://{BUCKET}/{prefix}", "--output-dir",
+                     f"s3://{BUCKET}/{out}", "--executor", "dask", "--scheduler", cluster.address,
+                     "--storage-options", _options_file(tmp_path / "s3.json",
+                                                        seaweed.options(endpoint=proxy.endpoint)),
+                     "--passes", str(PASSES), "--batch-size", "3", "--quiet",
+                     "--summary-json", str(tmp_path / "s.json")])
+    killer.join(timeout=30)
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert "pid" in killed, "no worker was killed"
+    # It died after its first output and before its second.
+    assert f"{out}/dask/{first[0]}" in killed["written"]
+    assert f"{out}/dask/{first[1]}" not in killed["written"]
+    assert code == 0, summary["failures"]
+    assert (summary["images"], summary["ok"], summary["skipped"], summary["failed"]) == (N, N, 0, 0)
+    final = _outputs(seaweed, f"{out}/dask")
+    _assert_complete_and_identical(final, ref)
+    assert sorted(final) == sorted([OUTPUT_MARKER, *ref])
+    puts = [line.rsplit("/", 1)[1] for line in proxy.settled()
+            if line.startswith(f"PUT /{BUCKET}/{out}/dask/img_")]
+    assert sorted(puts) == sorted(ref)  # each output written once, the killed batch's too
+    with cluster.client() as c:  # the nanny replaced the killed worker process
+        c.wait_for_workers(2, timeout=30)
+        assert killed["pid"] not in c.run(os.getpid).values()

@@ -6,6 +6,7 @@ import contextlib
 import math
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -380,13 +381,15 @@ def store_tasks(inp: Store, out: Store, job: Job, *, skip_done: bool = True,
 
     Tasks carry keys and the two stores (their URLs and options, shared by every task
     of a batch when pickled), never bytes; ``skip_done`` lets the worker skip an output
-    whose recorded input and parameters match (one HEAD on the worker that owns it).
+    whose recorded input and parameters match (one HEAD on the worker that owns it), and
+    counts as done, not skipped, one that this run wrote (a retried batch's first attempt).
     """
     params = params_tag(job)
+    run = uuid.uuid4().hex
     for item in inp.scan_images(page_size):
         tag = f"etag:{item.size}:{item.etag}" if item.etag else ""
         yield ImageTask(item.key, item.key, item.key, store_in=inp, store_out=out,
-                        input_tag=tag, params=params, skip_done=skip_done)
+                        input_tag=tag, params=params, skip_done=skip_done, run=run)
 
 
 def _chunks(tasks: Iterable[ImageTask], size: int) -> Iterator[list[ImageTask]]:

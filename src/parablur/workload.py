@@ -48,9 +48,12 @@ _PREPARED = False
 
 # An output's resume record in the store, as object metadata written with its PUT: the
 # input it was made from ("etag:SIZE:ETAG" from the listing, else "sha256:HEX" of the bytes
-# read) and the parameters' tag (``params_tag``).
+# read), the parameters' tag (``params_tag``) and the run that wrote it (an output found
+# already made by the same run comes from an earlier attempt of a retried batch: done, not
+# skipped).
 RECORD_INPUT = "parablur-input"
 RECORD_PARAMS = "parablur-params"
+RECORD_RUN = "parablur-run"
 
 # glibc mallopt parameters, and the values ParaBlur sets: large images are freed
 # into the process's own heap and reused for the next image, instead of being
@@ -159,6 +162,7 @@ class ImageTask:
     input_tag: str = ""  # the input's size and ETag from the listing ("" when it has none)
     params: str = ""  # ``params_tag`` of the run's job, recorded with each output
     skip_done: bool = False  # skip an output recorded with this input and these parameters
+    run: str = ""  # the run's id, recorded with each output
 
 
 @dataclass(frozen=True)
@@ -300,9 +304,9 @@ def process_image(task: ImageTask, job: Job, *, prefetched: Future | None = None
     stage = "read"
     try:
         t0 = time.perf_counter()
-        recorded = _recorded_input(task) if task.skip_done else None
+        recorded, by_run = _recorded_input(task) if task.skip_done else (None, False)
         if recorded is not None and recorded == task.input_tag:
-            return ImageResult(task.name, True, worker=worker_id(), skipped=True,
+            return ImageResult(task.name, True, worker=worker_id(), skipped=not by_run,
                                read_s=time.perf_counter() - t0)
         data = prefetched.result() if prefetched is not None else read_input(task)
         t1 = time.perf_counter()
@@ -312,7 +316,7 @@ def process_image(task: ImageTask, job: Job, *, prefetched: Future | None = None
                         if task.digests or (task.store_out is not None and not task.input_tag) else "")
         input_tag = task.input_tag or f"sha256:{input_sha256}"
         if recorded is not None and recorded == input_tag:
-            return ImageResult(task.name, True, worker=worker_id(), skipped=True, **stages)
+            return ImageResult(task.name, True, worker=worker_id(), skipped=not by_run, **stages)
         size = check_header(data, job.max_pixels)
         image, full_shape = decode_for(job, data, Path(task.src).suffix, size)
         del data
@@ -338,7 +342,8 @@ def process_image(task: ImageTask, job: Job, *, prefetched: Future | None = None
         if task.store_out is not None:
             # One PUT to the final key, the resume record in its metadata (parablur.storage).
             task.store_out.write(task.dst, encoded, metadata={
-                RECORD_INPUT: input_tag, RECORD_PARAMS: task.params or params_tag(job)})
+                RECORD_INPUT: input_tag, RECORD_PARAMS: task.params or params_tag(job),
+                **({RECORD_RUN: task.run} if task.run else {})})
             stages["write_s"] = time.perf_counter() - t4
             return ImageResult(task.name, True, worker=worker_id(), **stages, **digests)
         if writer is not None:
@@ -362,13 +367,15 @@ def params_tag(job: Job) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def _recorded_input(task: ImageTask) -> str | None:
-    """The input tag recorded on ``task``'s output in the store, if made with the same parameters."""
+def _recorded_input(task: ImageTask) -> tuple[str | None, bool]:
+    """The input tag recorded on ``task``'s output in the store, if made with the same parameters,
+    and whether this very run wrote it."""
     assert task.store_out is not None
     info = task.store_out.info(task.dst)
     if info is None or not task.params or info.metadata.get(RECORD_PARAMS) != task.params:
-        return None
-    return info.metadata.get(RECORD_INPUT) or None
+        return None, False
+    return (info.metadata.get(RECORD_INPUT) or None,
+            bool(task.run) and info.metadata.get(RECORD_RUN) == task.run)
 
 
 def failure_reason(exc: Exception) -> str:
