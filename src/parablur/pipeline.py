@@ -6,6 +6,7 @@ import contextlib
 import math
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -72,15 +73,21 @@ def auto_batch_size(images: Sequence[Path], workers: int) -> int:
     Aim for tasks of about a quarter second (estimated from the first image's
     pixel count, read from its header), but never fewer than 8 tasks per worker.
     """
-    n = len(images)
-    if n == 0:
+    if not images:
         return 1
-    width, height = file_image_size(images[0]) or (2000, 2000)
-    pixels = width * height
-    per_image_s = max(pixels / 40e6, 1e-4)  # ~0.1 s for a 2000x2000 image on one core
-    by_cost = max(1, math.ceil(0.25 / per_image_s))
-    by_balance = max(1, n // (workers * 8))
-    return max(1, min(by_cost, by_balance))
+    return _balanced(_by_cost(file_image_size(images[0])), len(images), workers)
+
+
+def _by_cost(size: tuple[int, int] | None) -> int:
+    """Images per task of about a quarter second, from one image's size (2000x2000 if unknown)."""
+    width, height = size or (2000, 2000)
+    per_image_s = max(width * height / 40e6, 1e-4)  # ~0.1 s for a 2000x2000 image on one core
+    return max(1, math.ceil(0.25 / per_image_s))
+
+
+def _balanced(by_cost: int, images: int, workers: int) -> int:
+    """``by_cost``, lowered so that ``images`` make at least 8 tasks per worker."""
+    return max(1, min(by_cost, images // (workers * 8)))
 
 
 def plan_tasks(config: RunConfig, images: Sequence[Path], out_dir: Path, *,
@@ -223,13 +230,14 @@ def run_tasks(
 
 
 def drive(executor: Executor, config: RunConfig, job: Job, batches: Iterable[list[ImageTask]], *,
-          batch_size: int, total: int | None, output: str,
+          batch_size: int | None, total: int | None, output: str,
           settle: Callable[[ImageResult], ImageResult] = lambda img: img,
           progress: bool = False) -> RunSummary:
     """Feed ``batches`` through ``executor``'s bounded window and tally their results.
 
     ``batches`` may be a generator (a store's listing, page by page): it is read only
-    as the window has room. ``settle`` finishes each image's result on the client
+    as the window has room. ``batch_size`` None (batches of varying size): the summary
+    gives the largest. ``settle`` finishes each image's result on the client
     (an output sent back as bytes written, the resume record noted).
     """
     from tqdm import tqdm
@@ -243,6 +251,7 @@ def drive(executor: Executor, config: RunConfig, job: Job, batches: Iterable[lis
                disable=not progress or None, dynamic_ncols=True)
     t0, epoch = time.perf_counter(), time.time()
     spans: list[tuple[str, float, float, int]] = []
+    largest = 0
     with bar:
         result: BatchResult
         for result in executor.map(batches, job):
@@ -264,12 +273,13 @@ def drive(executor: Executor, config: RunConfig, job: Job, batches: Iterable[lis
                 else:
                     failures.append({"image": img.name, "reason": img.error or "unknown"})
             bar.update(len(result.images))
+            largest = max(largest, len(result.images))
     wall = time.perf_counter() - t0
     if config.include_startup:
         wall += executor.startup_s
     return RunSummary(
-        executor=executor.name, workers=executor.workers, batch_size=batch_size,
-        images=images, ok=ok, failed=len(failures),
+        executor=executor.name, workers=executor.workers,
+        batch_size=largest if batch_size is None else batch_size, images=images, ok=ok, failed=len(failures),
         failures=tuple(sorted(failures, key=lambda f: f["image"])), wall_s=wall,
         startup_s=executor.startup_s, task_s=task_s, stages=stages,
         peak_worker_rss_mb=max(peak.values(), default=0.0), output_dir=output,
@@ -362,9 +372,9 @@ def anonymize(config: RunConfig, *, progress: bool = False) -> RunSummary:
     return replace(summary, images=len(tasks), skipped=len(done))
 
 
-# "auto" with a store input: the image count is not known before the listing ends, so the
-# batch is sized from the first image's cost alone, and capped to keep the tail balanced.
-STORE_AUTO_BATCH_MAX = 32
+# "auto" with a store input: the listing is read this many tasks ahead of the batches, so
+# that batches are balanced over the images seen so far (the count is unknown until it ends).
+STORE_LOOKAHEAD = 1000
 
 
 def output_location(config: RunConfig, executor_name: str) -> Path | str:
@@ -401,14 +411,50 @@ def _chunks(tasks: Iterable[ImageTask], size: int) -> Iterator[list[ImageTask]]:
         yield batch
 
 
-def _store_batch_size(config: RunConfig, inp: Store, first: str) -> int:
+def _auto_chunks(tasks: Iterable[ImageTask], by_cost: int, workers: int, *,
+                 lookahead: int = STORE_LOOKAHEAD) -> Iterator[list[ImageTask]]:
+    """``--batch-size auto`` on a stream: each batch sized as ``auto_batch_size`` would size it
+    for the images listed so far, the listing being read ``lookahead`` tasks ahead.
+
+    Batches grow with the listing up to ``by_cost`` (tasks of about a quarter second): a
+    short listing gives at least 8 tasks per worker, as a folder does, and a long one
+    batches big enough to keep the scheduler's per-task cost off each image. Holds at
+    most ``lookahead`` + ``by_cost`` tasks.
+    """
+    pending = iter(tasks)
+    buffer: deque[ImageTask] = deque()
+    seen = 0
+    ended = False
+
+    def fill(upto: int) -> None:
+        nonlocal seen, ended
+        while not ended and len(buffer) < upto:
+            task = next(pending, None)
+            if task is None:
+                ended = True
+            else:
+                buffer.append(task)
+                seen += 1
+
+    while True:
+        fill(lookahead)
+        if not buffer:
+            return
+        size = _balanced(by_cost, seen, workers)
+        fill(size)
+        yield [buffer.popleft() for _ in range(min(size, len(buffer)))]
+
+
+def store_batches(config: RunConfig, inp: Store, tasks: Iterable[ImageTask], *, first: str,
+                  workers: int) -> Iterator[list[ImageTask]]:
+    """The batches of a store run: ``config.batch_size``, or "auto" from ``first``'s header."""
     if config.batch_size != "auto":
-        return int(config.batch_size)
+        return _chunks(tasks, int(config.batch_size))
     try:
-        width, height = read_size(inp.read(first, length=PROBE_READ_BYTES))
+        size = read_size(inp.read(first, length=PROBE_READ_BYTES))
     except (ImageError, OSError):
-        width, height = 2000, 2000
-    return max(1, min(STORE_AUTO_BATCH_MAX, math.ceil(0.25 / max(width * height / 40e6, 1e-4))))
+        size = None
+    return _auto_chunks(tasks, _by_cost(size), workers)
 
 
 def anonymize_store(config: RunConfig, *, progress: bool = False) -> RunSummary:
@@ -443,13 +489,13 @@ def run_stores(config: RunConfig, inp: Store, out: Store, *, first: str,
     calls this with generated stores to measure the client's own cost per image.
     """
     job = Job.for_run(config)
-    batch_size = _store_batch_size(config, inp, first)
     executor = create_executor(config.executor, config)
     with executor:
         if progress and executor.dashboard_link:
             print(f"Dask dashboard: {executor.dashboard_link}", file=sys.stderr)
         with performance_report({config.executor: executor}, config.performance_report):
             preflight(executor, job)
-            batches = _chunks(store_tasks(inp, out, job, skip_done=not config.force), batch_size)
-            return drive(executor, config, job, batches, batch_size=batch_size, total=None,
+            tasks = store_tasks(inp, out, job, skip_done=not config.force)
+            batches = store_batches(config, inp, tasks, first=first, workers=executor.workers)
+            return drive(executor, config, job, batches, batch_size=None, total=None,
                          output=out.url, progress=progress)

@@ -1,0 +1,47 @@
+"""--batch-size auto on a store's listing: batches grow with the listing, none is lost, little is held."""
+
+from __future__ import annotations
+
+import pytest
+
+from parablur.pipeline import _auto_chunks, _balanced, auto_batch_size
+from parablur.workload import ImageTask
+
+
+def _stream(count: int, pulled: list[int]):
+    for i in range(count):
+        pulled[0] = i + 1
+        yield ImageTask(f"{i:07d}.png", f"{i:07d}.png", f"{i:07d}.png")
+
+
+@pytest.mark.parametrize("count", [1, 7, 100, 999, 1000, 1001, 5000, 60_000])
+def test_every_task_comes_once_in_order_with_balanced_batches(count):
+    pulled = [0]
+    sizes, names, ahead = [], [], 0
+    for batch in _auto_chunks(_stream(count, pulled), by_cost=2500, workers=2, lookahead=1000):
+        ahead = max(ahead, pulled[0] - len(names))  # tasks taken from the listing, not yet batched
+        sizes.append(len(batch))
+        names.extend(t.name for t in batch)
+    assert names == [f"{i:07d}.png" for i in range(count)]
+    assert ahead <= 1000 + 2500
+    assert max(sizes) <= 2500
+    if count <= 1000:  # a listing that ends within the look-ahead is batched as a folder is
+        assert set(sizes[:-1]) <= {_balanced(2500, count, 2)}
+        assert len(sizes) >= min(count, 16)
+    else:
+        assert sizes == sorted(sizes[:-1]) + sizes[-1:]  # grow with the listing, never shrink
+    if count == 60_000:
+        # long listings: few, large tasks (the former cap of 32 images made 1,875 here)
+        assert max(sizes) == 2500 and len(sizes) < 100
+
+
+def test_a_folder_and_a_short_listing_get_the_same_batches(tmp_path):
+    from conftest import make_images
+
+    make_images(tmp_path, 40, size=(64, 64))
+    images = sorted(tmp_path.iterdir())
+    folder = auto_batch_size(images, 2)
+    pulled = [0]
+    stream = [len(b) for b in _auto_chunks(_stream(40, pulled), by_cost=10**6 // (64 * 64),
+                                           workers=2)]
+    assert set(stream[:-1]) == {folder} and sum(stream) == 40
