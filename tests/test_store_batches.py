@@ -45,3 +45,11 @@ def test_a_folder_and_a_short_listing_get_the_same_batches(tmp_path):
     stream = [len(b) for b in _auto_chunks(_stream(40, pulled), by_cost=10**6 // (64 * 64),
                                            workers=2)]
     assert set(stream[:-1]) == {folder} and sum(stream) == 40
+
+
+def test_store_round_trips_count_in_the_cost_of_an_image():
+    from parablur.pipeline import _by_cost
+
+    assert _by_cost((32, 32)) == 2500  # pixels alone: a 32x32 image is nearly free
+    assert _by_cost((32, 32), io_s=0.015) == 17  # three 5 ms round trips: ~0.25 s tasks
+    assert _by_cost((2000, 2000), io_s=0.015) == 3

@@ -78,11 +78,12 @@ def auto_batch_size(images: Sequence[Path], workers: int) -> int:
     return _balanced(_by_cost(file_image_size(images[0])), len(images), workers)
 
 
-def _by_cost(size: tuple[int, int] | None) -> int:
-    """Images per task of about a quarter second, from one image's size (2000x2000 if unknown)."""
+def _by_cost(size: tuple[int, int] | None, io_s: float = 0.0) -> int:
+    """Images per task of about a quarter second, from one image's size (2000x2000 if unknown)
+    and ``io_s``, the seconds of store round trips each image costs besides its pixels."""
     width, height = size or (2000, 2000)
     per_image_s = max(width * height / 40e6, 1e-4)  # ~0.1 s for a 2000x2000 image on one core
-    return max(1, math.ceil(0.25 / per_image_s))
+    return max(1, math.ceil(0.25 / (per_image_s + io_s)))
 
 
 def _balanced(by_cost: int, images: int, workers: int) -> int:
@@ -447,14 +448,29 @@ def _auto_chunks(tasks: Iterable[ImageTask], by_cost: int, workers: int, *,
 
 def store_batches(config: RunConfig, inp: Store, tasks: Iterable[ImageTask], *, first: str,
                   workers: int) -> Iterator[list[ImageTask]]:
-    """The batches of a store run: ``config.batch_size``, or "auto" from ``first``'s header."""
+    """The batches of a store run: ``config.batch_size``, or "auto" from ``first``'s header and
+    the time a read of it takes (a store's round trips can cost more than the pixels)."""
     if config.batch_size != "auto":
         return _chunks(tasks, int(config.batch_size))
+    size, latency = None, math.inf
+    for _ in range(2):  # the faster of two reads: the first may open a connection
+        t0 = time.perf_counter()
+        try:
+            head = inp.read(first, length=PROBE_READ_BYTES)
+        except OSError:
+            break
+        latency = min(latency, time.perf_counter() - t0)
+        size = _size_or_none(head)
+    # A worker makes three round trips an image (HEAD of its output, GET, PUT).
+    io_s = 3 * latency if math.isfinite(latency) else 0.0
+    return _auto_chunks(tasks, _by_cost(size, io_s), workers)
+
+
+def _size_or_none(head: bytes) -> tuple[int, int] | None:
     try:
-        size = read_size(inp.read(first, length=PROBE_READ_BYTES))
-    except (ImageError, OSError):
-        size = None
-    return _auto_chunks(tasks, _by_cost(size), workers)
+        return read_size(head)
+    except ImageError:
+        return None
 
 
 def anonymize_store(config: RunConfig, *, progress: bool = False) -> RunSummary:
