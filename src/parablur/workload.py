@@ -159,6 +159,9 @@ class ImageTask:
     input_tag: str = ""  # the input's size and ETag from the listing ("" when it has none)
     params: str = ""  # ``params_tag`` of the run's job, recorded with each output
     skip_done: bool = False  # skip an output recorded with this input and these parameters
+    # ``--draw-boxes`` in a store: draw this record (the workload's, from the run) on the
+    # input and write that debug copy to ``dst`` of ``store_out``, instead of the workload.
+    annotate: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -296,6 +299,8 @@ def process_image(task: ImageTask, job: Job, *, prefetched: Future | None = None
     the background; with ``writer`` the output file is written in the background
     and the result's ``write_s`` only counts the hand-over.
     """
+    if task.annotate is not None:
+        return draw_image(task, job, prefetched=prefetched)
     stages = {"read_s": 0.0, "decode_s": 0.0, "blur_s": 0.0, "encode_s": 0.0, "write_s": 0.0}
     stage = "read"
     try:
@@ -352,6 +357,30 @@ def process_image(task: ImageTask, job: Job, *, prefetched: Future | None = None
     except Exception as exc:  # a user's file must never fail the batch; Ctrl-C still stops it
         return ImageResult(task.name, False, f"{stage}: {failure_reason(exc)}", worker=worker_id(),
                            **stages)
+
+
+def draw_image(task: ImageTask, job: Job, *, prefetched: Future | None = None) -> ImageResult:
+    """``--draw-boxes`` on a worker: the input with ``task.annotate`` drawn on it, written to
+    ``task.dst`` of ``task.store_out``; skipped when the workload draws nothing."""
+    assert task.store_out is not None and task.annotate is not None
+    stage = "read"
+    try:
+        data = prefetched.result() if prefetched is not None else read_input(task)
+        stage = "decode"
+        check_header(data, job.max_pixels)
+        image = decode(data, Path(task.src).suffix)
+        del data
+        stage = "draw"
+        drawn = job.workload.annotate(image, task.annotate)
+        if drawn is None:
+            return ImageResult(task.name, True, worker=worker_id(), skipped=True)
+        stage = "encode"
+        encoded = encode(drawn, Path(task.dst).suffix, job)
+        stage = "write"
+        task.store_out.write(task.dst, encoded)
+    except Exception as exc:  # one debug copy must never fail the others
+        return ImageResult(task.name, False, f"{stage}: {failure_reason(exc)}", worker=worker_id())
+    return ImageResult(task.name, True, worker=worker_id())
 
 
 def params_tag(job: Job) -> str:
