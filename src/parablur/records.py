@@ -20,10 +20,12 @@ from .storage import LocalStore, Store
 class RecordLog:
     """The records of one output location, held by the client and written whole by ``save``.
 
-    Every line is held until ``save`` (the run's end, or its interruption), as its JSON
-    text: a few hundred bytes an image (about 0.5 GB for a million faces records), the
-    price of writing the record with one PUT instead of appending to an object, which
-    object stores cannot do.
+    Every line is held until ``save`` (the run's end, or its interruption) as its JSON
+    text, about 160 bytes over the line's length: measured with ``tracemalloc``, 0.46 KB
+    an image for a faces record without a face, 0.61 KB with one, 1.08 KB with four
+    (0.5 to 1.1 GB for a million images; as decoded dicts it would be five to seven
+    times more). That is the price of writing the record with one PUT: an object
+    store cannot append to an object.
     """
 
     def __init__(self, store: Store, key: str, *, keep_existing: bool = True) -> None:

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import DatasetError, StorageError
+from ..errors import DatasetError
 from ..files import sha256_file, write_atomic
 
 if TYPE_CHECKING:
@@ -155,11 +155,12 @@ def dataset_settings(folder: Path | Store) -> dict:
     """The image count and fallback kind of a dataset ParaBlur made in ``folder`` or a store
     (an empty dict for any other): what a command pointed at it uses unless told otherwise.
 
-    A store that cannot be read gives an empty dict too: the command's own probe says why.
+    A store that cannot be used raises ``StorageError`` (the same first request ``fetch``
+    makes, so the same one line).
     """
     try:
         loaded = _manifest_of(folder)
-    except (ForeignManifest, StorageError, OSError):
+    except (ForeignManifest, OSError):
         return {}
     if not loaded:
         return {}
