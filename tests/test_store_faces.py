@@ -11,6 +11,7 @@ import json
 import sys
 import textwrap
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -130,6 +131,10 @@ STEPS = textwrap.dedent('''
         if CALLS[0] == int(os.environ.get("PARABLUR_TEST_STOP_AT", "0")):
             raise KeyboardInterrupt
         return 255 - image, {"dark_pixels": int((image < 64).sum())}
+
+    def plain(image):
+        """An output and no record."""
+        return 255 - image
 ''')
 
 
@@ -181,6 +186,29 @@ def test_an_interrupted_run_keeps_the_records_of_its_finished_images(
     rest = anonymize(config)
     assert (rest.ok, rest.skipped) == (3, 2)
     assert records() == want
+
+
+def test_an_output_whose_record_line_was_lost_is_redone_with_it(stop_module, seaweed,
+                                                                tmp_path) -> None:
+    make_images(tmp_path / "in", 4, size=(40, 56), seed=5)
+    prefix = f"lost-{uuid.uuid4().hex[:10]}"
+    client = seaweed.client()
+    client.pipe({f"{BUCKET}/{prefix}/in/{p.name}": p.read_bytes()
+                 for p in sorted((tmp_path / "in").iterdir())})
+    config = RunConfig(input_dir=f"s3://{BUCKET}/{prefix}/in", output_dir=f"s3://{BUCKET}/{prefix}/out",
+                       workload="stopsteps.steps:count_dark", storage_options=seaweed.options())
+    assert anonymize(config).ok == 4
+    key = f"{BUCKET}/{prefix}/out/sequential/records.jsonl"
+    full = client.cat_file(key)
+    # What a client stopped before it saved the record leaves: the outputs, not their lines.
+    client.pipe_file(key, b"".join(full.splitlines(keepends=True)[1:]))
+    again = anonymize(config)
+    assert (again.ok, again.skipped) == (1, 3)
+    assert client.cat_file(key) == full
+    # A workload that gives no record: its outputs are skipped as usual.
+    plain = replace(config, workload="stopsteps.steps:plain", output_dir=f"s3://{BUCKET}/{prefix}/o2")
+    assert anonymize(plain).ok == 4
+    assert (anonymize(plain).skipped, seaweed.keys(f"{prefix}/o2/sequential/records")) == (4, [])
 
 
 def test_a_missing_face_model_is_one_line_before_any_image(seaweed, face_prefix, tmp_path,

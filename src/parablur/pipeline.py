@@ -387,18 +387,20 @@ def output_location(config: RunConfig, executor_name: str) -> Path | str:
 
 
 def store_tasks(inp: Store, out: Store, job: Job, *, skip_done: bool = True,
-                page_size: int = 1000) -> Iterator[ImageTask]:
+                page_size: int = 1000, log: RecordLog | None = None) -> Iterator[ImageTask]:
     """One task per image of ``inp``, made as the listing's pages arrive; output: the same key in ``out``.
 
     Tasks carry keys and the two stores (their URLs and options, shared by every task
     of a batch when pickled), never bytes; ``skip_done`` lets the worker skip an output
-    whose recorded input and parameters match (one HEAD on the worker that owns it).
+    whose recorded input and parameters match (one HEAD on the worker that owns it),
+    unless it was made with a record whose line ``log`` (the existing record) lacks.
     """
     params = params_tag(job)
     for item in inp.scan_images(page_size):
         tag = f"etag:{item.size}:{item.etag}" if item.etag else ""
         yield ImageTask(item.key, item.key, item.key, store_in=inp, store_out=out,
-                        input_tag=tag, params=params, skip_done=skip_done)
+                        input_tag=tag, params=params, skip_done=skip_done,
+                        has_line=log is None or item.key in log)
 
 
 def _chunks(tasks: Iterable[ImageTask], size: int) -> Iterator[list[ImageTask]]:
@@ -482,8 +484,8 @@ def run_stores(config: RunConfig, inp: Store, out: Store, *, first: str,
                 print(f"Dask dashboard: {executor.dashboard_link}", file=sys.stderr)
             with performance_report({config.executor: executor}, config.performance_report):
                 preflight(executor, job)
-                batches = _chunks(store_tasks(inp, out, job, skip_done=not config.force),
-                                  batch_size)
+                batches = _chunks(store_tasks(inp, out, job, skip_done=not config.force,
+                                              log=log), batch_size)
                 summary = drive(executor, config, job, batches, batch_size=batch_size,
                                 total=None, output=out.url, settle=settle, progress=progress)
                 if boxes is not None and log is not None:

@@ -51,6 +51,8 @@ _PREPARED = False
 # read) and the parameters' tag (``params_tag``).
 RECORD_INPUT = "parablur-input"
 RECORD_PARAMS = "parablur-params"
+# "1" on an output whose workload gave a record line (kept by the client, in the record file).
+RECORD_LINE = "parablur-record"
 
 # glibc mallopt parameters, and the values ParaBlur sets: large images are freed
 # into the process's own heap and reused for the next image, instead of being
@@ -159,6 +161,9 @@ class ImageTask:
     input_tag: str = ""  # the input's size and ETag from the listing ("" when it has none)
     params: str = ""  # ``params_tag`` of the run's job, recorded with each output
     skip_done: bool = False  # skip an output recorded with this input and these parameters
+    # The client holds this image's record line: when it does not (a client stopped before it
+    # saved the record), an output made with a record is redone rather than skipped.
+    has_line: bool = True
     # ``--draw-boxes`` in a store: draw this record (the workload's, from the run) on the
     # input and write that debug copy to ``dst`` of ``store_out``, instead of the workload.
     annotate: dict | None = None
@@ -342,8 +347,10 @@ def process_image(task: ImageTask, job: Job, *, prefetched: Future | None = None
                                **digests)
         if task.store_out is not None:
             # One PUT to the final key, the resume record in its metadata (parablur.storage).
-            task.store_out.write(task.dst, encoded, metadata={
-                RECORD_INPUT: input_tag, RECORD_PARAMS: task.params or params_tag(job)})
+            meta = {RECORD_INPUT: input_tag, RECORD_PARAMS: task.params or params_tag(job)}
+            if record is not None:
+                meta[RECORD_LINE] = "1"
+            task.store_out.write(task.dst, encoded, metadata=meta)
             stages["write_s"] = time.perf_counter() - t4
             return ImageResult(task.name, True, worker=worker_id(), **stages, **digests)
         if writer is not None:
@@ -397,6 +404,8 @@ def _recorded_input(task: ImageTask) -> str | None:
     info = task.store_out.info(task.dst)
     if info is None or not task.params or info.metadata.get(RECORD_PARAMS) != task.params:
         return None
+    if info.metadata.get(RECORD_LINE) and not task.has_line:
+        return None  # its record line is lost: redo the output and the line together
     return info.metadata.get(RECORD_INPUT) or None
 
 
