@@ -155,7 +155,7 @@ def draw_records(config: RunConfig, job: Job, out_dir: Path, tasks: list[ImageTa
     output; how many were written."""
     if not job.workload.record_file:
         return 0
-    records = RecordLog(out_dir / job.workload.record_file).lines
+    records = RecordLog.file(out_dir / job.workload.record_file)
     boxes_dir = claim_output_dir(out_dir.with_name(f"{out_dir.name}-boxes"))
     written = 0
     for task in tasks:
@@ -206,28 +206,40 @@ def run_tasks(
     if batch_size is None:
         batch_size = resolve_batch_size(config, [Path(t.src) for t in tasks], executor.workers)
     (clear_output_dir if clean else claim_output_dir)(out_dir)
-    log = (RecordLog(out_dir / job.workload.record_file, keep_existing=not clean)
+    log = (RecordLog.file(out_dir / job.workload.record_file, keep_existing=not clean)
            if job.workload.record_file else None)
     ship = config.effective_transfer == "bytes" and executor.name != "sequential"
     by_name = {t.name: t for t in tasks}
 
     def settle(img: ImageResult) -> ImageResult:
         img = _write_returned(img, out_dir)
-        if img.ok:
-            if record is not None and img.name in by_name:
-                record.add(by_name[img.name], img)
-            if log is not None and img.record is not None:
-                log.add(img.name, img.record)
-        elif log is not None:
-            log.drop(img.name)
+        if img.ok and record is not None and img.name in by_name:
+            record.add(by_name[img.name], img)
+        if log is not None:
+            note_record(log, img)
         return img
 
-    summary = drive(executor, config, job, _batches(tasks, batch_size, ship), batch_size=batch_size,
-                    total=len(tasks), output=str(out_dir), settle=settle, progress=progress)
-    if log is not None:
-        log.save()
+    try:
+        summary = drive(executor, config, job, _batches(tasks, batch_size, ship),
+                        batch_size=batch_size, total=len(tasks), output=str(out_dir),
+                        settle=settle, progress=progress)
+    finally:
+        # Interrupted too: the outputs recorded as done keep their lines for the next run.
+        if log is not None:
+            log.save()
     remove_stale_temps(out_dir)
     return summary
+
+
+def note_record(log: RecordLog, img: ImageResult) -> None:
+    """Keep ``img``'s line in ``log`` as its run left it: replaced when redone, kept when
+    skipped as up to date, dropped when it failed or gave no record."""
+    if img.skipped:
+        return
+    if img.ok and img.record is not None:
+        log.add(img.name, img.record)
+    else:
+        log.drop(img.name)
 
 
 def drive(executor: Executor, config: RunConfig, job: Job, batches: Iterable[list[ImageTask]], *,
@@ -386,18 +398,20 @@ def output_location(config: RunConfig, executor_name: str) -> Path | str:
 
 
 def store_tasks(inp: Store, out: Store, job: Job, *, skip_done: bool = True,
-                page_size: int = 1000) -> Iterator[ImageTask]:
+                page_size: int = 1000, log: RecordLog | None = None) -> Iterator[ImageTask]:
     """One task per image of ``inp``, made as the listing's pages arrive; output: the same key in ``out``.
 
     Tasks carry keys and the two stores (their URLs and options, shared by every task
     of a batch when pickled), never bytes; ``skip_done`` lets the worker skip an output
-    whose recorded input and parameters match (one HEAD on the worker that owns it).
+    whose recorded input and parameters match (one HEAD on the worker that owns it),
+    unless it was made with a record whose line ``log`` (the existing record) lacks.
     """
     params = params_tag(job)
     for item in inp.scan_images(page_size):
         tag = f"etag:{item.size}:{item.etag}" if item.etag else ""
         yield ImageTask(item.key, item.key, item.key, store_in=inp, store_out=out,
-                        input_tag=tag, params=params, skip_done=skip_done)
+                        input_tag=tag, params=params, skip_done=skip_done,
+                        has_line=log is None or item.key in log)
 
 
 def _chunks(tasks: Iterable[ImageTask], size: int) -> Iterator[list[ImageTask]]:
@@ -482,36 +496,84 @@ def anonymize_store(config: RunConfig, *, progress: bool = False) -> RunSummary:
     never holds it whole. Resume: each output carries its input's tag and the
     parameters as metadata, and the worker skips an image whose output matches;
     ``config.force`` redoes everything (overwriting outputs, deleting nothing).
+    The workload's records go to its record file in ``OUTPUT/<executor>/`` (``run_stores``);
+    ``--draw-boxes`` debug copies to ``OUTPUT/<executor>-boxes/``, claimed like the output.
     """
     job = Job.for_run(config)
-    if job.workload.record_file or config.draw_boxes:
-        raise ConfigError(f"--workload {config.workload} keeps a record file beside the outputs "
-                          "(and --draw-boxes debug copies): not supported with a URL input or "
-                          "output yet; use folders")
     inp = open_store(config.input_dir, config.storage_options)
     out = open_store(output_location(config, config.executor), config.storage_options)
+    boxes = (open_store(output_location(config, f"{config.executor}-boxes"), config.storage_options)
+             if config.draw_boxes and job.workload.record_file else None)
     first = inp.probe_read()
-    out.probe_write()
-    out.claim_output()
-    return run_stores(config, inp, out, first=first, progress=progress)
+    for store in (out, boxes):
+        if store is not None:
+            store.probe_write()
+            store.claim_output()
+    return run_stores(config, inp, out, first=first, progress=progress, boxes=boxes)
 
 
 def run_stores(config: RunConfig, inp: Store, out: Store, *, first: str,
-               progress: bool = False) -> RunSummary:
+               progress: bool = False, boxes: Store | None = None) -> RunSummary:
     """Run every image of ``inp`` into ``out`` on a new executor: the client's part of a store run.
 
     ``first`` is the first image's key (its header sizes ``--batch-size auto``). The stores
     are already probed and claimed (``anonymize_store``); ``benchmarks/orchestration.py``
     calls this with generated stores to measure the client's own cost per image.
+
+    A workload with a record file (faces: ``detections.jsonl``) has its records gathered
+    here from the results, on top of the existing record object (its lines kept for the
+    images the workers skip; ``config.force`` starts afresh), and written with one PUT at
+    the end, or when the run is interrupted. With ``boxes``, the workers then draw each
+    record on its input into that store (``--draw-boxes``), never over an output.
     """
     job = Job.for_run(config)
+    log = (RecordLog(out, job.workload.record_file, keep_existing=not config.force)
+           if job.workload.record_file else None)
+    seen: set[str] = set()  # this run's images with an output, for --draw-boxes
+
+    def settle(img: ImageResult) -> ImageResult:
+        if log is not None:
+            note_record(log, img)
+            if img.ok and boxes is not None:
+                seen.add(img.name)
+        return img
+
     executor = create_executor(config.executor, config)
-    with executor:
-        if progress and executor.dashboard_link:
-            print(f"Dask dashboard: {executor.dashboard_link}", file=sys.stderr)
-        with performance_report({config.executor: executor}, config.performance_report):
-            preflight(executor, job)
-            tasks = store_tasks(inp, out, job, skip_done=not config.force)
-            batches = store_batches(config, inp, tasks, first=first, workers=executor.workers)
-            return drive(executor, config, job, batches, batch_size=None, total=None,
-                         output=out.url, progress=progress)
+    try:
+        with executor:
+            if progress and executor.dashboard_link:
+                print(f"Dask dashboard: {executor.dashboard_link}", file=sys.stderr)
+            with performance_report({config.executor: executor}, config.performance_report):
+                preflight(executor, job)
+                tasks = store_tasks(inp, out, job, skip_done=not config.force, log=log)
+                batches = store_batches(config, inp, tasks, first=first,
+                                        workers=executor.workers)
+                summary = drive(executor, config, job, batches, batch_size=None, total=None,
+                                output=out.url, settle=settle, progress=progress)
+                if boxes is not None and log is not None:
+                    summary = _draw_in_store(executor, config, job, inp, boxes, log, seen,
+                                             summary, progress=progress)
+                return summary
+    finally:
+        if log is not None:
+            log.save()
+
+
+def _draw_in_store(executor: Executor, config: RunConfig, job: Job, inp: Store, boxes: Store,
+                   log: RecordLog, names: set[str], summary: RunSummary, *,
+                   progress: bool) -> RunSummary:
+    """``--draw-boxes`` in a store: the workers draw the record of each of ``names`` (the run's
+    images, skipped ones too) on its input into ``boxes``; a copy that fails is a failure."""
+
+    def tasks() -> Iterator[ImageTask]:
+        for name in sorted(names):
+            record = log.get(name)
+            if record is not None:
+                yield ImageTask(name, name, name, store_in=inp, store_out=boxes, annotate=record)
+
+    drawn = drive(executor, config, job, _chunks(tasks(), summary.batch_size),
+                  batch_size=summary.batch_size, total=len(names), output=boxes.url,
+                  progress=progress)
+    failures = summary.failures + tuple({"image": f["image"], "reason": f"draw-boxes: {f['reason']}"}
+                                        for f in drawn.failures)
+    return replace(summary, failures=failures, failed=len(failures))
