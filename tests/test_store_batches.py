@@ -53,3 +53,12 @@ def test_store_round_trips_count_in_the_cost_of_an_image():
     assert _by_cost((32, 32)) == 2500  # pixels alone: a 32x32 image is nearly free
     assert _by_cost((32, 32), io_s=0.015) == 17  # three 5 ms round trips: ~0.25 s tasks
     assert _by_cost((2000, 2000), io_s=0.015) == 3
+
+
+def test_a_large_cluster_gets_longer_tasks_so_the_scheduler_keeps_up():
+    from parablur.pipeline import _by_cost, task_target_s
+
+    assert task_target_s(2) == task_target_s(20) == 0.25
+    assert task_target_s(100) == pytest.approx(1.2)
+    # 2000x2000 images: 3 a task on a laptop, 12 a task on 100 workers (83 tasks/s at most)
+    assert (_by_cost((2000, 2000), workers=2), _by_cost((2000, 2000), workers=100)) == (3, 12)

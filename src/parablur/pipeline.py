@@ -67,23 +67,36 @@ class RunSummary:
         return data
 
 
+# The client's and the scheduler's CPU time per Dask task (submit, transitions, result),
+# measured with batches of one tiny image: 2.8 ms on this project's 2-core machine
+# (benchmarks/orchestration.py --batch-size 1). "auto" makes tasks long enough that the
+# workers ask for at most one task per 4 of these: the scheduler stays under a quarter busy.
+TASK_OVERHEAD_S = 0.003
+
+
+def task_target_s(workers: int) -> float:
+    """How long an "auto" task should take: a quarter second, longer on a large cluster."""
+    return max(0.25, 4 * workers * TASK_OVERHEAD_S)
+
+
 def auto_batch_size(images: Sequence[Path], workers: int) -> int:
     """A batch size long enough to hide per-task costs, short enough to balance the tail.
 
-    Aim for tasks of about a quarter second (estimated from the first image's
-    pixel count, read from its header), but never fewer than 8 tasks per worker.
+    Aim for tasks of ``task_target_s`` (a quarter second up to 20 workers, estimated from
+    the first image's pixel count, read from its header), but never fewer than 8 tasks
+    per worker.
     """
     if not images:
         return 1
-    return _balanced(_by_cost(file_image_size(images[0])), len(images), workers)
+    return _balanced(_by_cost(file_image_size(images[0]), workers=workers), len(images), workers)
 
 
-def _by_cost(size: tuple[int, int] | None, io_s: float = 0.0) -> int:
-    """Images per task of about a quarter second, from one image's size (2000x2000 if unknown)
-    and ``io_s``, the seconds of store round trips each image costs besides its pixels."""
+def _by_cost(size: tuple[int, int] | None, io_s: float = 0.0, *, workers: int = 1) -> int:
+    """Images per task of ``task_target_s``, from one image's size (2000x2000 if unknown) and
+    ``io_s``, the seconds of store round trips each image costs besides its pixels."""
     width, height = size or (2000, 2000)
     per_image_s = max(width * height / 40e6, 1e-4)  # ~0.1 s for a 2000x2000 image on one core
-    return max(1, math.ceil(0.25 / (per_image_s + io_s)))
+    return max(1, math.ceil(task_target_s(workers) / (per_image_s + io_s)))
 
 
 def _balanced(by_cost: int, images: int, workers: int) -> int:
@@ -477,7 +490,7 @@ def store_batches(config: RunConfig, inp: Store, tasks: Iterable[ImageTask], *, 
         size = _size_or_none(head)
     # A worker makes three round trips an image (HEAD of its output, GET, PUT).
     io_s = 3 * latency if math.isfinite(latency) else 0.0
-    return _auto_chunks(tasks, _by_cost(size, io_s), workers)
+    return _auto_chunks(tasks, _by_cost(size, io_s, workers=workers), workers)
 
 
 def _size_or_none(head: bytes) -> tuple[int, int] | None:
