@@ -7,7 +7,7 @@ exact engine's outputs of the same decoded inputs.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,12 +96,15 @@ def sample_of(images: list, count: int = ACCURACY_SAMPLE) -> list:
     return [images[int(i * step)] for i in range(count)]
 
 
-def engine_accuracy(paths: list, job) -> Accuracy | None:
+def engine_accuracy(paths: list, job, *,
+                    read: Callable[[Path], bytes] | None = None) -> Accuracy | None:
     """The blur of ``job`` (its engine, on the path its workers take: reduced decode included)
     against the exact engine's blur of the same decoded inputs; None for a job that is not a
     blur by another engine than exact.
 
-    It runs in this process, outside every timed run, on a small sample (``sample_of``).
+    It runs in this process, outside every timed run, on a small sample (``sample_of``);
+    ``read`` gives an image's bytes (default: the file's; a benchmark of a store's dataset
+    reads its keys from the store).
     """
     from .engines.exact import gaussian_blur
     from .imageinfo import read_size
@@ -114,7 +117,7 @@ def engine_accuracy(paths: list, job) -> Accuracy | None:
 
     def pairs():
         for path in paths:
-            data = Path(path).read_bytes()
+            data = read(Path(path)) if read is not None else Path(path).read_bytes()
             suffix = Path(path).suffix
             image, full = decode_for(job, data, suffix, read_size(data))
             fast, _ = w(image, full)

@@ -443,8 +443,13 @@ class Bench:
         if store is None:
             names = {p.relative_to(runs[0].input_dir).as_posix() for p in images}
             truths = {k: v for k, v in true_faces(runs[0].input_dir).items() if k in names}
-        else:
-            truths = {}
+            read = None
+        else:  # the images are the store's keys, the manifest beside them
+            names = {p.as_posix() for p in images}
+            truths = {k: v for k, v in true_faces(store).items() if k in names}
+
+            def read(key: Path) -> bytes:
+                return store.read(key.as_posix())
 
         def one(v: int, i: int, warm: bool) -> RoundResult:
             run = runs[v]
@@ -455,10 +460,10 @@ class Bench:
                 ceiling = meter.measure(ROUND_CEILING_ALTERNATIONS) if meter else None
                 rnd = self.one_round(i - config.warmup + 1, warm, images, bool(i % 2), run=run)
             job = Job.for_run(run)
-            accuracy = None if warm else engine_accuracy(sample, job)
+            accuracy = None if warm else engine_accuracy(sample, job, read=read)
             quality = None
             if truths and job.workload.record_file:
-                records = RecordLog(output_dir_for(run, "sequential") / job.workload.record_file)
+                records = RecordLog.file(output_dir_for(run, "sequential") / job.workload.record_file)
                 quality = job.workload.score(records.lines, truths)
             rnd = replace(rnd, load=sampler.load, ceiling=ceiling, accuracy=accuracy,
                           quality=quality)

@@ -34,7 +34,7 @@ from .config import (
     require_outside,
 )
 from .errors import ConfigError, ParaBlurError
-from .storage import parse_storage_options
+from .storage import open_store, parse_storage_options
 
 
 class _Parser(argparse.ArgumentParser):
@@ -277,7 +277,11 @@ def _fetch_config(a: argparse.Namespace) -> FetchConfig:
     from .ingestion.manifest import dataset_settings
 
     # Pointed at a dataset ParaBlur made, a command uses it as it is unless told otherwise.
-    known = dataset_settings(a.input_dir) if isinstance(a.input_dir, Path) else {}
+    options = parse_storage_options(a.storage_options)
+    known = {}
+    if a.num_images is None or a.fallback is None:
+        known = dataset_settings(a.input_dir if isinstance(a.input_dir, Path)
+                                 else open_store(a.input_dir, options))
     return FetchConfig(
         input_dir=a.input_dir,
         num_images=a.num_images if a.num_images is not None else known.get("num_images", 160),
@@ -286,7 +290,7 @@ def _fetch_config(a: argparse.Namespace) -> FetchConfig:
         force_download=a.force_download, download_workers=a.download_workers,
         max_bytes=a.max_bytes,
         fallback=a.fallback if a.fallback is not None else known.get("fallback", "scene"),
-        storage_options=parse_storage_options(a.storage_options),
+        storage_options=options,
     )
 
 

@@ -34,7 +34,35 @@ def cluster_settings(config: ClusterConfig, *, profile: bool) -> dict:
         # Equal-sized batches, fed through a bounded window with scheduler-side
         # queuing, need no stealing; a dead worker's tasks are rescheduled anyway.
         "distributed.scheduler.work-stealing": False,
+        **CLIENT_SETTINGS,
     }
+
+
+# Dask keeps the last ``low-level-log-length`` messages of each of its batched streams
+# (client -> scheduler, scheduler -> each worker) for debugging, 1,000 by default, and a
+# message holds its tasks: with batches of a store run's keys that is up to ~1 GB of old
+# task arguments in the client (measured: +470 MB at 1M images, benchmarks/orchestration.py).
+# A few messages are enough to debug with.
+LOW_LEVEL_LOG = 16
+CLIENT_SETTINGS = {"distributed.admin.low-level-log-length": LOW_LEVEL_LOG}
+
+
+def _short_message_log():
+    """A scheduler plugin that keeps the scheduler's message log to each worker short, also
+    for a worker that joins (or a nanny restarts) once ParaBlur's settings are undone."""
+    from collections import deque
+
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    class ShortMessageLog(SchedulerPlugin):
+        name = "parablur-short-message-log"
+
+        def add_worker(self, scheduler, worker: str) -> None:
+            comm = scheduler.stream_comms.get(worker)
+            if comm is not None and comm.recent_message_log.maxlen != LOW_LEVEL_LOG:
+                comm.recent_message_log = deque(comm.recent_message_log, maxlen=LOW_LEVEL_LOG)
+
+    return ShortMessageLog()
 
 
 def _worker_log_level() -> int:
@@ -138,10 +166,12 @@ def connect(
                     dashboard_address=f"{config.host}:8787" if config.dashboard else None,
                     silence_logs=_worker_log_level(),
                 )
+            conn.cluster.scheduler.add_plugin(_short_message_log())
+            # Not the caller's default client: their own dask calls keep going where they went.
+            with dask.config.set(CLIENT_SETTINGS):
+                conn.client = Client(conn.cluster, set_as_default=False)
         finally:
             process_state.remember_environ(before)
-        # Not the caller's default client: their own dask calls keep going where they went.
-        conn.client = Client(conn.cluster, set_as_default=False)
         conn.client.wait_for_workers(expected, timeout=max(config.wait_workers_s, 60.0))
     except BaseException as exc:
         conn.close()
@@ -161,16 +191,18 @@ def connect(
 
 def _connect_remote(config: ClusterConfig) -> Connection:
     """A client of an existing scheduler, once at least one worker has joined."""
+    import dask
     from distributed import Client
 
     where = config.scheduler or config.scheduler_file
     client = None
     try:
         kwargs = {"timeout": "15s", "security": _security(config), "set_as_default": False}
-        if config.scheduler_file is not None:
-            client = Client(scheduler_file=str(config.scheduler_file), **kwargs)
-        else:
-            client = Client(config.scheduler, **kwargs)
+        with dask.config.set(CLIENT_SETTINGS):
+            if config.scheduler_file is not None:
+                client = Client(scheduler_file=str(config.scheduler_file), **kwargs)
+            else:
+                client = Client(config.scheduler, **kwargs)
         client.wait_for_workers(1, timeout=config.wait_workers_s)
     except BaseException as exc:
         if client is not None:

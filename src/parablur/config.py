@@ -348,10 +348,6 @@ class BenchConfig:
         _require(not isinstance(self.run.output_dir, str),
                  "a benchmark writes its outputs into a folder (it empties them between rounds): "
                  "--output-dir must be a folder, not a URL")
-        if isinstance(self.fetch.input_dir, str):
-            _require(self.run.workload == "blur" and self.run.engine == "exact" and not self.engines,
-                     "a benchmark of a dataset in a store measures the exact blur: --workload "
-                     "faces, --engine fast and --engines need a dataset folder")
         _require_apart(self.fetch.input_dir, self.run.output_dir)
         require_outside(self.report_csv, "report-csv",
                         {"input-dir": self.fetch.input_dir, "output-dir": self.run.output_dir})

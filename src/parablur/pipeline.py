@@ -7,6 +7,7 @@ import math
 import sys
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -67,21 +68,41 @@ class RunSummary:
         return data
 
 
+# The client's and the scheduler's CPU time per Dask task (submit, transitions, result),
+# measured with batches of one tiny image: 2.8 ms on this project's 2-core machine
+# (benchmarks/orchestration.py --batch-size 1). "auto" makes tasks long enough that the
+# workers ask for at most one task per 4 of these: the scheduler stays under a quarter busy.
+TASK_OVERHEAD_S = 0.003
+
+
+def task_target_s(workers: int) -> float:
+    """How long an "auto" task should take: a quarter second, longer on a large cluster."""
+    return max(0.25, 4 * workers * TASK_OVERHEAD_S)
+
+
 def auto_batch_size(images: Sequence[Path], workers: int) -> int:
     """A batch size long enough to hide per-task costs, short enough to balance the tail.
 
-    Aim for tasks of about a quarter second (estimated from the first image's
-    pixel count, read from its header), but never fewer than 8 tasks per worker.
+    Aim for tasks of ``task_target_s`` (a quarter second up to 20 workers, estimated from
+    the first image's pixel count, read from its header), but never fewer than 8 tasks
+    per worker.
     """
-    n = len(images)
-    if n == 0:
+    if not images:
         return 1
-    width, height = file_image_size(images[0]) or (2000, 2000)
-    pixels = width * height
-    per_image_s = max(pixels / 40e6, 1e-4)  # ~0.1 s for a 2000x2000 image on one core
-    by_cost = max(1, math.ceil(0.25 / per_image_s))
-    by_balance = max(1, n // (workers * 8))
-    return max(1, min(by_cost, by_balance))
+    return _balanced(_by_cost(file_image_size(images[0]), workers=workers), len(images), workers)
+
+
+def _by_cost(size: tuple[int, int] | None, io_s: float = 0.0, *, workers: int = 1) -> int:
+    """Images per task of ``task_target_s``, from one image's size (2000x2000 if unknown) and
+    ``io_s``, the seconds of store round trips each image costs besides its pixels."""
+    width, height = size or (2000, 2000)
+    per_image_s = max(width * height / 40e6, 1e-4)  # ~0.1 s for a 2000x2000 image on one core
+    return max(1, math.ceil(task_target_s(workers) / (per_image_s + io_s)))
+
+
+def _balanced(by_cost: int, images: int, workers: int) -> int:
+    """``by_cost``, lowered so that ``images`` make at least 8 tasks per worker."""
+    return max(1, min(by_cost, images // (workers * 8)))
 
 
 def plan_tasks(config: RunConfig, images: Sequence[Path], out_dir: Path, *,
@@ -148,7 +169,7 @@ def draw_records(config: RunConfig, job: Job, out_dir: Path, tasks: list[ImageTa
     output; how many were written."""
     if not job.workload.record_file:
         return 0
-    records = RecordLog(out_dir / job.workload.record_file).lines
+    records = RecordLog.file(out_dir / job.workload.record_file)
     boxes_dir = claim_output_dir(out_dir.with_name(f"{out_dir.name}-boxes"))
     written = 0
     for task in tasks:
@@ -199,38 +220,51 @@ def run_tasks(
     if batch_size is None:
         batch_size = resolve_batch_size(config, [Path(t.src) for t in tasks], executor.workers)
     (clear_output_dir if clean else claim_output_dir)(out_dir)
-    log = (RecordLog(out_dir / job.workload.record_file, keep_existing=not clean)
+    log = (RecordLog.file(out_dir / job.workload.record_file, keep_existing=not clean)
            if job.workload.record_file else None)
     ship = config.effective_transfer == "bytes" and executor.name != "sequential"
     by_name = {t.name: t for t in tasks}
 
     def settle(img: ImageResult) -> ImageResult:
         img = _write_returned(img, out_dir)
-        if img.ok:
-            if record is not None and img.name in by_name:
-                record.add(by_name[img.name], img)
-            if log is not None and img.record is not None:
-                log.add(img.name, img.record)
-        elif log is not None:
-            log.drop(img.name)
+        if img.ok and record is not None and img.name in by_name:
+            record.add(by_name[img.name], img)
+        if log is not None:
+            note_record(log, img)
         return img
 
-    summary = drive(executor, config, job, _batches(tasks, batch_size, ship), batch_size=batch_size,
-                    total=len(tasks), output=str(out_dir), settle=settle, progress=progress)
-    if log is not None:
-        log.save()
+    try:
+        summary = drive(executor, config, job, _batches(tasks, batch_size, ship),
+                        batch_size=batch_size, total=len(tasks), output=str(out_dir),
+                        settle=settle, progress=progress)
+    finally:
+        # Interrupted too: the outputs recorded as done keep their lines for the next run.
+        if log is not None:
+            log.save()
     remove_stale_temps(out_dir)
     return summary
 
 
+def note_record(log: RecordLog, img: ImageResult) -> None:
+    """Keep ``img``'s line in ``log`` as its run left it: replaced when redone, kept when
+    skipped as up to date, dropped when it failed or gave no record."""
+    if img.skipped:
+        return
+    if img.ok and img.record is not None:
+        log.add(img.name, img.record)
+    else:
+        log.drop(img.name)
+
+
 def drive(executor: Executor, config: RunConfig, job: Job, batches: Iterable[list[ImageTask]], *,
-          batch_size: int, total: int | None, output: str,
+          batch_size: int | None, total: int | None, output: str,
           settle: Callable[[ImageResult], ImageResult] = lambda img: img,
           progress: bool = False) -> RunSummary:
     """Feed ``batches`` through ``executor``'s bounded window and tally their results.
 
     ``batches`` may be a generator (a store's listing, page by page): it is read only
-    as the window has room. ``settle`` finishes each image's result on the client
+    as the window has room. ``batch_size`` None (batches of varying size): the summary
+    gives the largest. ``settle`` finishes each image's result on the client
     (an output sent back as bytes written, the resume record noted).
     """
     from tqdm import tqdm
@@ -244,6 +278,7 @@ def drive(executor: Executor, config: RunConfig, job: Job, batches: Iterable[lis
                disable=not progress or None, dynamic_ncols=True)
     t0, epoch = time.perf_counter(), time.time()
     spans: list[tuple[str, float, float, int]] = []
+    largest = 0
     with bar:
         result: BatchResult
         for result in executor.map(batches, job):
@@ -265,12 +300,13 @@ def drive(executor: Executor, config: RunConfig, job: Job, batches: Iterable[lis
                 else:
                     failures.append({"image": img.name, "reason": img.error or "unknown"})
             bar.update(len(result.images))
+            largest = max(largest, len(result.images))
     wall = time.perf_counter() - t0
     if config.include_startup:
         wall += executor.startup_s
     return RunSummary(
-        executor=executor.name, workers=executor.workers, batch_size=batch_size,
-        images=images, ok=ok, failed=len(failures),
+        executor=executor.name, workers=executor.workers,
+        batch_size=largest if batch_size is None else batch_size, images=images, ok=ok, failed=len(failures),
         failures=tuple(sorted(failures, key=lambda f: f["image"])), wall_s=wall,
         startup_s=executor.startup_s, task_s=task_s, stages=stages,
         peak_worker_rss_mb=max(peak.values(), default=0.0), output_dir=output,
@@ -363,9 +399,9 @@ def anonymize(config: RunConfig, *, progress: bool = False) -> RunSummary:
     return replace(summary, images=len(tasks), skipped=len(done))
 
 
-# "auto" with a store input: the image count is not known before the listing ends, so the
-# batch is sized from the first image's cost alone, and capped to keep the tail balanced.
-STORE_AUTO_BATCH_MAX = 32
+# "auto" with a store input: the listing is read this many tasks ahead of the batches, so
+# that batches are balanced over the images seen so far (the count is unknown until it ends).
+STORE_LOOKAHEAD = 1000
 
 
 def output_location(config: RunConfig, executor_name: str) -> Path | str:
@@ -376,12 +412,13 @@ def output_location(config: RunConfig, executor_name: str) -> Path | str:
 
 
 def store_tasks(inp: Store, out: Store, job: Job, *, skip_done: bool = True,
-                page_size: int = 1000) -> Iterator[ImageTask]:
+                page_size: int = 1000, log: RecordLog | None = None) -> Iterator[ImageTask]:
     """One task per image of ``inp``, made as the listing's pages arrive; output: the same key in ``out``.
 
     Tasks carry keys and the two stores (their URLs and options, shared by every task
     of a batch when pickled), never bytes; ``skip_done`` lets the worker skip an output
-    whose recorded input and parameters match (one HEAD on the worker that owns it), and
+    whose recorded input and parameters match (one HEAD on the worker that owns it),
+    unless it was made with a record whose line ``log`` (the existing record) lacks, and
     counts as done, not skipped, one that this run wrote (a retried batch's first attempt).
     """
     params = params_tag(job)
@@ -389,7 +426,8 @@ def store_tasks(inp: Store, out: Store, job: Job, *, skip_done: bool = True,
     for item in inp.scan_images(page_size):
         tag = f"etag:{item.size}:{item.etag}" if item.etag else ""
         yield ImageTask(item.key, item.key, item.key, store_in=inp, store_out=out,
-                        input_tag=tag, params=params, skip_done=skip_done, run=run)
+                        input_tag=tag, params=params, skip_done=skip_done,
+                        has_line=log is None or item.key in log, run=run)
 
 
 def _chunks(tasks: Iterable[ImageTask], size: int) -> Iterator[list[ImageTask]]:
@@ -404,14 +442,65 @@ def _chunks(tasks: Iterable[ImageTask], size: int) -> Iterator[list[ImageTask]]:
         yield batch
 
 
-def _store_batch_size(config: RunConfig, inp: Store, first: str) -> int:
+def _auto_chunks(tasks: Iterable[ImageTask], by_cost: int, workers: int, *,
+                 lookahead: int = STORE_LOOKAHEAD) -> Iterator[list[ImageTask]]:
+    """``--batch-size auto`` on a stream: each batch sized as ``auto_batch_size`` would size it
+    for the images listed so far, the listing being read ``lookahead`` tasks ahead.
+
+    Batches grow with the listing up to ``by_cost`` (tasks of about a quarter second): a
+    short listing gives at least 8 tasks per worker, as a folder does, and a long one
+    batches big enough to keep the scheduler's per-task cost off each image. Holds at
+    most ``lookahead`` + ``by_cost`` tasks.
+    """
+    pending = iter(tasks)
+    buffer: deque[ImageTask] = deque()
+    seen = 0
+    ended = False
+
+    def fill(upto: int) -> None:
+        nonlocal seen, ended
+        while not ended and len(buffer) < upto:
+            task = next(pending, None)
+            if task is None:
+                ended = True
+            else:
+                buffer.append(task)
+                seen += 1
+
+    while True:
+        fill(lookahead)
+        if not buffer:
+            return
+        size = _balanced(by_cost, seen, workers)
+        fill(size)
+        yield [buffer.popleft() for _ in range(min(size, len(buffer)))]
+
+
+def store_batches(config: RunConfig, inp: Store, tasks: Iterable[ImageTask], *, first: str,
+                  workers: int) -> Iterator[list[ImageTask]]:
+    """The batches of a store run: ``config.batch_size``, or "auto" from ``first``'s header and
+    the time a read of it takes (a store's round trips can cost more than the pixels)."""
     if config.batch_size != "auto":
-        return int(config.batch_size)
+        return _chunks(tasks, int(config.batch_size))
+    size, latency = None, math.inf
+    for _ in range(2):  # the faster of two reads: the first may open a connection
+        t0 = time.perf_counter()
+        try:
+            head = inp.read(first, length=PROBE_READ_BYTES)
+        except OSError:
+            break
+        latency = min(latency, time.perf_counter() - t0)
+        size = _size_or_none(head)
+    # A worker makes three round trips an image (HEAD of its output, GET, PUT).
+    io_s = 3 * latency if math.isfinite(latency) else 0.0
+    return _auto_chunks(tasks, _by_cost(size, io_s, workers=workers), workers)
+
+
+def _size_or_none(head: bytes) -> tuple[int, int] | None:
     try:
-        width, height = read_size(inp.read(first, length=PROBE_READ_BYTES))
-    except (ImageError, OSError):
-        width, height = 2000, 2000
-    return max(1, min(STORE_AUTO_BATCH_MAX, math.ceil(0.25 / max(width * height / 40e6, 1e-4))))
+        return read_size(head)
+    except ImageError:
+        return None
 
 
 def anonymize_store(config: RunConfig, *, progress: bool = False) -> RunSummary:
@@ -423,38 +512,86 @@ def anonymize_store(config: RunConfig, *, progress: bool = False) -> RunSummary:
     never holds it whole. Resume: each output carries its input's tag and the
     parameters as metadata, and the worker skips an image whose output matches;
     ``config.force`` redoes everything (overwriting outputs, deleting nothing).
+    The workload's records go to its record file in ``OUTPUT/<executor>/`` (``run_stores``);
+    ``--draw-boxes`` debug copies to ``OUTPUT/<executor>-boxes/``, claimed like the output.
     """
     job = Job.for_run(config)
-    if job.workload.record_file or config.draw_boxes:
-        raise ConfigError(f"--workload {config.workload} keeps a record file beside the outputs "
-                          "(and --draw-boxes debug copies): not supported with a URL input or "
-                          "output yet; use folders")
     inp = open_store(config.input_dir, config.storage_options)
     out = open_store(output_location(config, config.executor), config.storage_options)
+    boxes = (open_store(output_location(config, f"{config.executor}-boxes"), config.storage_options)
+             if config.draw_boxes and job.workload.record_file else None)
     first = inp.probe_read()
-    # Claimed before the probe: a probe object left by a run killed at that moment is then
-    # a hidden object in ParaBlur's own prefix, not a reason to refuse the next run.
-    out.claim_output()
-    out.probe_write()
-    return run_stores(config, inp, out, first=first, progress=progress)
+    for store in (out, boxes):
+        if store is not None:
+            # Claimed before the probe: a probe object left by a run killed at that moment is
+            # then a hidden object in ParaBlur's own prefix, not a reason to refuse the next run.
+            store.claim_output()
+            store.probe_write()
+    return run_stores(config, inp, out, first=first, progress=progress, boxes=boxes)
 
 
 def run_stores(config: RunConfig, inp: Store, out: Store, *, first: str,
-               progress: bool = False) -> RunSummary:
+               progress: bool = False, boxes: Store | None = None) -> RunSummary:
     """Run every image of ``inp`` into ``out`` on a new executor: the client's part of a store run.
 
     ``first`` is the first image's key (its header sizes ``--batch-size auto``). The stores
     are already probed and claimed (``anonymize_store``); ``benchmarks/orchestration.py``
     calls this with generated stores to measure the client's own cost per image.
+
+    A workload with a record file (faces: ``detections.jsonl``) has its records gathered
+    here from the results, on top of the existing record object (its lines kept for the
+    images the workers skip; ``config.force`` starts afresh), and written with one PUT at
+    the end, or when the run is interrupted. With ``boxes``, the workers then draw each
+    record on its input into that store (``--draw-boxes``), never over an output.
     """
     job = Job.for_run(config)
-    batch_size = _store_batch_size(config, inp, first)
+    log = (RecordLog(out, job.workload.record_file, keep_existing=not config.force)
+           if job.workload.record_file else None)
+    seen: set[str] = set()  # this run's images with an output, for --draw-boxes
+
+    def settle(img: ImageResult) -> ImageResult:
+        if log is not None:
+            note_record(log, img)
+            if img.ok and boxes is not None:
+                seen.add(img.name)
+        return img
+
     executor = create_executor(config.executor, config)
-    with executor:
-        if progress and executor.dashboard_link:
-            print(f"Dask dashboard: {executor.dashboard_link}", file=sys.stderr)
-        with performance_report({config.executor: executor}, config.performance_report):
-            preflight(executor, job)
-            batches = _chunks(store_tasks(inp, out, job, skip_done=not config.force), batch_size)
-            return drive(executor, config, job, batches, batch_size=batch_size, total=None,
-                         output=out.url, progress=progress)
+    try:
+        with executor:
+            if progress and executor.dashboard_link:
+                print(f"Dask dashboard: {executor.dashboard_link}", file=sys.stderr)
+            with performance_report({config.executor: executor}, config.performance_report):
+                preflight(executor, job)
+                tasks = store_tasks(inp, out, job, skip_done=not config.force, log=log)
+                batches = store_batches(config, inp, tasks, first=first,
+                                        workers=executor.workers)
+                summary = drive(executor, config, job, batches, batch_size=None, total=None,
+                                output=out.url, settle=settle, progress=progress)
+                if boxes is not None and log is not None:
+                    summary = _draw_in_store(executor, config, job, inp, boxes, log, seen,
+                                             summary, progress=progress)
+                return summary
+    finally:
+        if log is not None:
+            log.save()
+
+
+def _draw_in_store(executor: Executor, config: RunConfig, job: Job, inp: Store, boxes: Store,
+                   log: RecordLog, names: set[str], summary: RunSummary, *,
+                   progress: bool) -> RunSummary:
+    """``--draw-boxes`` in a store: the workers draw the record of each of ``names`` (the run's
+    images, skipped ones too) on its input into ``boxes``; a copy that fails is a failure."""
+
+    def tasks() -> Iterator[ImageTask]:
+        for name in sorted(names):
+            record = log.get(name)
+            if record is not None:
+                yield ImageTask(name, name, name, store_in=inp, store_out=boxes, annotate=record)
+
+    drawn = drive(executor, config, job, _chunks(tasks(), summary.batch_size),
+                  batch_size=summary.batch_size, total=len(names), output=boxes.url,
+                  progress=progress)
+    failures = summary.failures + tuple({"image": f["image"], "reason": f"draw-boxes: {f['reason']}"}
+                                        for f in drawn.failures)
+    return replace(summary, failures=failures, failed=len(failures))

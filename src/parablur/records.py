@@ -1,45 +1,92 @@
 """The workload's per-image records (faces: the detections) as JSON lines beside the outputs.
 
 One line per image, ``{"image": NAME, ...record}``, sorted by image name, in
-``OUTPUT_DIR/<executor>/<the workload's record file>``. A resumed run keeps
-the lines of the images it skipped and replaces those it redoes; the file is
-rewritten atomically, so a killed run leaves the old file or the new one.
+``OUTPUT_DIR/<executor>/<the workload's record file>``: a file in an output folder, or
+one object in an output prefix of a store. A resumed run keeps the lines of the images
+it skipped and replaces those it redoes; the record is written whole by ``save`` (a
+file replaced atomically, one PUT in a store), so a killed run leaves the old record or
+the new one, never a torn one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 
-from .files import write_atomic
+from .errors import ObjectError, StorageError
+from .storage import LocalStore, Store
 
 
 class RecordLog:
-    """The records of one output folder, written whole by ``save``."""
+    """The records of one output location, held by the client and written whole by ``save``.
 
-    def __init__(self, path: Path, *, keep_existing: bool = True) -> None:
-        self.path = Path(path)
-        self.lines: dict[str, dict] = {}
+    Every line is held until ``save`` (the run's end, or its interruption) as its JSON
+    text, about 160 bytes over the line's length: measured with ``tracemalloc``, 0.46 KB
+    an image for a faces record without a face, 0.61 KB with one, 1.08 KB with four
+    (0.5 to 1.1 GB for a million images; as decoded dicts it would be five to seven
+    times more). That is the price of writing the record with one PUT: an object
+    store cannot append to an object.
+    """
+
+    def __init__(self, store: Store, key: str, *, keep_existing: bool = True) -> None:
+        self.store = store
+        self.key = key
+        self._lines: dict[str, str] = {}
         self._dirty = not keep_existing
         if keep_existing:
-            with contextlib.suppress(OSError, ValueError):
-                for line in self.path.read_text(encoding="utf-8").splitlines():
-                    item = json.loads(line)
-                    if isinstance(item, dict) and isinstance(item.get("image"), str):
-                        self.lines[item["image"]] = item
+            self._load()
+
+    @classmethod
+    def file(cls, path: Path, *, keep_existing: bool = True) -> RecordLog:
+        """The records in the file ``path`` of an output folder."""
+        path = Path(path)
+        return cls(LocalStore(path.parent), path.name, keep_existing=keep_existing)
+
+    def _load(self) -> None:
+        try:
+            if self.store.info(self.key) is None:
+                return
+            text = self.store.read(self.key).decode("utf-8", errors="replace")
+        except ObjectError as exc:
+            # Starting empty would drop every skipped image's line when the record is saved.
+            raise StorageError(f"cannot read the records {self.store.location(self.key)}: {exc}"
+                               ) from None
+        for line in text.splitlines():
+            try:
+                item = json.loads(line)
+            except ValueError:
+                continue  # a torn or foreign line: that image's record is redone or dropped
+            if isinstance(item, dict) and isinstance(item.get("image"), str):
+                self._lines[item["image"]] = json.dumps(item, sort_keys=True)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._lines
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def get(self, name: str) -> dict | None:
+        """The record of image ``name`` (with its ``"image"`` key), or None."""
+        line = self._lines.get(name)
+        return json.loads(line) if line is not None else None
+
+    @property
+    def lines(self) -> dict[str, dict]:
+        """Every record by image name (decoded: for a dataset's worth, not a million images)."""
+        return {name: json.loads(line) for name, line in self._lines.items()}
 
     def add(self, name: str, record: dict) -> None:
-        self.lines[name] = {"image": name, **record}
+        self._lines[name] = json.dumps({"image": name, **record}, sort_keys=True)
         self._dirty = True
 
     def drop(self, name: str) -> None:
-        if self.lines.pop(name, None) is not None:
+        if self._lines.pop(name, None) is not None:
             self._dirty = True
 
     def save(self) -> None:
+        """Write the record whole if anything changed since it was read or saved."""
         if not self._dirty:
             return
-        text = "".join(json.dumps(self.lines[n], sort_keys=True) + "\n" for n in sorted(self.lines))
-        write_atomic(self.path, text.encode("utf-8"), durable=False)
+        text = "".join(self._lines[n] + "\n" for n in sorted(self._lines))
+        self.store.write(self.key, text.encode("utf-8"))
         self._dirty = False

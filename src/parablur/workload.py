@@ -54,6 +54,8 @@ _PREPARED = False
 RECORD_INPUT = "parablur-input"
 RECORD_PARAMS = "parablur-params"
 RECORD_RUN = "parablur-run"
+# "1" on an output whose workload gave a record line (kept by the client, in the record file).
+RECORD_LINE = "parablur-record"
 
 # glibc mallopt parameters, and the values ParaBlur sets: large images are freed
 # into the process's own heap and reused for the next image, instead of being
@@ -163,6 +165,12 @@ class ImageTask:
     params: str = ""  # ``params_tag`` of the run's job, recorded with each output
     skip_done: bool = False  # skip an output recorded with this input and these parameters
     run: str = ""  # the run's id, recorded with each output
+    # The client holds this image's record line: when it does not (a client stopped before it
+    # saved the record), an output made with a record is redone rather than skipped.
+    has_line: bool = True
+    # ``--draw-boxes`` in a store: draw this record (the workload's, from the run) on the
+    # input and write that debug copy to ``dst`` of ``store_out``, instead of the workload.
+    annotate: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -300,6 +308,8 @@ def process_image(task: ImageTask, job: Job, *, prefetched: Future | None = None
     the background; with ``writer`` the output file is written in the background
     and the result's ``write_s`` only counts the hand-over.
     """
+    if task.annotate is not None:
+        return draw_image(task, job, prefetched=prefetched)
     stages = {"read_s": 0.0, "decode_s": 0.0, "blur_s": 0.0, "encode_s": 0.0, "write_s": 0.0}
     stage = "read"
     try:
@@ -341,9 +351,12 @@ def process_image(task: ImageTask, job: Job, *, prefetched: Future | None = None
                                **digests)
         if task.store_out is not None:
             # One PUT to the final key, the resume record in its metadata (parablur.storage).
-            task.store_out.write(task.dst, encoded, metadata={
-                RECORD_INPUT: input_tag, RECORD_PARAMS: task.params or params_tag(job),
-                **({RECORD_RUN: task.run} if task.run else {})})
+            meta = {RECORD_INPUT: input_tag, RECORD_PARAMS: task.params or params_tag(job)}
+            if record is not None:
+                meta[RECORD_LINE] = "1"
+            if task.run:
+                meta[RECORD_RUN] = task.run
+            task.store_out.write(task.dst, encoded, metadata=meta)
             stages["write_s"] = time.perf_counter() - t4
             return ImageResult(task.name, True, worker=worker_id(), **stages, **digests)
         if writer is not None:
@@ -357,6 +370,30 @@ def process_image(task: ImageTask, job: Job, *, prefetched: Future | None = None
     except Exception as exc:  # a user's file must never fail the batch; Ctrl-C still stops it
         return ImageResult(task.name, False, f"{stage}: {failure_reason(exc)}", worker=worker_id(),
                            **stages)
+
+
+def draw_image(task: ImageTask, job: Job, *, prefetched: Future | None = None) -> ImageResult:
+    """``--draw-boxes`` on a worker: the input with ``task.annotate`` drawn on it, written to
+    ``task.dst`` of ``task.store_out``; skipped when the workload draws nothing."""
+    assert task.store_out is not None and task.annotate is not None
+    stage = "read"
+    try:
+        data = prefetched.result() if prefetched is not None else read_input(task)
+        stage = "decode"
+        check_header(data, job.max_pixels)
+        image = decode(data, Path(task.src).suffix)
+        del data
+        stage = "draw"
+        drawn = job.workload.annotate(image, task.annotate)
+        if drawn is None:
+            return ImageResult(task.name, True, worker=worker_id(), skipped=True)
+        stage = "encode"
+        encoded = encode(drawn, Path(task.dst).suffix, job)
+        stage = "write"
+        task.store_out.write(task.dst, encoded)
+    except Exception as exc:  # one debug copy must never fail the others
+        return ImageResult(task.name, False, f"{stage}: {failure_reason(exc)}", worker=worker_id())
+    return ImageResult(task.name, True, worker=worker_id())
 
 
 def params_tag(job: Job) -> str:
@@ -374,8 +411,12 @@ def _recorded_input(task: ImageTask) -> tuple[str | None, bool]:
     info = task.store_out.info(task.dst)
     if info is None or not task.params or info.metadata.get(RECORD_PARAMS) != task.params:
         return None, False
-    return (info.metadata.get(RECORD_INPUT) or None,
-            bool(task.run) and info.metadata.get(RECORD_RUN) == task.run)
+    by_run = bool(task.run) and info.metadata.get(RECORD_RUN) == task.run
+    if info.metadata.get(RECORD_LINE) and (by_run or not task.has_line):
+        # Its record line is lost (or, made by this run's lost attempt, never reached the
+        # client): redo the output and the line together.
+        return None, False
+    return info.metadata.get(RECORD_INPUT) or None, by_run
 
 
 def failure_reason(exc: Exception) -> str:

@@ -13,9 +13,13 @@ import threading
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import DatasetError
 from ..files import sha256_file, write_atomic
+
+if TYPE_CHECKING:
+    from ..storage import Store
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "parablur-manifest"
@@ -97,16 +101,35 @@ def load_manifest(folder: Path) -> tuple[dict, dict[int, ManifestEntry]] | None:
     if not path.exists() and not path.is_symlink():
         return None
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ForeignManifest(f"{path} cannot be read: {exc.strerror or exc}") from exc
     except ValueError as exc:
         raise ForeignManifest(f"{path} is not valid JSON") from exc
+    return parse_manifest(text, str(path))
+
+
+def store_manifest(store: Store) -> tuple[dict, dict[int, ManifestEntry]] | None:
+    """The manifest beside a dataset's images in a store (as ``load_manifest``); None if none.
+
+    ``StorageError`` or ``ObjectError`` when the store cannot be read.
+    """
+    if store.info(MANIFEST_NAME) is None:
+        return None
+    return parse_manifest(store.read(MANIFEST_NAME), store.location(MANIFEST_NAME))
+
+
+def parse_manifest(text: str | bytes, where: str) -> tuple[dict, dict[int, ManifestEntry]]:
+    """The metadata and entries of a manifest's text, read from ``where`` (named in errors)."""
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise ForeignManifest(f"{where} is not valid JSON") from exc
     if not isinstance(raw, dict) or raw.get("format") != MANIFEST_FORMAT:
-        raise ForeignManifest(f"{path} was not written by ParaBlur "
+        raise ForeignManifest(f"{where} was not written by ParaBlur "
                               f"(no \"format\": \"{MANIFEST_FORMAT}\")")
     if raw.get("version") != MANIFEST_VERSION:
-        raise ForeignManifest(f"{path} is a ParaBlur manifest of version "
+        raise ForeignManifest(f"{where} is a ParaBlur manifest of version "
                               f"{raw.get('version')!r}; this ParaBlur reads version "
                               f"{MANIFEST_VERSION}")
     meta, items = raw.get("meta", {}), raw.get("images")
@@ -120,15 +143,23 @@ def load_manifest(folder: Path) -> tuple[dict, dict[int, ManifestEntry]] | None:
                 raise ValueError(f"image {entry.index} is listed twice")
             entries[entry.index] = entry
     except (TypeError, ValueError) as exc:
-        raise ForeignManifest(f"{path} is damaged: {exc}") from exc
+        raise ForeignManifest(f"{where} is damaged: {exc}") from exc
     return meta, entries
 
 
-def dataset_settings(folder: Path) -> dict:
-    """The image count and fallback kind of a dataset ParaBlur made in ``folder`` (an empty
-    dict for any other folder): what a command pointed at it uses unless told otherwise."""
+def _manifest_of(where: Path | Store) -> tuple[dict, dict[int, ManifestEntry]] | None:
+    return load_manifest(where) if isinstance(where, Path) else store_manifest(where)
+
+
+def dataset_settings(folder: Path | Store) -> dict:
+    """The image count and fallback kind of a dataset ParaBlur made in ``folder`` or a store
+    (an empty dict for any other): what a command pointed at it uses unless told otherwise.
+
+    A store that cannot be used raises ``StorageError`` (the same first request ``fetch``
+    makes, so the same one line).
+    """
     try:
-        loaded = load_manifest(Path(folder))
+        loaded = _manifest_of(folder)
     except (ForeignManifest, OSError):
         return {}
     if not loaded:
@@ -145,10 +176,11 @@ def dataset_settings(folder: Path) -> dict:
     return out
 
 
-def true_faces(folder: Path) -> dict[str, list[list[int]]]:
-    """The true face boxes of a generated face dataset, by image file; empty for any other."""
+def true_faces(folder: Path | Store) -> dict[str, list[list[int]]]:
+    """The true face boxes of a generated face dataset (a folder, or a store's prefix), by
+    image file; empty for any other."""
     try:
-        loaded = load_manifest(folder)
+        loaded = _manifest_of(folder)
     except ForeignManifest:
         return {}
     if loaded is None:

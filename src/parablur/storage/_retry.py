@@ -138,11 +138,15 @@ class RetryPolicy:
         delay = self.base_s * 2 ** (attempt - 1)
         return min(self.max_s, delay + random.uniform(0, self.base_s))
 
-    def retrying(self) -> Retrying:
-        """A tenacity loop that retries transient errors and re-raises the last error when spent."""
+    def retrying(self, spent: int = 0) -> Retrying:
+        """A tenacity loop that retries transient errors and re-raises the last error when spent.
+
+        ``spent``: attempts already made before the loop (which then makes the rest, its
+        pauses continuing the same backoff).
+        """
         return Retrying(
             retry=retry_if_exception(lambda exc: classify(exc) is Kind.TRANSIENT),
-            stop=stop_after_attempt(self.attempts),
-            wait=lambda state: self.wait_s(state.attempt_number),
+            stop=stop_after_attempt(self.attempts - spent),
+            wait=lambda state: self.wait_s(state.attempt_number + spent),
             reraise=True,
         )
