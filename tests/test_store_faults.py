@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import uuid
@@ -31,10 +32,13 @@ from seaweed import BUCKET, FlakyProxy
 from parablur import cli
 from parablur.config import BlurParams, RunConfig
 from parablur.files import OUTPUT_MARKER
-from parablur.pipeline import anonymize
+from parablur.pipeline import anonymize, store_tasks
+from parablur.storage import open_store
 from parablur.storage.base import PROBE_PREFIX
+from parablur.workload import Job, process_image
+from parablur.workloads.custom import load_function
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.timeout(240)]
 
 PASSES = 10  # ~0.05-0.2 s per image here (noisy machine): a run of a few seconds to interrupt
 N = 30
@@ -91,6 +95,7 @@ def _family(pid: int) -> list[psutil.Process]:
     return []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
 def test_interrupted_store_run_leaves_whole_outputs_and_resumes(seaweed, dataset, tmp_path,
                                                                 request, sig) -> None:
@@ -159,6 +164,7 @@ def test_interrupted_store_run_leaves_whole_outputs_and_resumes(seaweed, dataset
     assert all(final[k] == objects[k] for k in done)
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_the_write_probe_does_not_block_the_next_run(seaweed, dataset, tmp_path,
                                                                     request) -> None:
     prefix, ref = dataset
@@ -216,6 +222,7 @@ def _owner_of(peer: tuple[str, int], pids: list[int]) -> int:
     raise AssertionError(f"no worker holds the connection from {peer}")
 
 
+@pytest.mark.slow
 def test_worker_killed_holding_a_batch_loses_and_repeats_nothing(seaweed, dataset, tmp_path,
                                                                   tmp_path_factory, request) -> None:
     prefix, ref = dataset
@@ -264,3 +271,43 @@ def test_worker_killed_holding_a_batch_loses_and_repeats_nothing(seaweed, datase
     with cluster.client() as c:  # the nanny replaced the killed worker process
         c.wait_for_workers(2, timeout=30)
         assert killed["pid"] not in c.run(os.getpid).values()
+
+
+STEPS = textwrap.dedent('''
+    def count_dark(image):
+        """An output and a record."""
+        return 255 - image, {"dark_pixels": int((image < 64).sum())}
+''')
+
+
+@pytest.fixture
+def record_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    pkg = tmp_path / "userpkg" / "faultsteps"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "steps.py").write_text(STEPS)
+    monkeypatch.syspath_prepend(str(tmp_path / "userpkg"))
+    load_function.cache_clear()
+    yield "faultsteps.steps:count_dark"
+    for name in [m for m in sys.modules if m.startswith("faultsteps")]:
+        del sys.modules[name]
+    load_function.cache_clear()
+
+
+def test_a_retried_attempt_of_the_same_run_counts_as_done_not_skipped(tmp_path, record_module) -> None:
+    """What a batch retried after its worker died finds: its first attempt's outputs."""
+    make_images(tmp_path / "in", 1, size=(40, 56), seed=8)
+    inp = open_store(f"file://{tmp_path / 'in'}")
+    for workload in ("blur", record_module):
+        job = Job.for_run(RunConfig(input_dir=tmp_path / "in", output_dir=tmp_path / "o",
+                                    workload=workload))
+        out = open_store(f"file://{tmp_path / 'out' / workload.split('.')[0]}")
+        task = next(store_tasks(inp, out, job))
+        first = process_image(task, job)
+        assert first.ok and not first.skipped, first
+        again = process_image(task, job)  # the same run's second attempt
+        assert again.ok and not again.skipped, (workload, again)
+        # An output with a record line is made again, so that the line reaches the client.
+        assert again.record == first.record
+        later = process_image(next(store_tasks(inp, out, job)), job)  # the next run
+        assert later.ok and later.skipped, (workload, later)
