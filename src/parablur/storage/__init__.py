@@ -21,7 +21,7 @@ an object store (atomic: no temporary name, no rename) and ``files.write_atomic`
 folder, so an interrupted run leaves no partial object under a final key.
 
 Resume records travel with each output as object metadata: ``write(key, data,
-metadata={"parablur-input-etag": ..., "parablur-params": ...})`` and ``info(key)`` gives
+metadata={"parablur-input": ..., "parablur-params": ..., "parablur-run": ...})`` and ``info(key)`` gives
 them back with the size and ETag. On S3 the metadata is part of the same PutObject
 (``x-amz-meta-*``; SeaweedFS keeps and returns it), so record and body can never
 disagree, the check is one HEAD on the worker that owns the image, and the client holds
