@@ -135,6 +135,10 @@ STEPS = textwrap.dedent('''
     def plain(image):
         """An output and no record."""
         return 255 - image
+
+    def count_bright(image):
+        """Another output and another record."""
+        return image // 2, {"bright_pixels": int((image > 192).sum())}
 ''')
 
 
@@ -209,6 +213,31 @@ def test_an_output_whose_record_line_was_lost_is_redone_with_it(stop_module, sea
     plain = replace(config, workload="stopsteps.steps:plain", output_dir=f"s3://{BUCKET}/{prefix}/o2")
     assert anonymize(plain).ok == 4
     assert (anonymize(plain).skipped, seaweed.keys(f"{prefix}/o2/sequential/records")) == (4, [])
+
+
+def test_a_line_left_by_another_run_is_never_kept_with_a_newer_output(stop_module, seaweed,
+                                                                     tmp_path) -> None:
+    make_images(tmp_path / "in", 4, size=(40, 56), seed=6)
+    prefix = f"stale-{uuid.uuid4().hex[:10]}"
+    client = seaweed.client()
+    client.pipe({f"{BUCKET}/{prefix}/in/{p.name}": p.read_bytes()
+                 for p in sorted((tmp_path / "in").iterdir())})
+    first = RunConfig(input_dir=f"s3://{BUCKET}/{prefix}/in", output_dir=f"s3://{BUCKET}/{prefix}/out",
+                      workload="stopsteps.steps:count_dark", storage_options=seaweed.options())
+    assert anonymize(first).ok == 4
+    key = f"{BUCKET}/{prefix}/out/sequential/records.jsonl"
+    old_lines = client.cat_file(key)
+    # Run B (other parameters) rewrites every output, then stops before saving its lines:
+    # the outputs are B's, the record still holds run A's lines for them.
+    second = replace(first, workload="stopsteps.steps:count_bright")
+    assert anonymize(second).ok == 4
+    new_lines = client.cat_file(key)
+    assert new_lines != old_lines
+    client.pipe_file(key, old_lines)
+    again = anonymize(second)
+    assert (again.ok, again.skipped) == (4, 0)
+    assert client.cat_file(key) == new_lines
+    assert (anonymize(second).ok, anonymize(second).skipped) == (0, 4)
 
 
 def test_a_missing_face_model_is_one_line_before_any_image(seaweed, face_prefix, tmp_path,

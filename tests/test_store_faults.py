@@ -33,7 +33,8 @@ from parablur import cli
 from parablur.config import BlurParams, RunConfig
 from parablur.files import OUTPUT_MARKER
 from parablur.pipeline import anonymize, store_tasks
-from parablur.storage import open_store
+from parablur.records import RecordLog
+from parablur.storage import LocalStore, open_store
 from parablur.storage.base import PROBE_PREFIX
 from parablur.workload import Job, process_image
 from parablur.workloads.custom import load_function
@@ -309,5 +310,8 @@ def test_a_retried_attempt_of_the_same_run_counts_as_done_not_skipped(tmp_path, 
         assert again.ok and not again.skipped, (workload, again)
         # An output with a record line is made again, so that the line reaches the client.
         assert again.record == first.record
-        later = process_image(next(store_tasks(inp, out, job)), job)  # the next run
+        log = RecordLog(LocalStore(tmp_path / "records"), f"{workload}.jsonl", keep_existing=False)
+        if again.record is not None:  # what the client noted from the second attempt
+            log.add(again.name, again.record)
+        later = process_image(next(store_tasks(inp, out, job, log=log)), job)  # the next run
         assert later.ok and later.skipped, (workload, later)

@@ -418,7 +418,7 @@ def store_tasks(inp: Store, out: Store, job: Job, *, skip_done: bool = True,
     Tasks carry keys and the two stores (their URLs and options, shared by every task
     of a batch when pickled), never bytes; ``skip_done`` lets the worker skip an output
     whose recorded input and parameters match (one HEAD on the worker that owns it),
-    unless it was made with a record whose line ``log`` (the existing record) lacks, and
+    unless it was made with a record line other than ``log``'s (the existing record), and
     counts as done, not skipped, one that this run wrote (a retried batch's first attempt).
     """
     params = params_tag(job)
@@ -427,7 +427,7 @@ def store_tasks(inp: Store, out: Store, job: Job, *, skip_done: bool = True,
         tag = f"etag:{item.size}:{item.etag}" if item.etag else ""
         yield ImageTask(item.key, item.key, item.key, store_in=inp, store_out=out,
                         input_tag=tag, params=params, skip_done=skip_done,
-                        has_line=log is None or item.key in log, run=run)
+                        line=log.tag(item.key) if log is not None else "", run=run)
 
 
 def _chunks(tasks: Iterable[ImageTask], size: int) -> Iterator[list[ImageTask]]:

@@ -10,11 +10,23 @@ the new one, never a torn one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 from .errors import ObjectError, StorageError
 from .storage import LocalStore, Store
+
+
+def record_line(name: str, record: dict) -> str:
+    """Image ``name``'s line of the record file (without its newline), as written and compared."""
+    return json.dumps({"image": name, **record}, sort_keys=True)
+
+
+def line_tag(line: str) -> str:
+    """A short tag of one record line: an output in a store carries its line's tag, so that a
+    line and the output it describes can be told apart from a line left by another run."""
+    return hashlib.sha256(line.encode("utf-8")).hexdigest()[:16]
 
 
 class RecordLog:
@@ -65,6 +77,11 @@ class RecordLog:
     def __len__(self) -> int:
         return len(self._lines)
 
+    def tag(self, name: str) -> str:
+        """``line_tag`` of image ``name``'s line, or "" when there is none."""
+        line = self._lines.get(name)
+        return line_tag(line) if line is not None else ""
+
     def get(self, name: str) -> dict | None:
         """The record of image ``name`` (with its ``"image"`` key), or None."""
         line = self._lines.get(name)
@@ -76,7 +93,7 @@ class RecordLog:
         return {name: json.loads(line) for name, line in self._lines.items()}
 
     def add(self, name: str, record: dict) -> None:
-        self._lines[name] = json.dumps({"image": name, **record}, sort_keys=True)
+        self._lines[name] = record_line(name, record)
         self._dirty = True
 
     def drop(self, name: str) -> None:

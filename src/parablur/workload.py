@@ -31,6 +31,7 @@ from .engines.exact import gaussian_blur
 from .errors import ImageError, ParaBlurError
 from .files import write_atomic
 from .imageinfo import jpeg_end, read_size
+from .records import line_tag, record_line
 from .workloads import BlurWorkload, Workload
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ _PREPARED = False
 RECORD_INPUT = "parablur-input"
 RECORD_PARAMS = "parablur-params"
 RECORD_RUN = "parablur-run"
-# "1" on an output whose workload gave a record line (kept by the client, in the record file).
+# On an output whose workload gave a record line: that line's ``records.line_tag``.
 RECORD_LINE = "parablur-record"
 
 # glibc mallopt parameters, and the values ParaBlur sets: large images are freed
@@ -165,9 +166,10 @@ class ImageTask:
     params: str = ""  # ``params_tag`` of the run's job, recorded with each output
     skip_done: bool = False  # skip an output recorded with this input and these parameters
     run: str = ""  # the run's id, recorded with each output
-    # The client holds this image's record line: when it does not (a client stopped before it
-    # saved the record), an output made with a record is redone rather than skipped.
-    has_line: bool = True
+    # ``records.line_tag`` of the record line the client holds for this image ("" for none):
+    # an output made with a record is skipped only when its line is this one, so that a line
+    # left by another run (stopped before it saved its own lines) is never kept with it.
+    line: str = ""
     # ``--draw-boxes`` in a store: draw this record (the workload's, from the run) on the
     # input and write that debug copy to ``dst`` of ``store_out``, instead of the workload.
     annotate: dict | None = None
@@ -353,7 +355,7 @@ def process_image(task: ImageTask, job: Job, *, prefetched: Future | None = None
             # One PUT to the final key, the resume record in its metadata (parablur.storage).
             meta = {RECORD_INPUT: input_tag, RECORD_PARAMS: task.params or params_tag(job)}
             if record is not None:
-                meta[RECORD_LINE] = "1"
+                meta[RECORD_LINE] = line_tag(record_line(task.name, record))
             if task.run:
                 meta[RECORD_RUN] = task.run
             task.store_out.write(task.dst, encoded, metadata=meta)
@@ -412,9 +414,10 @@ def _recorded_input(task: ImageTask) -> tuple[str | None, bool]:
     if info is None or not task.params or info.metadata.get(RECORD_PARAMS) != task.params:
         return None, False
     by_run = bool(task.run) and info.metadata.get(RECORD_RUN) == task.run
-    if info.metadata.get(RECORD_LINE) and (by_run or not task.has_line):
-        # Its record line is lost (or, made by this run's lost attempt, never reached the
-        # client): redo the output and the line together.
+    made_with = info.metadata.get(RECORD_LINE)
+    if made_with and (by_run or made_with != task.line):
+        # The client does not hold this output's line (lost, left by another run, or made by
+        # this run's lost attempt and never received): redo the output and the line together.
         return None, False
     return info.metadata.get(RECORD_INPUT) or None, by_run
 
