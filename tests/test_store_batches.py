@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from parablur.pipeline import _auto_chunks, _balanced, auto_batch_size
+from parablur.imageinfo import file_image_size
+from parablur.pipeline import _auto_chunks, _balanced, _by_cost, auto_batch_size
 from parablur.workload import ImageTask
 
 
@@ -38,25 +39,24 @@ def test_every_task_comes_once_in_order_with_balanced_batches(count):
 def test_a_folder_and_a_short_listing_get_the_same_batches(tmp_path):
     from conftest import make_images
 
-    make_images(tmp_path, 40, size=(64, 64))
-    images = sorted(tmp_path.iterdir())
-    folder = auto_batch_size(images, 2)
-    pulled = [0]
-    stream = [len(b) for b in _auto_chunks(_stream(40, pulled), by_cost=10**6 // (64 * 64),
-                                           workers=2)]
-    assert set(stream[:-1]) == {folder} and sum(stream) == 40
+    make_images(tmp_path, 1, size=(1000, 1000))
+    big = next(tmp_path.iterdir())  # "auto" reads the first image's header only
+    for count in (40, 400):  # sized by balance (2 a task), then by cost (10 a task)
+        folder = auto_batch_size([big] * count, 2)
+        by_cost = _by_cost(file_image_size(big), workers=2)
+        stream = [len(b) for b in _auto_chunks(_stream(count, [0]), by_cost=by_cost, workers=2)]
+        assert set(stream[:-1]) == {folder} and sum(stream) == count
+        assert folder == (2 if count == 40 else 10)
 
 
 def test_store_round_trips_count_in_the_cost_of_an_image():
-    from parablur.pipeline import _by_cost
-
     assert _by_cost((32, 32)) == 2500  # pixels alone: a 32x32 image is nearly free
     assert _by_cost((32, 32), io_s=0.015) == 17  # three 5 ms round trips: ~0.25 s tasks
     assert _by_cost((2000, 2000), io_s=0.015) == 3
 
 
 def test_a_large_cluster_gets_longer_tasks_so_the_scheduler_keeps_up():
-    from parablur.pipeline import _by_cost, task_target_s
+    from parablur.pipeline import task_target_s
 
     assert task_target_s(2) == task_target_s(20) == 0.25
     assert task_target_s(100) == pytest.approx(1.2)

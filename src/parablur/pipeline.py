@@ -14,14 +14,14 @@ from pathlib import Path
 
 from .config import RunConfig
 from .dataset import list_images
-from .errors import ConfigError, DatasetError, ImageError
+from .errors import ConfigError, DatasetError, ImageError, ParaBlurError
 from .executors import Executor, create_executor
 from .files import claim_output_dir, clear_output_dir, remove_stale_temps, write_atomic
 from .imageinfo import file_image_size, read_size
 from .records import RecordLog
 from .resume import OutputRecord
 from .storage import Store, open_store
-from .storage.base import PROBE_READ_BYTES
+from .storage.base import PROBE_PREFIX, PROBE_READ_BYTES
 from .workload import BatchResult, ImageResult, ImageTask, Job, decode, encode, params_tag
 
 STAGES = ("read_s", "decode_s", "blur_s", "encode_s", "write_s")
@@ -477,23 +477,37 @@ def _auto_chunks(tasks: Iterable[ImageTask], by_cost: int, workers: int, *,
 
 
 def store_batches(config: RunConfig, inp: Store, tasks: Iterable[ImageTask], *, first: str,
-                  workers: int) -> Iterator[list[ImageTask]]:
+                  workers: int, out: Store | None = None) -> Iterator[list[ImageTask]]:
     """The batches of a store run: ``config.batch_size``, or "auto" from ``first``'s header and
-    the time a read of it takes (a store's round trips can cost more than the pixels)."""
+    the round trips an image costs besides its pixels (a store's can cost more than the pixels).
+
+    The round trips are timed from the client: a GET of ``first`` and a HEAD on ``out``
+    (a worker makes a HEAD, a GET and a PUT an image). A client far from a store that its
+    workers sit next to overestimates them and makes shorter tasks: give ``--batch-size``.
+    """
     if config.batch_size != "auto":
         return _chunks(tasks, int(config.batch_size))
-    size, latency = None, math.inf
-    for _ in range(2):  # the faster of two reads: the first may open a connection
+    head: list[bytes] = []
+    read_s = _fastest(lambda: head.append(inp.read(first, length=PROBE_READ_BYTES)))
+    size = _size_or_none(head[-1]) if head else None
+    head_s = _fastest(lambda: out.info(f"{PROBE_PREFIX}latency")) if out is not None else None
+    read_s = read_s or 0.0
+    io_s = read_s + 2 * (head_s if head_s is not None else read_s)  # HEAD and PUT ~ a round trip
+    return _auto_chunks(tasks, _by_cost(size, io_s, workers=workers), workers)
+
+
+def _fastest(call: Callable[[], object], tries: int = 2) -> float | None:
+    """The fastest of ``tries`` calls, in seconds (the first may open a connection); None if
+    the call fails."""
+    best = math.inf
+    for _ in range(tries):
         t0 = time.perf_counter()
         try:
-            head = inp.read(first, length=PROBE_READ_BYTES)
-        except OSError:
-            break
-        latency = min(latency, time.perf_counter() - t0)
-        size = _size_or_none(head)
-    # A worker makes three round trips an image (HEAD of its output, GET, PUT).
-    io_s = 3 * latency if math.isfinite(latency) else 0.0
-    return _auto_chunks(tasks, _by_cost(size, io_s, workers=workers), workers)
+            call()
+        except (OSError, ParaBlurError):
+            return None
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def _size_or_none(head: bytes) -> tuple[int, int] | None:
@@ -565,7 +579,7 @@ def run_stores(config: RunConfig, inp: Store, out: Store, *, first: str,
                 preflight(executor, job)
                 tasks = store_tasks(inp, out, job, skip_done=not config.force, log=log)
                 batches = store_batches(config, inp, tasks, first=first,
-                                        workers=executor.workers)
+                                        workers=executor.workers, out=out)
                 summary = drive(executor, config, job, batches, batch_size=None, total=None,
                                 output=out.url, settle=settle, progress=progress)
                 if boxes is not None and log is not None:
