@@ -192,17 +192,24 @@ def test_an_interrupted_run_keeps_the_records_of_its_finished_images(
     assert records() == want
 
 
-def test_an_output_whose_record_line_was_lost_is_redone_with_it(stop_module, seaweed,
-                                                                tmp_path) -> None:
-    make_images(tmp_path / "in", 4, size=(40, 56), seed=5)
-    prefix = f"lost-{uuid.uuid4().hex[:10]}"
-    client = seaweed.client()
-    client.pipe({f"{BUCKET}/{prefix}/in/{p.name}": p.read_bytes()
-                 for p in sorted((tmp_path / "in").iterdir())})
+def _four_in_the_store(seaweed, tmp_path: Path, name: str, *, seed: int) -> tuple[RunConfig, str]:
+    """Four images in a new prefix, run once with a workload that gives records: the run's
+    configuration and the key of its record object."""
+    make_images(tmp_path / "in", 4, size=(40, 56), seed=seed)
+    prefix = f"{name}-{uuid.uuid4().hex[:10]}"
+    seaweed.client().pipe({f"{BUCKET}/{prefix}/in/{p.name}": p.read_bytes()
+                           for p in sorted((tmp_path / "in").iterdir())})
     config = RunConfig(input_dir=f"s3://{BUCKET}/{prefix}/in", output_dir=f"s3://{BUCKET}/{prefix}/out",
                        workload="stopsteps.steps:count_dark", storage_options=seaweed.options())
     assert anonymize(config).ok == 4
-    key = f"{BUCKET}/{prefix}/out/sequential/records.jsonl"
+    return config, f"{BUCKET}/{prefix}/out/sequential/records.jsonl"
+
+
+def test_an_output_whose_record_line_was_lost_is_redone_with_it(stop_module, seaweed,
+                                                                tmp_path) -> None:
+    config, key = _four_in_the_store(seaweed, tmp_path, "lost", seed=5)
+    prefix = config.input_dir.split("/")[3]
+    client = seaweed.client()
     full = client.cat_file(key)
     # What a client stopped before it saved the record leaves: the outputs, not their lines.
     client.pipe_file(key, b"".join(full.splitlines(keepends=True)[1:]))
@@ -217,15 +224,8 @@ def test_an_output_whose_record_line_was_lost_is_redone_with_it(stop_module, sea
 
 def test_a_line_left_by_another_run_is_never_kept_with_a_newer_output(stop_module, seaweed,
                                                                      tmp_path) -> None:
-    make_images(tmp_path / "in", 4, size=(40, 56), seed=6)
-    prefix = f"stale-{uuid.uuid4().hex[:10]}"
+    first, key = _four_in_the_store(seaweed, tmp_path, "stale", seed=6)
     client = seaweed.client()
-    client.pipe({f"{BUCKET}/{prefix}/in/{p.name}": p.read_bytes()
-                 for p in sorted((tmp_path / "in").iterdir())})
-    first = RunConfig(input_dir=f"s3://{BUCKET}/{prefix}/in", output_dir=f"s3://{BUCKET}/{prefix}/out",
-                      workload="stopsteps.steps:count_dark", storage_options=seaweed.options())
-    assert anonymize(first).ok == 4
-    key = f"{BUCKET}/{prefix}/out/sequential/records.jsonl"
     old_lines = client.cat_file(key)
     # Run B (other parameters) rewrites every output, then stops before saving its lines:
     # the outputs are B's, the record still holds run A's lines for them.
