@@ -146,6 +146,25 @@ def test_wrong_secret_is_one_line_exit_2_before_any_cluster(seaweed, prefix, tmp
     assert seaweed.keys(f"{prefix}/out") == []
 
 
+@pytest.mark.parametrize("flags", [[], ["--force"], ["--workload", "faces", "--draw-boxes"]])
+def test_an_output_prefix_holding_a_users_objects_is_refused_and_left_alone(
+        seaweed, prefix, tmp_path, capsys, flags) -> None:
+    _upload(seaweed, _dataset(tmp_path / "local"), f"{prefix}/in")
+    mine = {f"{BUCKET}/{prefix}/out/sequential/img_0000.jpg": b"the user's own photo",
+            f"{BUCKET}/{prefix}/out/sequential-boxes/notes.txt": b"the user's notes"}
+    seaweed.client().pipe(mine)
+    options = _options_file(tmp_path / "s3.json", seaweed.options())
+    code = cli.main(["run", "--input-dir", f"s3://{BUCKET}/{prefix}/in", "--output-dir",
+                     f"s3://{BUCKET}/{prefix}/out", "--storage-options", options, "--quiet",
+                     *flags])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "refusing to write into" in err, err
+    # Refused before anything is written there: no probe, no marker, the user's bytes as they were.
+    assert sorted(seaweed.keys(f"{prefix}/out")) == sorted(k.split("/", 1)[1] for k in mine)
+    assert all(seaweed.client().cat_file(k) == v for k, v in mine.items())
+
+
 def test_a_corrupt_object_fails_alone(seaweed, cluster, prefix, tmp_path) -> None:
     files = _dataset(tmp_path / "local")
     _upload(seaweed, files, f"{prefix}/in")
