@@ -334,6 +334,18 @@ def performance_report(executors: Mapping[str, Executor],
         return stack.pop_all()
 
 
+@contextlib.contextmanager
+def started(config: RunConfig, *, progress: bool = False) -> Iterator[Executor]:
+    """``config``'s executor, started (its Dask dashboard announced with ``progress``) and
+    inside Dask's performance report when one is asked for; closed on the way out."""
+    executor = create_executor(config.executor, config)
+    with executor:
+        if progress and executor.dashboard_link:
+            print(f"Dask dashboard: {executor.dashboard_link}", file=sys.stderr)
+        with performance_report({config.executor: executor}, config.performance_report):
+            yield executor
+
+
 def _write_returned(img: ImageResult, out_dir: Path) -> ImageResult:
     """Write an output a remote worker sent back as bytes (``--transfer bytes``)."""
     if not img.ok or img.output is None:
@@ -382,14 +394,10 @@ def anonymize(config: RunConfig, *, progress: bool = False) -> RunSummary:
             stages=dict.fromkeys(STAGES, 0.0), output_dir=str(out_dir), skipped=len(done))
     for task in todo:
         record.forget(task.name)  # its output is about to be replaced
-    executor = create_executor(config.executor, config)
     try:
-        with executor:
-            if progress and executor.dashboard_link:
-                print(f"Dask dashboard: {executor.dashboard_link}", file=sys.stderr)
-            with performance_report({config.executor: executor}, config.performance_report):
-                summary = run_tasks(executor, config, todo, out_dir, progress=progress,
-                                    clean=False, record=record)
+        with started(config, progress=progress) as executor:
+            summary = run_tasks(executor, config, todo, out_dir, progress=progress,
+                                clean=False, record=record)
     finally:
         # After the executor is closed, so no worker is still writing a temporary file.
         record.save()
@@ -570,22 +578,18 @@ def run_stores(config: RunConfig, inp: Store, out: Store, *, first: str,
                 seen.add(img.name)
         return img
 
-    executor = create_executor(config.executor, config)
     try:
-        with executor:
-            if progress and executor.dashboard_link:
-                print(f"Dask dashboard: {executor.dashboard_link}", file=sys.stderr)
-            with performance_report({config.executor: executor}, config.performance_report):
-                preflight(executor, job)
-                tasks = store_tasks(inp, out, job, skip_done=not config.force, log=log)
-                batches = store_batches(config, inp, tasks, first=first,
-                                        workers=executor.workers, out=out)
-                summary = drive(executor, config, job, batches, batch_size=None, total=None,
-                                output=out.url, settle=settle, progress=progress)
-                if boxes is not None and log is not None:
-                    summary = _draw_in_store(executor, config, job, inp, boxes, log, seen,
-                                             summary, progress=progress)
-                return summary
+        with started(config, progress=progress) as executor:
+            preflight(executor, job)
+            tasks = store_tasks(inp, out, job, skip_done=not config.force, log=log)
+            batches = store_batches(config, inp, tasks, first=first, workers=executor.workers,
+                                    out=out)
+            summary = drive(executor, config, job, batches, batch_size=None, total=None,
+                            output=out.url, settle=settle, progress=progress)
+            if boxes is not None and log is not None:
+                summary = _draw_in_store(executor, config, job, inp, boxes, log, seen, summary,
+                                         progress=progress)
+            return summary
     finally:
         if log is not None:
             log.save()

@@ -69,7 +69,7 @@ class RecordLog:
             except ValueError:
                 continue  # a torn or foreign line: that image's record is redone or dropped
             if isinstance(item, dict) and isinstance(item.get("image"), str):
-                self._lines[item["image"]] = json.dumps(item, sort_keys=True)
+                self._lines[item["image"]] = record_line(item["image"], item)
 
     def __contains__(self, name: str) -> bool:
         return name in self._lines
