@@ -56,7 +56,7 @@ from parablur.environment import snapshot
 from parablur.files import write_atomic
 from parablur.imageinfo import image_size
 from parablur.ingestion.generate import generate_image
-from parablur.workload import decode, encode
+from parablur.worker import decode, encode
 
 SIGMA = 10.0
 EXACT = get_engine("exact")

@@ -77,7 +77,7 @@ def measure(count: int, workers: int, batch_size: str) -> dict:
 
     from parablur.config import BlurParams, RunConfig
     from parablur.pipeline import run_stores, store_batches, store_tasks
-    from parablur.workload import Job
+    from parablur.worker import Job
 
     config = RunConfig(input_dir="memory://parablur-orchestration/in",
                        output_dir="memory://parablur-orchestration/out",

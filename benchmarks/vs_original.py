@@ -66,7 +66,7 @@ from parablur.config import BenchConfig, BlurParams, FetchConfig, RunConfig
 from parablur.errors import ConfigError, DatasetError, ParaBlurError
 from parablur.noise import Load, LoadSampler
 from parablur.verify import compare_dirs
-from parablur.workload import Job, decode
+from parablur.worker import Job, decode
 
 #: What ``cv2.imwrite`` (the original's writer) uses for a .jpg without options.
 ORIGINAL_JPEG_QUALITY = 95

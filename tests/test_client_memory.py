@@ -8,7 +8,7 @@ from pathlib import Path
 from parablur.config import BlurParams, RunConfig
 from parablur.executors import create_executor
 from parablur.pipeline import plan_tasks
-from parablur.workload import ImageTask, Job
+from parablur.worker import ImageTask, Job
 
 
 def _alive_tasks() -> int:

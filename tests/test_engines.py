@@ -15,8 +15,8 @@ from parablur.config import BlurParams
 from parablur.engines import ENGINES, decode_reduced, get_engine
 from parablur.engines import fast as fast_module
 from parablur.ingestion.generate import generate_image
-from parablur.workload import blur as workload_blur
-from parablur.workload import decode
+from parablur import blur as workload_blur
+from parablur.worker import decode
 
 EXACT = get_engine("exact")
 FAST = get_engine("fast")

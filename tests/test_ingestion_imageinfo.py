@@ -21,7 +21,7 @@ from parablur.imageinfo import (
     sniff_format,
 )
 from parablur.ingestion.validation import EXTENSIONS, validate_image
-from parablur.workload import check_header
+from parablur.worker import check_header
 
 
 def _photo(h: int, w: int) -> np.ndarray:

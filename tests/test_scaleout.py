@@ -21,7 +21,7 @@ from parablur import cli
 from parablur.config import BlurParams, ClusterConfig, RunConfig
 from parablur.pipeline import anonymize
 from parablur.verify import compare_dirs
-from parablur.workload import ImageTask
+from parablur.worker import ImageTask
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 

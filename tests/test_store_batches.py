@@ -6,7 +6,7 @@ import pytest
 
 from parablur.imageinfo import file_image_size
 from parablur.pipeline import _auto_chunks, _balanced, _by_cost, auto_batch_size
-from parablur.workload import ImageTask
+from parablur.worker import ImageTask
 
 
 def _stream(count: int, pulled: list[int]):

@@ -36,7 +36,7 @@ from parablur.pipeline import anonymize, store_tasks
 from parablur.records import RecordLog
 from parablur.storage import LocalStore, open_store
 from parablur.storage.base import PROBE_PREFIX
-from parablur.workload import Job, process_image
+from parablur.worker import Job, process_image
 from parablur.workloads.custom import load_function
 
 pytestmark = [pytest.mark.timeout(240)]

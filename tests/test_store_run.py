@@ -23,7 +23,7 @@ from parablur.config import RunConfig
 from parablur.errors import ConfigError
 from parablur.pipeline import _chunks, anonymize, store_tasks
 from parablur.storage import open_store
-from parablur.workload import Job
+from parablur.worker import Job
 
 pytestmark = [pytest.mark.timeout(240)]
 

@@ -108,7 +108,7 @@ def engine_accuracy(paths: list, job, *,
     """
     from .engines.exact import gaussian_blur
     from .imageinfo import read_size
-    from .workload import decode, decode_for
+    from .worker import decode, decode_for
     from .workloads import BlurWorkload
 
     w = job.workload

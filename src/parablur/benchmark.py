@@ -39,7 +39,7 @@ from .records import RecordLog
 from .storage import Store, open_store
 from .storage.base import PROBE_READ_BYTES
 from .verify import Verification, compare_dirs
-from .workload import Job
+from .worker import Job
 
 Echo = Callable[[str], None]
 

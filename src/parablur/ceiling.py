@@ -23,7 +23,8 @@ from .imageinfo import file_image_size
 
 
 def _blur_many(shape: tuple[int, int, int], repeats: int, sigma: float) -> float:
-    from .workload import blur, prepare_process
+    from . import blur
+    from .worker import prepare_process
 
     prepare_process()
     rng = np.random.default_rng(0)

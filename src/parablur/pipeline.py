@@ -22,7 +22,7 @@ from .records import RecordLog
 from .resume import OutputRecord
 from .storage import Store, open_store
 from .storage.base import PROBE_PREFIX, PROBE_READ_BYTES
-from .workload import BatchResult, ImageResult, ImageTask, Job, decode, encode, params_tag
+from .worker import BatchResult, ImageResult, ImageTask, Job, decode, encode, params_tag
 
 STAGES = ("read_s", "decode_s", "blur_s", "encode_s", "write_s")
 

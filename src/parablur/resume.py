@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import __version__
 from .files import sha256_file, write_atomic
-from .workload import ImageResult, ImageTask, Job
+from .worker import ImageResult, ImageTask, Job
 
 RECORD_NAME = ".parablur-outputs.json"
 RECORD_FORMAT = 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
-from ..workload import BatchResult, ImageResult, ImageTask, Job
+from ..worker import BatchResult, ImageResult, ImageTask, Job
 
 Batch = Sequence[ImageTask]
 

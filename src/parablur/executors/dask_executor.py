@@ -15,7 +15,7 @@ from .. import __version__
 from ..cluster import Connection, connect, first_line
 from ..config import ClusterConfig
 from ..errors import ClusterError, ParaBlurError
-from ..workload import BatchResult, Job, borrow_process, process_batch, release_process, warm_up
+from ..worker import BatchResult, Job, borrow_process, process_batch, release_process, warm_up
 from .base import Batch, ExecutorBase, bounded_map, failed_batch
 
 

@@ -14,7 +14,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 from ..errors import ClusterError
-from ..workload import (
+from ..worker import (
     BatchResult,
     Job,
     borrow_process,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from ..workload import BatchResult, Job, borrow_process, process_batch, release_process
+from ..worker import BatchResult, Job, borrow_process, process_batch, release_process
 from .base import Batch, ExecutorBase
 
 

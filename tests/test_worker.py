@@ -15,7 +15,8 @@ from conftest import make_images
 from PIL import Image as PIL
 
 from parablur.config import BlurParams, kernel_size
-from parablur.workload import ImageTask, Job, blur, decode, process_batch, process_image
+from parablur import blur
+from parablur.worker import ImageTask, Job, decode, process_batch, process_image
 
 
 def reference_blur(image: np.ndarray, sigma: float) -> np.ndarray:

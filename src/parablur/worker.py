@@ -1,4 +1,4 @@
-"""One image's path through a worker: read, decode, compute, encode and write, timing each stage.
+"""The worker harness: one image's path through a worker: read, decode, compute, encode and write, timing each stage.
 
 What is computed is the job's workload (``parablur.workloads``: the study's
 blur, faces, or a user's function), a pure function of an array; everything
@@ -27,7 +27,6 @@ import numpy as np
 from . import process_state
 from .config import BlurParams, RunConfig
 from .engines import decode_reduced
-from .engines.exact import gaussian_blur
 from .errors import ImageError, ParaBlurError
 from .files import write_atomic
 from .imageinfo import jpeg_end, read_size
@@ -210,11 +209,6 @@ class BatchResult:
     peak_rss_mb: float
     started: float = 0.0  # wall clock (time.time()) when the task began, in the worker
     ended: float = 0.0
-
-
-def blur(image: np.ndarray, params: BlurParams) -> np.ndarray:
-    """Gaussian-blur ``image`` with a (6*sigma+1)-square kernel, ``params.passes`` times."""
-    return gaussian_blur(image, params.sigma, params.passes)
 
 
 def check_header(data: bytes, max_pixels: int) -> tuple[int, int]:
