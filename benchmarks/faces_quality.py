@@ -22,11 +22,11 @@ import time
 import cv2
 import numpy as np
 
+from parablur import blur
 from parablur.config import BlurParams, FaceParams
 from parablur.ingestion.faces import available_sources, generate_face_image
 from parablur.ingestion.generate import encode_jpeg, generate_image
 from parablur.models import find_model
-from parablur import blur
 from parablur.workloads import face_quality
 from parablur.workloads.faces import anonymize_faces, detect_faces
 

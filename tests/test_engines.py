@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from parablur import accuracy
+from parablur import blur as workload_blur
 from parablur.config import BlurParams
 from parablur.engines import ENGINES, decode_reduced, get_engine
 from parablur.engines import fast as fast_module
 from parablur.ingestion.generate import generate_image
-from parablur import blur as workload_blur
 from parablur.worker import decode
 
 EXACT = get_engine("exact")

@@ -14,8 +14,8 @@ import pytest
 from conftest import make_images
 from PIL import Image as PIL
 
-from parablur.config import BlurParams, kernel_size
 from parablur import blur
+from parablur.config import BlurParams, kernel_size
 from parablur.worker import ImageTask, Job, decode, process_batch, process_image
 
 

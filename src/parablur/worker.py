@@ -1,4 +1,4 @@
-"""The worker harness: one image's path through a worker: read, decode, compute, encode and write, timing each stage.
+"""The worker harness: one image through a worker (read, decode, compute, encode, write), each stage timed.
 
 What is computed is the job's workload (``parablur.workloads``: the study's
 blur, faces, or a user's function), a pure function of an array; everything
