@@ -5,7 +5,7 @@
     python benchmarks/orchestration.py --sizes 10000,100000 --rounds 3 --out orch.json
     python benchmarks/orchestration.py --sizes 2000 --rounds 1   # a quick check (~20 s)
 
-Each image goes through the real client path of a store run, ``pipeline.run_stores``:
+Each image goes through the real client path of a store run, ``pipeline.run_images``:
 the paged listing, one task per key, batches (``--batch-size auto`` by default), the
 bounded window, a LocalCluster of ``--workers`` worker processes, the results and the
 summary. The store is generated (``generated_store.py``): its listing is computed and
@@ -76,11 +76,12 @@ def measure(count: int, workers: int, batch_size: str) -> dict:
     from generated_store import GeneratedStore
 
     from parablur.config import BlurParams, RunConfig
-    from parablur.pipeline import run_stores, store_batches, store_tasks
+    from parablur.pipeline import batches as store_batches
+    from parablur.pipeline import plan_tasks, run_images, started
     from parablur.worker import Job
 
-    config = RunConfig(input_dir="memory://parablur-orchestration/in",
-                       output_dir="memory://parablur-orchestration/out",
+    # The stores are generated (``GeneratedStore``): the configuration's folders are never used.
+    config = RunConfig(input_dir=Path("generated-in"), output_dir=Path("generated-out"),
                        executor="dask", workers=workers, batch_size=batch_size,
                        blur=BlurParams(sigma=0.5))  # a 3x3 kernel: the tiny workload
     inp, out = GeneratedStore(count), GeneratedStore(count)
@@ -90,7 +91,8 @@ def measure(count: int, workers: int, batch_size: str) -> dict:
     sampler = RssSampler()
     sampler.start()
     t0 = time.perf_counter()
-    summary = run_stores(config, inp, out, first=next(inp.list_images()))
+    with started(config) as executor:
+        summary = run_images(executor, config, inp, out, first=next(inp.list_images()))
     elapsed = time.perf_counter() - t0
     peak = sampler.stop()
     cpu1 = proc.cpu_times()
@@ -99,10 +101,11 @@ def measure(count: int, workers: int, batch_size: str) -> dict:
     job = Job.for_run(config)
     first = next(inp.list_images())
     t1 = time.perf_counter()
-    batches = list(map(len, store_batches(config, inp, store_tasks(inp, out, job), first=first,
-                                          workers=summary.workers)))
+    batches = list(map(len, store_batches(config, inp, out, plan_tasks(inp, out, job, inp.scan_images()),
+                                          first=first, workers=summary.workers)))
     build_s = time.perf_counter() - t1
-    one = next(store_batches(config, inp, store_tasks(inp, out, job), first=first, workers=1))
+    one = next(store_batches(config, inp, out, plan_tasks(inp, out, job, inp.scan_images()),
+                              first=first, workers=1))
     payload = len(pickle.dumps((one, job), protocol=5)) / len(one)
     cpu_s = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
     mb = 2 ** 20

@@ -37,13 +37,14 @@ import psutil
 
 from parablur import results
 from parablur.analysis import efficiency, karp_flatt
-from parablur.benchmark import Bench, Leg, csv_row, dataset_size, run_round
+from parablur.benchmark import Bench, Leg, csv_row, dataset_keys, dataset_size, run_round
 from parablur.ceiling import Ceiling, measure_ceiling
 from parablur.config import BenchConfig, FetchConfig, RunConfig
 from parablur.dataset import list_images
 from parablur.environment import snapshot
 from parablur.ingestion import fetch_dataset
-from parablur.pipeline import STAGES, auto_batch_size, plan_tasks, run_tasks
+from parablur.pipeline import STAGES, run_images
+from parablur.storage import LocalStore, ObjectInfo
 
 
 def median_range(values: list[float]) -> str:
@@ -62,7 +63,7 @@ def make_tiny(folder: Path, count: int) -> None:
         cv2.imwrite(str(folder / f"t_{i:05d}.jpg"), np.roll(base, i, axis=1))
 
 
-def paired_rounds(args: argparse.Namespace, legs: dict[str, Leg], images: list[Path],
+def paired_rounds(args: argparse.Namespace, legs: dict[str, Leg], images: list[str],
                   size: tuple[int, int] | None, checksum: str):
     """The rounds: the ceiling and every leg in a rotating order, each round's rows appended."""
     times: dict[str, list[float]] = {k: [] for k in legs}
@@ -106,23 +107,25 @@ def tiny_runs(args: argparse.Namespace, run: RunConfig, bench: Bench):
         tiny_dir = Path(tmp) / "in"
         make_tiny(tiny_dir, args.tiny_images)
         tiny = list_images(tiny_dir)
+        keys = [ObjectInfo(p.relative_to(tiny_dir).as_posix(), 0) for p in tiny]
         tcfg = replace(run, input_dir=tiny_dir, output_dir=Path(tmp) / "out")
+        inp = LocalStore(tiny_dir)
         orchestration = {}
         client_growth = {}
-        for label, batch in (("batch 1", 1), ("batch auto", auto_batch_size(tiny, args.workers))):
+        for label, batch in (("batch 1", 1), ("batch auto", "auto")):
             for n in (len(tiny) // 4, len(tiny)):
-                sub = tiny[:n]
                 before = client_rss_mb()
-                out = Path(tmp) / "out" / "dask"
-                s = run_tasks(dask_ex, tcfg, plan_tasks(tcfg, sub, out), out, batch_size=batch)
+                out = LocalStore(Path(tmp) / "out" / "dask")
+                s = run_images(dask_ex, replace(tcfg, batch_size=batch), inp, out, items=keys[:n],
+                               force=True)
                 client_growth[(label, n)] = client_rss_mb() - before
                 if n == len(tiny):
                     work = s.task_s / s.workers
-                    orchestration[label] = (batch, s.wall_s, (s.wall_s - work) / n * 1000,
+                    orchestration[label] = (s.batch_size, s.wall_s, (s.wall_s - work) / n * 1000,
                                             s.wall_s / n * 1000)
-        seq_out = Path(tmp) / "out" / "sequential"
-        tiny_seq = run_tasks(bench.sequential, tcfg, plan_tasks(tcfg, tiny, seq_out), seq_out,
-                             batch_size=len(tiny))
+        seq_out = LocalStore(Path(tmp) / "out" / "sequential")
+        tiny_seq = run_images(bench.sequential, replace(tcfg, batch_size=len(tiny)), inp, seq_out,
+                              items=keys, force=True)
     return orchestration, client_growth, tiny, tiny_seq
 
 
@@ -152,8 +155,8 @@ def main() -> int:
     fetch = FetchConfig(input_dir=args.input_dir, num_images=args.num_images, width=args.size,
                         height=args.size, fallback=args.fallback)
     fetched = fetch_dataset(fetch, progress=False)
-    images = fetched.images
-    size = dataset_size(images)
+    images = dataset_keys(fetched.images, args.input_dir)
+    size = dataset_size(LocalStore(args.input_dir), images)
     shown = f"{size[0]}x{size[1]}" if size else "of mixed sizes"
     print(f"dataset: {len(images)} images {shown} in {args.input_dir} "
           f"({fetched.generated} generated, checksum {fetched.dataset_checksum[:16]})")

@@ -65,6 +65,7 @@ from parablur.benchmark import Bench, RoundResult, dataset_size
 from parablur.config import BenchConfig, BlurParams, FetchConfig, RunConfig
 from parablur.errors import ConfigError, DatasetError, ParaBlurError
 from parablur.noise import Load, LoadSampler
+from parablur.storage import LocalStore
 from parablur.verify import compare_dirs
 from parablur.worker import Job, decode
 
@@ -267,7 +268,8 @@ def files_accuracy(images: list[Path], a: Path, b: Path) -> accuracy.Accuracy:
 
 
 def measure(args: argparse.Namespace, work: Path, images: list[Path], checksum: str) -> int:
-    size = dataset_size(images) or (args.size, args.size)
+    keys = [p.name for p in images]  # directly in the dataset's folder (``dataset``)
+    size = dataset_size(LocalStore(args.input_dir), keys) or (args.size, args.size)
     inputs = work / "original-input"
     link_inputs(images, inputs)
     orig_out = work / "original-output"
@@ -300,7 +302,7 @@ def measure(args: argparse.Namespace, work: Path, images: list[Path], checksum: 
                         rnd.original = run_original(command, work, work / f"original-{i}.log",
                                                     inputs, len(images))
                     else:
-                        setattr(rnd, part, bench.one_round(rnd.index, warm, images, bool(i % 2),
+                        setattr(rnd, part, bench.one_round(rnd.index, warm, keys, bool(i % 2),
                                                            run=runs[part]))
                 rnd.loads[part] = sampler.load
             same = compare_dirs(orig_out / "dask", work / "parablur-exact" / "dask")

@@ -79,3 +79,12 @@ def face_model(tmp_path_factory, face_model_bytes) -> Path:
     path = tmp_path_factory.mktemp("model") / "yunet.onnx"
     path.write_bytes(face_model_bytes)
     return path
+
+
+def local_task(src: Path, dst: Path, **fields):
+    """An ImageTask from the file ``src`` to the file ``dst``, each in its folder's LocalStore."""
+    from parablur.storage import LocalStore
+    from parablur.worker import ImageTask
+
+    return ImageTask(src.name, src.name, dst.name, LocalStore(src.parent), LocalStore(dst.parent),
+                     **fields)

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = r'''
 import copy, gc, json, logging, os, signal, socket, sys, warnings
+from dataclasses import replace
 from pathlib import Path
 
 # Libraries a notebook using Dask has imported already: their own import-time
@@ -99,7 +100,7 @@ def main():
         "anonymize threads": lambda: parablur.anonymize(run.with_executor("threads")),
         "anonymize dask": lambda: parablur.anonymize(run.with_executor("dask")),
         "run_benchmark dask,dask-threads": lambda: parablur.run_benchmark(
-            BenchConfig(fetch=fetch, run=run.with_executor("dask"),
+            BenchConfig(fetch=fetch, run=replace(run, executor="dask", output_dir=tmp / "bench"),
                         executors=("dask", "dask-threads"), warmup=0, trials=1,
                         report_csv=tmp / "r.csv", measure_ceiling=False),
             echo=lambda line: None),

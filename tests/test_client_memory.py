@@ -7,7 +7,7 @@ from pathlib import Path
 
 from parablur.config import BlurParams, RunConfig
 from parablur.executors import create_executor
-from parablur.pipeline import plan_tasks
+from parablur.storage import LocalStore
 from parablur.worker import ImageTask, Job
 
 
@@ -23,12 +23,12 @@ def test_a_dask_client_does_not_keep_the_tasks_it_has_finished(tmp_path: Path):
     src = next((tmp_path / "in").iterdir())
     config = RunConfig(input_dir=tmp_path / "in", output_dir=tmp_path / "out", executor="dask",
                        workers=2, batch_size=1, blur=BlurParams(sigma=0.5))
-    template = plan_tasks(config, [src], tmp_path / "out" / "dask")[0]
+    inp, out = LocalStore(tmp_path / "in"), LocalStore(tmp_path / "out")
     count = 300
 
     def batches():  # made as the window asks for them: this test holds none of them
         for i in range(count):
-            yield [ImageTask(f"{i}.png", template.src, str(tmp_path / "out" / f"{i}.png"))]
+            yield [ImageTask(f"{i}.png", src.name, f"{i}.png", inp, out)]
 
     before = _alive_tasks()
     with create_executor("dask", config) as executor:

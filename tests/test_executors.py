@@ -8,7 +8,8 @@ import pytest
 
 from parablur.config import BlurParams, RunConfig
 from parablur.executors import Executor, create_executor
-from parablur.pipeline import anonymize, auto_batch_size, plan_tasks, run_tasks
+from parablur.pipeline import anonymize, run_images
+from parablur.storage import LocalStore
 from parablur.verify import compare_dirs
 
 
@@ -36,19 +37,7 @@ def test_parallel_executor_matches_sequential(name, reference):
         # two runs on one started pool: the pool is reused, nothing served from the first
         for _ in range(2):
             target = out / name
-            summary = run_tasks(executor, config, plan_tasks(config, sorted(src.iterdir()), target),
-                                target, batch_size=3)
+            summary = run_images(executor, config, LocalStore(src), LocalStore(target), force=True)
             assert (summary.ok, summary.failed, summary.images) == (7, 0, 7)
             check = compare_dirs(out / "sequential", target)
             assert check.ok and check.identical == 7
-
-
-def test_auto_batch_size_balances_and_amortizes(tmp_path):
-    from conftest import make_images
-
-    tiny = make_images(tmp_path / "tiny", 40, size=(64, 64))
-    # tiny images: as big as balance allows (40 images, 2 workers, >= 8 tasks each)
-    assert auto_batch_size(tiny * 50, 2) == 2000 // 16
-    big = make_images(tmp_path / "big", 2, size=(2000, 2000))
-    assert auto_batch_size(big * 80, 2) <= 10
-    assert auto_batch_size(big * 80, 2) >= 1

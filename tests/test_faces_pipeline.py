@@ -157,7 +157,7 @@ def test_outputs_carry_no_exif_gps_xmp_or_thumbnail(tmp_path: Path, face_model: 
 
 
 @pytest.mark.slow
-def test_draw_boxes_is_checked_first_emptied_by_force_and_drawn_on_a_resumed_run(
+def test_draw_boxes_is_checked_first_redrawn_by_force_and_drawn_on_a_resumed_run(
         faces_dir: Path, face_model: Path, tmp_path: Path, capsys):
     import shutil
 
@@ -171,10 +171,14 @@ def test_draw_boxes_is_checked_first_emptied_by_force_and_drawn_on_a_resumed_run
     # everything is up to date: the debug copies are still drawn
     assert main([*args, "--draw-boxes"]) == 0
     assert len(list(boxes.glob("*.jpg"))) == 4
-    # an input removed, then a forced run: its debug copy (faces visible) goes too
+    # an input removed, then a forced run: the others redrawn, nothing deleted (--force
+    # redoes every image, it never deletes)
     (inp / "img_0003.jpg").unlink()
+    before = {p.name: p.stat().st_mtime_ns for p in boxes.glob("*.jpg")}
     assert main([*args, "--draw-boxes", "--force"]) == 0
-    assert sorted(p.name for p in boxes.glob("*.jpg")) == [f"img_000{i}.jpg" for i in range(3)]
+    after = {p.name: p.stat().st_mtime_ns for p in boxes.glob("*.jpg")}
+    assert sorted(after) == sorted(before) == [f"img_000{i}.jpg" for i in range(4)]
+    assert all(after[f"img_000{i}.jpg"] > before[f"img_000{i}.jpg"] for i in range(3))
     # a boxes folder of the user's is refused before any image is processed
     theirs = tmp_path / "other" / "sequential-boxes"
     theirs.mkdir(parents=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -20,7 +19,6 @@ from dask_cluster import child_env
 from parablur import cli
 from parablur.config import BlurParams, RunConfig
 from parablur.pipeline import anonymize
-from parablur.resume import RECORD_NAME
 from parablur.verify import compare_dirs
 
 
@@ -38,7 +36,8 @@ def test_run_skips_up_to_date_outputs_and_redoes_changed_ones(tmp_path: Path) ->
     out = tmp_path / "out"
     first = _run(tmp_path / "in", out)
     assert (first["rc"], first["ok"], first["skipped"]) == (0, 5, 0)
-    assert (out / "sequential" / RECORD_NAME).is_file()
+    # Each output's resume record beside it (a hidden sidecar in a folder).
+    assert (out / "sequential" / ".img_000.jpg.parablur-meta.json").is_file()
     stale = out / "sequential" / ".img_000.jpg.0123abcd.part"  # as a killed writer leaves it
     stale.write_bytes(b"half an image")
     again = _run(tmp_path / "in", out)
@@ -61,16 +60,17 @@ def test_run_skips_up_to_date_outputs_and_redoes_changed_ones(tmp_path: Path) ->
     assert compare_dirs(ref / "sequential", out / "sequential").ok
 
 
-def test_plain_run_never_wipes_and_force_empties_the_output_folder(tmp_path: Path) -> None:
+def test_force_redoes_every_image_and_deletes_nothing(tmp_path: Path) -> None:
     make_images(tmp_path / "in", 2, size=(32, 32))
     _run(tmp_path / "in", tmp_path / "out")
     # An output left in ParaBlur's own output folder by an earlier run of other inputs.
     stale = tmp_path / "out" / "sequential" / "stale.jpg"
     stale.write_bytes(b"old")
-    _run(tmp_path / "in", tmp_path / "out")
-    assert stale.exists()  # a plain run never wipes
-    _run(tmp_path / "in", tmp_path / "out", "--force")
-    assert not stale.exists()
+    assert _run(tmp_path / "in", tmp_path / "out")["skipped"] == 2
+    assert stale.read_bytes() == b"old"  # a plain run never wipes
+    forced = _run(tmp_path / "in", tmp_path / "out", "--force")
+    assert (forced["ok"], forced["skipped"]) == (2, 0)  # every image redone
+    assert stale.read_bytes() == b"old"  # and nothing deleted
 
 
 def _default_signals() -> None:
@@ -109,11 +109,9 @@ def test_interrupt_stops_cleanly_and_the_next_run_finishes(tmp_path: Path, sig, 
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and proc.poll() is None:
             children = _children(proc.pid) or children
-            # Interrupt once the client has recorded a finished output (outputs written by
-            # workers whose results had not reached the client yet are simply redone).
-            with contextlib.suppress(OSError, ValueError):
-                if json.loads((out / "dask" / RECORD_NAME).read_text())["images"]:
-                    break
+            # Interrupt once a worker has written a finished output.
+            if list((out / "dask").glob("*.jpg")):
+                break
             time.sleep(0.02)
         children = _children(proc.pid) or children
         assert proc.poll() is None, "the run ended before it could be interrupted"

@@ -20,6 +20,7 @@ from dask_cluster import DaskCluster, make_tls, start_cluster
 from parablur import cli
 from parablur.config import BlurParams, ClusterConfig, RunConfig
 from parablur.pipeline import anonymize
+from parablur.storage import LocalStore
 from parablur.verify import compare_dirs
 from parablur.worker import ImageTask
 
@@ -157,7 +158,7 @@ def test_retries_are_bounded_on_a_remote_scheduler(cluster: DaskCluster, tmp_pat
         assert len(mark.read_text()) == 1 + 1  # the first try, one retry allowed
         # An exception inside a task (here it has no blur parameters) is retried, then reported
         # for the batch's images; an exception from one image is only that image's failure.
-        bad = [ImageTask("bad.jpg", str(tmp_path / "in.jpg"), str(tmp_path / "bad.jpg"))]
+        bad = [ImageTask("bad.jpg", "in.jpg", "bad.jpg", LocalStore(tmp_path), LocalStore(tmp_path))]
         (result,) = list(ex.map([bad], None))  # type: ignore[arg-type]
         assert not result.images[0].ok and "task failed: AttributeError" in result.images[0].error
     with cluster.client() as c:

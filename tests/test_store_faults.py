@@ -32,7 +32,7 @@ from seaweed import BUCKET, FlakyProxy
 from parablur import cli
 from parablur.config import BlurParams, RunConfig
 from parablur.files import OUTPUT_MARKER
-from parablur.pipeline import anonymize, store_tasks
+from parablur.pipeline import anonymize, plan_tasks
 from parablur.records import RecordLog
 from parablur.storage import LocalStore, open_store
 from parablur.storage.base import PROBE_PREFIX
@@ -303,15 +303,16 @@ def test_a_retried_attempt_of_the_same_run_counts_as_done_not_skipped(tmp_path, 
         job = Job.for_run(RunConfig(input_dir=tmp_path / "in", output_dir=tmp_path / "o",
                                     workload=workload))
         out = open_store(f"file://{tmp_path / 'out' / workload.split('.')[0]}")
-        task = next(store_tasks(inp, out, job))
+        task = next(plan_tasks(inp, out, job, inp.scan_images()))
         first = process_image(task, job)
         assert first.ok and not first.skipped, first
         again = process_image(task, job)  # the same run's second attempt
         assert again.ok and not again.skipped, (workload, again)
         # An output with a record line is made again, so that the line reaches the client.
-        assert again.record == first.record
+        assert again.line == first.line
         log = RecordLog(LocalStore(tmp_path / "records"), f"{workload}.jsonl", keep_existing=False)
-        if again.record is not None:  # what the client noted from the second attempt
-            log.add(again.name, again.record)
-        later = process_image(next(store_tasks(inp, out, job, log=log)), job)  # the next run
+        if again.line is not None:  # what the client noted from the second attempt
+            log.add(again.name, again.line)
+        # the next run
+        later = process_image(next(plan_tasks(inp, out, job, inp.scan_images(), log=log)), job)
         assert later.ok and later.skipped, (workload, later)

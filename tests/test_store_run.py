@@ -21,7 +21,7 @@ from seaweed import BUCKET, FlakyProxy
 from parablur import cli
 from parablur.config import RunConfig
 from parablur.errors import ConfigError
-from parablur.pipeline import _chunks, anonymize, store_tasks
+from parablur.pipeline import anonymize, fixed_batches, plan_tasks
 from parablur.storage import open_store
 from parablur.worker import Job
 
@@ -190,7 +190,7 @@ def test_task_payloads_carry_keys_not_bytes(seaweed, prefix, tmp_path) -> None:
     seaweed.client().pipe({f"{BUCKET}/{prefix}/in/{k}": v for k, v in blobs.items()})
     inp = open_store(f"s3://{BUCKET}/{prefix}/in", seaweed.options())
     out = open_store(f"s3://{BUCKET}/{prefix}/out/dask", seaweed.options())
-    batches = list(_chunks(store_tasks(inp, out, Job()), 4))
+    batches = list(fixed_batches(plan_tasks(inp, out, Job(), inp.scan_images()), 4))
     assert [len(b) for b in batches] == [4, 4, 1]
     assert min(len(v) for v in blobs.values()) > 30_000
     for batch in batches:

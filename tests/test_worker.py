@@ -11,12 +11,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import make_images
+from conftest import local_task, make_images
 from PIL import Image as PIL
 
 from parablur import blur
 from parablur.config import BlurParams, kernel_size
-from parablur.worker import ImageTask, Job, decode, process_batch, process_image
+from parablur.worker import Job, decode, process_batch, process_image
 
 
 def reference_blur(image: np.ndarray, sigma: float) -> np.ndarray:
@@ -72,11 +72,11 @@ def test_passes_apply_the_blur_repeatedly():
 def test_process_image_writes_output_and_times_each_stage(image_dir: Path, tmp_path: Path):
     src = sorted(image_dir.iterdir())[0]
     dst = tmp_path / "out" / src.name
-    result = process_image(ImageTask(src.name, str(src), str(dst)), Job.blur(BlurParams()))
+    result = process_image(local_task(src, dst), Job.blur(BlurParams()))
     assert result.ok and result.error is None
     assert dst.is_file()
     assert all(getattr(result, s) > 0 for s in ("read_s", "decode_s", "blur_s", "encode_s", "write_s"))
-    assert not [p for p in dst.parent.iterdir() if p.name.startswith(".")]
+    assert not list(dst.parent.glob("*.part")) and not list(dst.parent.glob(".*.part"))
 
 
 def test_corrupt_image_is_a_recorded_failure_not_a_crash(tmp_path: Path):
@@ -84,7 +84,7 @@ def test_corrupt_image_is_a_recorded_failure_not_a_crash(tmp_path: Path):
     bad.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
     empty = tmp_path / "empty.jpg"
     empty.write_bytes(b"")
-    batch = [ImageTask(p.name, str(p), str(tmp_path / "out" / p.name)) for p in (bad, empty)]
+    batch = [local_task(p, tmp_path / "out" / p.name) for p in (bad, empty)]
     res = process_batch(batch, Job.blur(BlurParams()))
     assert [r.ok for r in res.images] == [False, False]
     assert "decode" in res.images[0].error
@@ -94,9 +94,9 @@ def test_corrupt_image_is_a_recorded_failure_not_a_crash(tmp_path: Path):
 
 def test_overlapped_io_gives_the_same_outputs(image_dir: Path, tmp_path: Path):
     srcs = sorted(image_dir.iterdir())
-    plain = [ImageTask(p.name, str(p), str(tmp_path / "a" / p.name)) for p in srcs]
-    overlapped = [ImageTask(p.name, str(p), str(tmp_path / "b" / p.name)) for p in srcs]
-    missing = ImageTask("gone.jpg", str(tmp_path / "gone.jpg"), str(tmp_path / "b" / "gone.jpg"))
+    plain = [local_task(p, tmp_path / "a" / p.name) for p in srcs]
+    overlapped = [local_task(p, tmp_path / "b" / p.name) for p in srcs]
+    missing = local_task(tmp_path / "gone.jpg", tmp_path / "b" / "gone.jpg")
     res_a = process_batch(plain, Job.blur(BlurParams(sigma=3)))
     res_b = process_batch([*overlapped[:3], missing, *overlapped[3:]],
                           Job.blur(BlurParams(sigma=3, overlap_io=True)))
@@ -145,7 +145,7 @@ def test_jpeg_with_bytes_after_its_end_decodes_to_the_same_pixels(case: str, tmp
     assert np.array_equal(image, decode(bare, ".jpg"))
     src = tmp_path / "in.jpg"
     src.write_bytes(bare + tail)
-    result = process_image(ImageTask(src.name, str(src), str(tmp_path / "out.jpg")), Job.blur(BlurParams()))
+    result = process_image(local_task(src, tmp_path / "out.jpg"), Job.blur(BlurParams()))
     assert result.ok, result.error
 
 
@@ -171,7 +171,7 @@ def test_truncated_jpeg_is_refused(case: str, tmp_path: Path):
     assert decode(full, ".jpg").size  # the whole file is a valid JPEG
     src = tmp_path / "cut.jpg"
     src.write_bytes(data)
-    result = process_image(ImageTask(src.name, str(src), str(tmp_path / "out.jpg")), Job.blur(BlurParams()))
+    result = process_image(local_task(src, tmp_path / "out.jpg"), Job.blur(BlurParams()))
     assert not result.ok and "decode: truncated JPEG" in result.error
     assert not (tmp_path / "out.jpg").exists()
 
@@ -192,7 +192,7 @@ def test_any_exception_from_one_file_is_a_recorded_failure_and_the_batch_goes_on
     images = make_images(tmp_path / "in", 2, size=(40, 56))
     odd = tmp_path / "in" / "frame-larger-than-screen.png"
     odd.write_bytes(_gif_frame_larger_than_screen(9500, 10000))
-    tasks = [ImageTask(p.name, str(p), str(tmp_path / "out" / p.name))
+    tasks = [local_task(p, tmp_path / "out" / p.name)
              for p in (images[0], odd, images[1])]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -200,4 +200,4 @@ def test_any_exception_from_one_file_is_a_recorded_failure_and_the_batch_goes_on
     assert [r.ok for r in res.images] == [True, False, True]
     assert res.images[1].error.startswith(
         "decode: PIL.Image.DecompressionBombWarning: Image size (95000000 pixels) exceeds limit")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [p.name for p in images]
+    assert sorted(p.name for p in (tmp_path / "out").glob("[!.]*")) == [p.name for p in images]

@@ -22,7 +22,8 @@ from conftest import make_images
 
 from parablur.config import BlurParams, ClusterConfig, RunConfig
 from parablur.executors import create_executor
-from parablur.pipeline import plan_tasks, run_tasks
+from parablur.pipeline import run_images
+from parablur.storage import LocalStore, ObjectInfo
 from parablur.verify import compare_dirs
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -131,17 +132,17 @@ def _setup(tmp_path: Path) -> tuple[Path, list[str], dict[str, bytes]]:
             shutil.copy(tmp_path / "ref" / name, tmp_path / "in" / name)
     seq = create_executor("sequential")
     with seq:
-        config = RunConfig(input_dir=tmp_path / "ref", output_dir=tmp_path / "out", blur=PARAMS)
-        images = [tmp_path / "ref" / n for n in names]
+        config = RunConfig(input_dir=tmp_path / "ref", output_dir=tmp_path / "out", blur=PARAMS,
+                           batch_size=2)
         out = tmp_path / "out" / "sequential"
-        assert run_tasks(seq, config, plan_tasks(config, images, out), out, batch_size=2).ok == N
+        assert run_images(seq, config, LocalStore(tmp_path / "ref"), LocalStore(out)).ok == N
     return tmp_path / "in", names, piped
 
 
 def _run(executor, src: Path, names: list[str], out: Path):
-    config = RunConfig(input_dir=src, output_dir=out.parent, blur=PARAMS)
-    tasks = plan_tasks(config, [src / n for n in names], out)
-    return run_tasks(executor, config, tasks, out, batch_size=2)
+    config = RunConfig(input_dir=src, output_dir=out.parent, blur=PARAMS, batch_size=2)
+    items = [ObjectInfo(n, 0) for n in names]
+    return run_images(executor, config, LocalStore(src), LocalStore(out), items=items, force=True)
 
 
 def _children() -> set[int]:

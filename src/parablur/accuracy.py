@@ -97,7 +97,7 @@ def sample_of(images: list, count: int = ACCURACY_SAMPLE) -> list:
 
 
 def engine_accuracy(paths: list, job, *,
-                    read: Callable[[Path], bytes] | None = None) -> Accuracy | None:
+                    read: Callable[[str], bytes] | None = None) -> Accuracy | None:
     """The blur of ``job`` (its engine, on the path its workers take: reduced decode included)
     against the exact engine's blur of the same decoded inputs; None for a job that is not a
     blur by another engine than exact.
@@ -117,7 +117,7 @@ def engine_accuracy(paths: list, job, *,
 
     def pairs():
         for path in paths:
-            data = read(Path(path)) if read is not None else Path(path).read_bytes()
+            data = read(path) if read is not None else Path(path).read_bytes()
             suffix = Path(path).suffix
             image, full = decode_for(job, data, suffix, read_size(data))
             fast, _ = w(image, full)

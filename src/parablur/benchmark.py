@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -27,21 +28,23 @@ from .accuracy import Accuracy, engine_accuracy, sample_of
 from .analysis import GroupStats, Spread, efficiency, karp_flatt, speedup
 from .ceiling import Ceiling, CeilingMeter, ceiling_shape
 from .config import BenchConfig, FetchConfig, RunConfig
-from .dataset import list_images
 from .environment import snapshot
-from .errors import ConfigError, DatasetError, ImageError
+from .errors import ConfigError, DatasetError, ImageError, ParaBlurError
 from .executors import Executor, create_executor
-from .imageinfo import file_image_size, read_size
+from .imageinfo import read_size
 from .ingestion.manifest import true_faces
 from .noise import NOISY_LOAD_CORES, Load, LoadSampler, dask_local_pids
-from .pipeline import STAGES, RunSummary, output_dir_for, performance_report, plan_tasks, run_tasks
+from .pipeline import STAGES, RunSummary, claimed, output_store, performance_report, run_images
 from .records import RecordLog
-from .storage import Store, open_store
+from .storage import ObjectInfo, Store, open_store
 from .storage.base import PROBE_READ_BYTES
-from .verify import Verification, compare_dirs
+from .verify import Verification, compare_outputs
 from .worker import Job
 
 Echo = Callable[[str], None]
+
+#: The command that owns a benchmark's leg locations (``bench``, and ``scale``'s sweeps).
+BENCH = "bench"
 
 #: Alternations of the ceiling measured with every round: each one blurs the dataset's
 #: image size for about 0.25 s on one process, then as long on each of the pool's, so
@@ -242,24 +245,22 @@ def _spread(stats: GroupStats | None) -> Spread | None:
     return Spread(stats.median, stats.minimum, stats.maximum, stats.n) if stats else None
 
 
-def input_store(run: RunConfig) -> Store | None:
-    """The store a benchmark reads its images from when its dataset is a URL; None for a folder."""
-    if isinstance(run.input_dir, str):
-        return open_store(run.input_dir, run.storage_options)
-    return None
+def input_store(run: RunConfig) -> Store:
+    """The store a benchmark reads its images from (a folder is one more store)."""
+    return open_store(run.input_dir, run.storage_options)
 
 
 def store_image_size(store: Store, key: str) -> tuple[int, int] | None:
     """(width, height) from the header of ``key`` in ``store``, or None when unknown."""
     try:
         return read_size(store.read(key, length=PROBE_READ_BYTES))
-    except (ImageError, OSError):
+    except (ImageError, OSError, ParaBlurError):
         return None
 
 
-def dataset_size(images: Sequence[Path]) -> tuple[int, int] | None:
+def dataset_size(store: Store, images: Sequence[str]) -> tuple[int, int] | None:
     """The (width, height) every image declares in its header; None when they differ."""
-    sizes = {file_image_size(p) for p in images}
+    sizes = {store_image_size(store, key) for key in images}
     return sizes.pop() if len(sizes) == 1 else None
 
 
@@ -350,8 +351,12 @@ class Bench:
         self._own: set[int] = set()  # a remote cluster's processes on this machine
 
     def __enter__(self) -> Bench:
-        self.sequential.start()
+        legs = ["sequential", *self.config.executors]
+        claims = claimed([output_store(self.config.run, leg) for leg in legs], BENCH, echo=self.echo)
+        claims.__enter__()
+        self._claims = claims
         try:
+            self.sequential.start()
             for name in self.config.executors:
                 ex = create_executor(name, self.config.run)
                 ex.start()
@@ -362,12 +367,19 @@ class Bench:
                 if client is not None:
                     self._own |= dask_local_pids(client)
         except BaseException:
+            self._claims = None
             self.close()
+            claims.__exit__(*sys.exc_info())  # a refused start leaves nothing of the locations
             raise
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def _release(self) -> None:
+        claims, self._claims = getattr(self, "_claims", None), None
+        if claims is not None:
+            claims.__exit__(None, None, None)
 
     def close(self) -> None:
         if self._meter is not None:
@@ -380,6 +392,7 @@ class Bench:
             with contextlib.suppress(Exception):
                 ex.close()
         self.parallel.clear()
+        self._release()
 
     def _ceiling_meter(self, shape: tuple[int, int, int], sigma: float) -> CeilingMeter | None:
         """The pool that measures the ceiling with every round, started on first use."""
@@ -398,21 +411,21 @@ class Bench:
         return [Leg("sequential", self.sequential, run),
                 *(Leg(name, ex, run) for name, ex in self.parallel.items())]
 
-    def one_round(self, index: int, warmup: bool, images: list[Path], order_flip: bool,
+    def one_round(self, index: int, warmup: bool, images: list[str], order_flip: bool,
                   run: RunConfig | None = None) -> RoundResult:
         """One round of every leg; the sequential one first, or last with ``order_flip``."""
         seq, *par = self.legs(run)
         legs = [*par, seq] if order_flip else [seq, *par]
         return run_round(index, warmup, images, legs, progress=self.progress)
 
-    def measure(self, images: list[Path], *, run: RunConfig, run_id: str, mode: str,
+    def measure(self, images: list[str], *, run: RunConfig, run_id: str, mode: str,
                 fetch_summary: dict, label: str = "") -> BenchSummary:
         """The warm-up and measured rounds of one configuration (see ``measure_variants``)."""
         (summary,) = self.measure_variants(images, runs=[run], run_id=run_id, mode=mode,
                                            fetch_summary=fetch_summary, labels=[label])
         return summary
 
-    def measure_variants(self, images: list[Path], *, runs: Sequence[RunConfig], run_id: str,
+    def measure_variants(self, images: list[str], *, runs: Sequence[RunConfig], run_id: str,
                          mode: str, fetch_summary: dict, labels: Sequence[str] = ()
                          ) -> list[BenchSummary]:
         """The warm-up and measured rounds of each configuration of ``runs`` (for example one
@@ -428,28 +441,16 @@ class Bench:
         config = self.config
         results.check_appendable(config.report_csv)
         store = input_store(runs[0])
-        if store is None:
-            size = dataset_size(images)
-            shape = ceiling_shape(images[0])
-        else:  # a store's dataset: the first image's header stands for all (one ranged read)
-            size = store_image_size(store, images[0].as_posix())
-            shape = (size[1], size[0], 3) if size else ceiling_shape(images[0])
+        size = dataset_size(store, images)
+        shape = ceiling_shape(size or store_image_size(store, images[0]))
         checksum = fetch_summary.get("dataset_checksum")
         labels = list(labels) or [""] * len(runs)
         rounds: list[list[RoundResult]] = [[] for _ in runs]
         rows: list[list[dict]] = [[] for _ in runs]
         notes: list[str | None] = [None] * len(runs)
         sample = sample_of(images)
-        if store is None:
-            names = {p.relative_to(runs[0].input_dir).as_posix() for p in images}
-            truths = {k: v for k, v in true_faces(runs[0].input_dir).items() if k in names}
-            read = None
-        else:  # the images are the store's keys, the manifest beside them
-            names = {p.as_posix() for p in images}
-            truths = {k: v for k, v in true_faces(store).items() if k in names}
-
-            def read(key: Path) -> bytes:
-                return store.read(key.as_posix())
+        names = set(images)
+        truths = {k: v for k, v in true_faces(store).items() if k in names}
 
         def one(v: int, i: int, warm: bool) -> RoundResult:
             run = runs[v]
@@ -460,10 +461,10 @@ class Bench:
                 ceiling = meter.measure(ROUND_CEILING_ALTERNATIONS) if meter else None
                 rnd = self.one_round(i - config.warmup + 1, warm, images, bool(i % 2), run=run)
             job = Job.for_run(run)
-            accuracy = None if warm else engine_accuracy(sample, job, read=read)
+            accuracy = None if warm else engine_accuracy(sample, job, read=store.read)
             quality = None
             if truths and job.workload.record_file:
-                records = RecordLog.file(output_dir_for(run, "sequential") / job.workload.record_file)
+                records = RecordLog(output_store(run, "sequential"), job.workload.record_file)
                 quality = job.workload.score(records.lines, truths)
             rnd = replace(rnd, load=sampler.load, ceiling=ceiling, accuracy=accuracy,
                           quality=quality)
@@ -518,29 +519,49 @@ class Leg:
     run: RunConfig
 
 
-def run_round(index: int, warmup: bool, images: list[Path],
+def run_round(index: int, warmup: bool, images: list[str],
               steps: Sequence[Leg | Callable[[], object]], *,
               progress: bool = False) -> RoundResult:
     """Run each leg in the given order, then check every other leg's outputs pixel for
     pixel against the sequential leg's; a step that is not a leg (for example a
     ceiling measurement) is called in its place and takes no part in the result.
+
+    Each leg redoes every image of ``images`` (keys of the dataset's store) into its own
+    output location, emptied first: verification never passes on an earlier round's outputs.
+    The locations are the benchmark's own (claimed by ``Bench`` for ``bench``).
     """
     runs: dict[str, RunSummary] = {}
-    outs: dict[str, Path] = {}
+    outs: dict[str, Store] = {}
+    items = [ObjectInfo(key, 0) for key in images]
     for step in steps:
         if not isinstance(step, Leg):
             step()
             continue
-        outs[step.name] = out = output_dir_for(step.run, step.name)
-        runs[step.name] = run_tasks(step.executor, step.run, plan_tasks(step.run, images, out),
-                                    out, progress=progress)
+        inp = input_store(step.run)
+        outs[step.name] = out = output_store(step.run, step.name)
+        out.claim_output(BENCH)
+        out.clear_outputs()
+        runs[step.name] = run_images(step.executor, step.run, inp, out, items=items,
+                                     first=images[0], force=True, progress=progress)
     seq = runs.pop("sequential")
-    verification = {name: compare_dirs(outs["sequential"], outs[name]) for name in runs}
+    verification = {name: compare_outputs(outs["sequential"], outs[name]) for name in runs}
     return RoundResult(index, warmup, seq, runs, verification)
 
 
-def prepare_dataset(config: FetchConfig, *, echo: Echo, progress: bool) -> tuple[list[Path], dict]:
-    """Fetch (or reuse) the dataset; its images (exactly those the fetch chose, the first
+def dataset_keys(images: Sequence[Path | str], location: Path | str) -> list[str]:
+    """The keys, below the dataset's ``location``, of images a fetch names by path or by key."""
+    root = Path(str(location))
+    keys = []
+    for image in images:
+        try:
+            keys.append(Path(image).relative_to(root).as_posix())
+        except ValueError:  # already a key
+            keys.append(Path(image).as_posix())
+    return keys
+
+
+def prepare_dataset(config: FetchConfig, *, echo: Echo, progress: bool) -> tuple[list[str], dict]:
+    """Fetch (or reuse) the dataset; its images' keys (exactly those the fetch chose, the first
     ``num_images`` of a larger dataset) and the fetch summary as a dict."""
     from .ingestion import fetch_dataset
 
@@ -548,7 +569,14 @@ def prepare_dataset(config: FetchConfig, *, echo: Echo, progress: bool) -> tuple
     echo(fetched.format_summary())
     if not fetched.images:
         raise DatasetError(f"no images found in {config.input_dir}")
-    return list(fetched.images), fetched.to_dict()
+    return dataset_keys(fetched.images, config.input_dir), fetched.to_dict()
+
+
+def check_legs(config: BenchConfig) -> None:
+    """Refuse, before any dataset is fetched or pool started, leg locations that ``Bench`` could
+    not claim (a user's files, or another command's outputs there)."""
+    for leg in ["sequential", *config.executors]:
+        output_store(config.run, leg).check_output(BENCH)
 
 
 def run_benchmark(config: BenchConfig, *, echo: Echo = print, progress: bool = False,
@@ -569,12 +597,14 @@ def compare_engines(config: BenchConfig, *, echo: Echo = print, progress: bool =
                     fetch_summary: dict | None = None) -> list[BenchSummary]:
     """The benchmark of each of ``config.engines`` (or of ``config.run.engine`` alone) on the
     same dataset and pools, their rounds interleaved; one summary per engine."""
+    check_legs(config)
     if fetch_summary is None:
         images, fetch_summary = prepare_dataset(config.fetch, echo=echo, progress=progress)
     else:
         listed = fetch_summary.get("images")
-        images = ([Path(p) for p in listed] if listed is not None
-                  else list_images(config.fetch.input_dir))
+        images = (dataset_keys(listed, config.fetch.input_dir) if listed is not None
+                  else list(open_store(config.fetch.input_dir, config.fetch.storage_options)
+                            .list_images()))
         if not images:
             raise DatasetError(f"no images found in {config.fetch.input_dir}")
     config = replace(config, run=replace(config.run, input_dir=config.fetch.input_dir))

@@ -14,12 +14,10 @@ import multiprocessing
 import statistics
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from .config import BlurParams
-from .imageinfo import file_image_size
 
 
 def _blur_many(shape: tuple[int, int, int], repeats: int, sigma: float) -> float:
@@ -57,9 +55,9 @@ class Ceiling:
                    ratios, sum(c.seconds for c in ceilings))
 
 
-def ceiling_shape(image: Path) -> tuple[int, int, int]:
-    """The ceiling's image shape for a dataset like ``image``: its first image's (from the header)."""
-    size = file_image_size(image)
+def ceiling_shape(size: tuple[int, int] | None) -> tuple[int, int, int]:
+    """The ceiling's image shape for a dataset of images of ``size`` (width, height; 2000x2000
+    when unknown)."""
     width, height = size if size and size[0] > 0 and size[1] > 0 else (2000, 2000)
     return (height, width, 3)
 

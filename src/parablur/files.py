@@ -22,8 +22,11 @@ _TEMP = re.compile(r"^\..+\.[0-9a-f]{8}\.part$")
 
 # Left in every output folder ParaBlur makes: only such a folder is ever cleared or written over.
 OUTPUT_MARKER = ".parablur-output"
-# The resume record of runs made before the marker existed (``parablur.resume``).
+# Held in an output location while a command writes there (``parablur.storage``): one writer each.
+LOCK_NAME = ".parablur-lock"
+# The folder ledger of runs made before the marker existed (ParaBlur 0.1 before one data path).
 _LEGACY_MARKERS = (".parablur-outputs.json",)
+_MARKER_COMMAND = re.compile(r"Made by ParaBlur \(parablur ([a-z]+)\)")
 
 
 def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
@@ -81,39 +84,90 @@ def remove_stale_temps(folder: Path) -> int:
     return removed
 
 
-def check_output_dir(folder: Path) -> None:
+def marker_text(command: str | None) -> str:
+    """The marker ParaBlur leaves in an output location it claims, naming the command that made it."""
+    who = f" (parablur {command})" if command else ""
+    return f"Made by ParaBlur{who}: this location's contents are outputs it may replace.\n"
+
+
+def marker_command(text: bytes | str) -> str | None:
+    """The command a marker names (``marker_text``), or None for a marker that names none."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    found = _MARKER_COMMAND.search(text)
+    return found.group(1) if found else None
+
+
+def check_owner(location: str, owner: str | None, command: str | None) -> None:
+    """Refuse to let ``command`` write where another command's outputs are (outputs never collide)."""
+    if owner and command and owner != command:
+        raise DatasetError(f"refusing to write into {location}: it holds the outputs of 'parablur "
+                           f"{owner}', and 'parablur {command}' writes only into locations it made "
+                           "(choose another --output-dir)")
+
+
+def check_output_dir(folder: Path, command: str | None = None) -> None:
     """Refuse, before anything is written, a folder that ``claim_output_dir`` would refuse."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise DatasetError(f"output path is not a folder: {folder}")
-    if folder.is_dir() and not (folder / OUTPUT_MARKER).is_file():
+    marker = folder / OUTPUT_MARKER
+    if folder.is_dir() and not marker.is_file():
         legacy = any((folder / name).is_file() for name in _LEGACY_MARKERS)
         if not legacy and any(folder.iterdir()):
             raise DatasetError(f"refusing to write into {folder}: it holds files ParaBlur did not "
                                "make (choose a new or empty folder)")
+    elif marker.is_file():
+        try:
+            owner = marker_command(marker.read_bytes())
+        except OSError as exc:
+            raise DatasetError(f"cannot read {marker}: {exc.strerror or exc}") from None
+        check_owner(str(folder), owner, command)
 
 
-def claim_output_dir(folder: Path) -> Path:
-    """Make ``folder`` an output folder of ParaBlur's: new or empty (then marked), or already ours.
+def claim_output_dir(folder: Path, command: str | None = None) -> list[Path]:
+    """Make ``folder`` an output folder of ParaBlur's: new or empty (then marked), or already ours
+    (and made by ``command``, when one is named); the folders this call created, outermost first.
 
-    A folder holding files ParaBlur did not make is refused before anything is
-    written, so that outputs never replace a user's files of the same names.
+    A folder holding files ParaBlur did not make, or the outputs of another command, is
+    refused before anything is written, so that outputs never replace a user's files of
+    the same names and the outputs of different commands never mix.
     """
     folder = Path(folder)
     marker = folder / OUTPUT_MARKER
-    check_output_dir(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    check_output_dir(folder, command)
+    made = [p for p in [folder, *folder.parents] if not p.exists()][::-1]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (NotADirectoryError, FileExistsError):
+        raise DatasetError(f"output path is under a file, not a folder: {folder}") from None
+    except OSError as exc:
+        raise DatasetError(f"cannot create the output folder {folder}: {exc.strerror or exc}") from None
     if not marker.is_file():
-        marker.write_text("Made by ParaBlur: this folder's contents are outputs it may replace.\n",
-                          encoding="utf-8")
-    return folder
+        marker.write_text(marker_text(command), encoding="utf-8")
+    return made
 
 
-def clear_output_dir(folder: Path) -> Path:
-    """Empty an output folder of ParaBlur's (``claim_output_dir`` checks it is one) and re-mark it."""
-    folder = claim_output_dir(folder)
+def unclaim_output_dir(folder: Path, made: list[Path]) -> None:
+    """Undo ``claim_output_dir`` for a run refused before it wrote anything: its marker goes, and
+    the folders it ``made``, if they hold nothing else."""
+    folder = Path(folder)
+    if not made:
+        return
+    with contextlib.suppress(OSError):
+        (folder / OUTPUT_MARKER).unlink()
+    for path in reversed(made):
+        with contextlib.suppress(OSError):
+            path.rmdir()  # only an empty folder: anything written since stays
+
+
+def clear_output_dir(folder: Path, command: str | None = None) -> Path:
+    """Empty an output folder of ParaBlur's (``claim_output_dir`` checks it is one, made by
+    ``command``) and re-mark it."""
+    folder = Path(folder)
+    claim_output_dir(folder, command)
     for path in folder.iterdir():
-        if path.name == OUTPUT_MARKER:
+        if path.name in (OUTPUT_MARKER, LOCK_NAME):
             continue
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)

@@ -92,8 +92,9 @@ class RecordLog:
         """Every record by image name (decoded: for a dataset's worth, not a million images)."""
         return {name: json.loads(line) for name, line in self._lines.items()}
 
-    def add(self, name: str, record: dict) -> None:
-        self._lines[name] = record_line(name, record)
+    def add(self, name: str, line: str) -> None:
+        """Keep ``line`` (``record_line``'s, made on the worker) as image ``name``'s record."""
+        self._lines[name] = line
         self._dirty = True
 
     def drop(self, name: str) -> None:

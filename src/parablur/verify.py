@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from .dataset import list_images
+from .errors import ParaBlurError
+from .storage import Store
 
 
 @dataclass(frozen=True)
@@ -25,15 +25,18 @@ class Verification:
         return not self.mismatches and self.compared > 0
 
 
-def _load(path: Path) -> np.ndarray | None:
-    data = np.fromfile(path, dtype=np.uint8)
+def _load(store: Store, key: str) -> np.ndarray | None:
+    data = np.frombuffer(store.read(key), dtype=np.uint8)
     return cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
 
 
-def _compare(ref: Path, other: Path) -> str | None:
-    if not other.is_file():
-        return "missing output"
-    a, b = _load(ref), _load(other)
+def _compare(ref: Store, other: Store, key: str) -> str | None:
+    try:
+        if other.info(key) is None:
+            return "missing output"
+        a, b = _load(ref, key), _load(other, key)
+    except ParaBlurError as exc:
+        return f"cannot read: {exc}"
     if a is None or b is None:
         return "output does not decode"
     if a.shape != b.shape or a.dtype != b.dtype:
@@ -44,18 +47,26 @@ def _compare(ref: Path, other: Path) -> str | None:
     return None
 
 
-def compare_dirs(reference: Path, candidate: Path, threads: int = 2) -> Verification:
-    """Decode every image under ``reference`` and its twin under ``candidate`` and compare."""
-    refs = list_images(reference) if reference.exists() else []
-    names = [p.relative_to(reference) for p in refs]
-    extra = []
-    if candidate.exists():
-        extra = sorted({p.relative_to(candidate) for p in list_images(candidate)} - set(names))
+def _keys(store: Store) -> list[str]:
+    try:
+        return list(store.list_images())
+    except ParaBlurError:  # nothing there (a leg that made no output)
+        return []
+
+
+def compare_outputs(reference: Store, candidate: Store, threads: int = 2) -> Verification:
+    """Decode every image of ``reference`` and its twin of ``candidate`` and compare."""
+    names = _keys(reference)
+    extra = sorted(set(_keys(candidate)) - set(names))
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        reasons = list(pool.map(lambda n: _compare(reference / n, candidate / n), names))
-    mismatches = [{"image": n.as_posix(), "reason": r} for n, r in zip(names, reasons, strict=True)
-                  if r]
-    mismatches += [{"image": n.as_posix(), "reason": "output without a sequential twin"}
-                   for n in extra]
-    return Verification(len(names), len(names) - sum(1 for r in reasons if r),
-                        tuple(mismatches))
+        reasons = list(pool.map(lambda n: _compare(reference, candidate, n), names))
+    mismatches = [{"image": n, "reason": r} for n, r in zip(names, reasons, strict=True) if r]
+    mismatches += [{"image": n, "reason": "output without a sequential twin"} for n in extra]
+    return Verification(len(names), len(names) - sum(1 for r in reasons if r), tuple(mismatches))
+
+
+def compare_dirs(reference, candidate, threads: int = 2) -> Verification:
+    """``compare_outputs`` of two folders (or URLs)."""
+    from .storage import open_store
+
+    return compare_outputs(open_store(reference), open_store(candidate), threads)

@@ -2,9 +2,10 @@
 
 What is computed is the job's workload (``parablur.workloads``: the study's
 blur, faces, or a user's function), a pure function of an array; everything
-here is the I/O around it. Workers receive ``ImageTask`` records (file paths,
-or encoded bytes when the workers do not share the client's disk) and one
-``Job``, never decoded arrays.
+here is the I/O around it. Workers receive ``ImageTask`` records (keys of an
+input and an output ``Store``, or encoded bytes the client ships to workers
+that cannot reach its store) and one ``Job``, never decoded arrays. Each output
+is written whole with its resume record (``RECORD_*``) by one ``Store.write``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from . import process_state
 from .config import BlurParams, RunConfig
 from .engines import decode_reduced
 from .errors import ImageError, ParaBlurError
-from .files import write_atomic
 from .imageinfo import jpeg_end, read_size
 from .records import line_tag, record_line
 from .workloads import BlurWorkload, Workload
@@ -148,19 +148,20 @@ class Job:
 
 @dataclass(frozen=True)
 class ImageTask:
-    """One image to anonymize: where it comes from and where its output goes."""
+    """One image to anonymize: its key in the input store, and its output's key in the output store.
 
-    name: str  # path relative to the input folder, for reports
-    src: str
-    dst: str
-    data: bytes | None = None  # encoded input, when shipped instead of read from disk
-    return_bytes: bool = False  # send the encoded output back instead of writing it
-    digests: bool = False  # report input and output sha256 (for the resume record)
-    # Object stores (``parablur.storage``): ``src`` and ``dst`` are keys of these two stores,
-    # which the worker reads and writes itself; only the keys and the stores' URLs and
-    # options travel with the task, never image bytes.
-    store_in: Store | None = field(default=None, repr=False)
-    store_out: Store | None = field(default=None, repr=False)
+    A task carries keys and the two stores (their URLs and options, shared by every task of
+    a batch when pickled), never image bytes, unless the client ships them (``data``,
+    ``return_bytes``: remote workers and a store only the client reaches).
+    """
+
+    name: str  # the input's key, for reports and records
+    src: str  # its key in ``store_in``
+    dst: str  # the output's key in ``store_out``
+    store_in: Store = field(repr=False)
+    store_out: Store = field(repr=False)
+    data: bytes | None = None  # encoded input, when shipped by the client
+    return_bytes: bool = False  # send the encoded output (and its metadata) back to the client
     input_tag: str = ""  # the input's size and ETag from the listing ("" when it has none)
     params: str = ""  # ``params_tag`` of the run's job, recorded with each output
     skip_done: bool = False  # skip an output recorded with this input and these parameters
@@ -169,8 +170,8 @@ class ImageTask:
     # an output made with a record is skipped only when its line is this one, so that a line
     # left by another run (stopped before it saved its own lines) is never kept with it.
     line: str = ""
-    # ``--draw-boxes`` in a store: draw this record (the workload's, from the run) on the
-    # input and write that debug copy to ``dst`` of ``store_out``, instead of the workload.
+    # ``--draw-boxes``: draw this record (the workload's, from the run) on the input and write
+    # that debug copy to ``dst`` of ``store_out``, instead of running the workload.
     annotate: dict | None = None
 
 
@@ -187,12 +188,13 @@ class ImageResult:
     encode_s: float = 0.0
     write_s: float = 0.0
     worker: str = ""
-    output: bytes | None = field(default=None, repr=False)
-    input_sha256: str = ""  # of the bytes that were decoded
-    output_sha256: str = ""  # of the encoded output
-    output_size: int = 0
-    record: dict | None = None  # the workload's small per-image record (faces: the detections)
-    skipped: bool = False  # its output in the store was already up to date (resume)
+    output: bytes | None = field(default=None, repr=False)  # returned bytes (``return_bytes``)
+    meta: dict[str, str] | None = None  # the returned output's resume record, to write with it
+    # The workload's record of the image (faces: the detections) as its line of the record
+    # file, made on the worker (``records.record_line``): a record that is not JSON fails
+    # its image there, with the reason, like any other error of that image.
+    line: str | None = None
+    skipped: bool = False  # its output was already up to date (resume)
 
     @property
     def total_s(self) -> float:
@@ -287,13 +289,10 @@ def worker_id() -> str:
 
 
 def read_input(task: ImageTask) -> bytes:
-    """The encoded input of ``task``: shipped bytes, the store's object, or the file's contents."""
+    """The encoded input of ``task``: the bytes the client shipped, or its object in the input store."""
     if task.data is not None:
         return task.data
-    if task.store_in is not None:
-        return task.store_in.read(task.src)
-    with open(task.src, "rb") as fh:
-        return fh.read()
+    return task.store_in.read(task.src)
 
 
 def process_image(task: ImageTask, job: Job, *, prefetched: Future | None = None,
@@ -318,9 +317,7 @@ def process_image(task: ImageTask, job: Job, *, prefetched: Future | None = None
         t1 = time.perf_counter()
         stages["read_s"] = t1 - t0
         stage = "decode"
-        input_sha256 = (hashlib.sha256(data).hexdigest()
-                        if task.digests or (task.store_out is not None and not task.input_tag) else "")
-        input_tag = task.input_tag or f"sha256:{input_sha256}"
+        input_tag = task.input_tag or f"sha256:{hashlib.sha256(data).hexdigest()}"
         if recorded is not None and recorded == input_tag:
             return ImageResult(task.name, True, worker=worker_id(), skipped=not by_run, **stages)
         size = check_header(data, job.max_pixels)
@@ -331,6 +328,8 @@ def process_image(task: ImageTask, job: Job, *, prefetched: Future | None = None
         stage = job.workload.name
         out, record = job.workload(image, full_shape)
         del image
+        stage = "record"
+        line = record_line(task.name, record) if record is not None else None
         t3 = time.perf_counter()
         stages["blur_s"] = t3 - t2
         stage = "encode"
@@ -339,30 +338,23 @@ def process_image(task: ImageTask, job: Job, *, prefetched: Future | None = None
         t4 = time.perf_counter()
         stages["encode_s"] = t4 - t3
         stage = "write"
-        digests = {"input_sha256": input_sha256,
-                   "output_sha256": hashlib.sha256(encoded).hexdigest() if task.digests else "",
-                   "output_size": len(encoded), "record": record}
+        # The resume record, written with the output (object metadata: ``parablur.storage``).
+        meta = {RECORD_INPUT: input_tag, RECORD_PARAMS: task.params or params_tag(job)}
+        if line is not None:
+            meta[RECORD_LINE] = line_tag(line)
+        if task.run:
+            meta[RECORD_RUN] = task.run
         if task.return_bytes:
-            return ImageResult(task.name, True, worker=worker_id(), output=encoded, **stages,
-                               **digests)
-        if task.store_out is not None:
-            # One PUT to the final key, the resume record in its metadata (parablur.storage).
-            meta = {RECORD_INPUT: input_tag, RECORD_PARAMS: task.params or params_tag(job)}
-            if record is not None:
-                meta[RECORD_LINE] = line_tag(record_line(task.name, record))
-            if task.run:
-                meta[RECORD_RUN] = task.run
-            task.store_out.write(task.dst, encoded, metadata=meta)
-            stages["write_s"] = time.perf_counter() - t4
-            return ImageResult(task.name, True, worker=worker_id(), **stages, **digests)
+            return ImageResult(task.name, True, worker=worker_id(), output=encoded, meta=meta,
+                               line=line, **stages)
         if writer is not None:
-            pending = writer.submit(write_atomic, Path(task.dst), encoded, durable=False)
+            pending = writer.submit(task.store_out.write, task.dst, encoded, metadata=meta)
             stages["write_s"] = time.perf_counter() - t4
-            return _Pending(ImageResult(task.name, True, worker=worker_id(), **stages, **digests),
+            return _Pending(ImageResult(task.name, True, worker=worker_id(), line=line, **stages),
                             pending)
-        write_atomic(Path(task.dst), encoded, durable=False)
+        task.store_out.write(task.dst, encoded, metadata=meta)
         stages["write_s"] = time.perf_counter() - t4
-        return ImageResult(task.name, True, worker=worker_id(), **stages, **digests)
+        return ImageResult(task.name, True, worker=worker_id(), line=line, **stages)
     except Exception as exc:  # a user's file must never fail the batch; Ctrl-C still stops it
         return ImageResult(task.name, False, f"{stage}: {failure_reason(exc)}", worker=worker_id(),
                            **stages)
@@ -370,8 +362,8 @@ def process_image(task: ImageTask, job: Job, *, prefetched: Future | None = None
 
 def draw_image(task: ImageTask, job: Job, *, prefetched: Future | None = None) -> ImageResult:
     """``--draw-boxes`` on a worker: the input with ``task.annotate`` drawn on it, written to
-    ``task.dst`` of ``task.store_out``; skipped when the workload draws nothing."""
-    assert task.store_out is not None and task.annotate is not None
+    ``task.dst`` of ``task.store_out`` (or sent back); skipped when the workload draws nothing."""
+    assert task.annotate is not None
     stage = "read"
     try:
         data = prefetched.result() if prefetched is not None else read_input(task)
@@ -385,6 +377,8 @@ def draw_image(task: ImageTask, job: Job, *, prefetched: Future | None = None) -
             return ImageResult(task.name, True, worker=worker_id(), skipped=True)
         stage = "encode"
         encoded = encode(drawn, Path(task.dst).suffix, job)
+        if task.return_bytes:
+            return ImageResult(task.name, True, worker=worker_id(), output=encoded, meta={})
         stage = "write"
         task.store_out.write(task.dst, encoded)
     except Exception as exc:  # one debug copy must never fail the others
@@ -403,7 +397,6 @@ def params_tag(job: Job) -> str:
 def _recorded_input(task: ImageTask) -> tuple[str | None, bool]:
     """The input tag recorded on ``task``'s output in the store, if made with the same parameters,
     and whether this very run wrote it."""
-    assert task.store_out is not None
     info = task.store_out.info(task.dst)
     if info is None or not task.params or info.metadata.get(RECORD_PARAMS) != task.params:
         return None, False

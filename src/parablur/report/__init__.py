@@ -93,7 +93,8 @@ def build_report(csv_paths: Sequence[Path], out_dir: Path) -> ReportResult:
     timeline = [tasks_path(p) for p in paths if tasks_path(p).is_file()]
     data = analyse(names, rows, read_rows(timeline[-1]) if timeline else ())
     # Only a folder of ParaBlur's (new, empty or marked) is written into: never a user's files.
-    out_dir = claim_output_dir(Path(out_dir))
+    out_dir = Path(out_dir)
+    claim_output_dir(out_dir)
     plots = render_plots(data, out_dir)
     written = [p.path for p in plots if p.path is not None]
     docs = {}

@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from ..dataset import IMAGE_SUFFIXES
 from ..errors import ConfigError, DatasetError, ObjectError, ParaBlurError, StorageError
+from ..files import LOCK_NAME, OUTPUT_MARKER
 from ._retry import Kind, RetryPolicy, classify, describe
 from .options import redact
 
@@ -119,6 +120,9 @@ class Store(ABC):
     #: Shown in messages, reprs and results: the location with any credential masked.
     url: str
     retry: RetryPolicy
+    #: True when every worker reaches the store by its URL (an object store). A folder on the
+    #: client's disk is reached by remote workers only through the client (``--transfer bytes``).
+    shared: bool = True
 
     # -- primitives of one implementation: one attempt each, raising the backend's errors --
 
@@ -192,9 +196,37 @@ class Store(ABC):
         return self._call("inspect", key, lambda: self._info(key), per_object=True)
 
     @abstractmethod
-    def claim_output(self) -> None:
-        """Make the root an output location of ParaBlur's (new or empty, then marked), or refuse
-        with ``DatasetError`` if it holds anything ParaBlur did not make."""
+    def claim_output(self, command: str | None = None) -> bool:
+        """Make the root an output location of ParaBlur's (new or empty, then marked with
+        ``command``), or refuse with ``DatasetError`` if it holds anything ParaBlur did not make
+        or another command's outputs; True when this call made the location."""
+
+    @abstractmethod
+    def check_output(self, command: str | None = None) -> object:
+        """Refuse, writing nothing, a root that ``claim_output`` would refuse."""
+
+    def lock(self, command: str, *, echo: Callable[[str], None] = lambda line: None):
+        """PLACEHOLDER until the lock lands: holds nothing."""
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def tidy(self) -> None:  # noqa: B027 - a hook most stores need not fill
+        """Remove what killed writers left below a root this command holds (an object store's
+        PUT leaves nothing)."""
+
+    @abstractmethod
+    def unclaim(self) -> None:
+        """Undo this object's ``claim_output`` that made the location, for a command refused
+        before it wrote any output: nothing is left of it."""
+
+    def clear_outputs(self) -> None:
+        """Delete every object below a root this command claimed, but its marker and lock
+        (a benchmark leg: its outputs are redone every round and verified afresh)."""
+        for page in self._pages(1000):
+            for item in page:
+                if item.key.rsplit("/", 1)[-1] not in (OUTPUT_MARKER, LOCK_NAME):
+                    self._call("delete", item.key, lambda k=item.key: self._delete(k), per_object=False)
 
     def probe_read(self) -> str:
         """Prove the input can be listed and read: the first image's key (its first 64 KB are read).

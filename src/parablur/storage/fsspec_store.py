@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ..errors import ConfigError, DatasetError, StorageError
-from ..files import OUTPUT_MARKER
+from ..files import OUTPUT_MARKER, check_owner, marker_command, marker_text
 from ._retry import RetryPolicy, describe, service_code
 from .base import ObjectInfo, Store, sidecar_bytes, sidecar_key, sidecar_metadata
 from .options import redact, redacted_options, secrets_in
@@ -23,7 +23,8 @@ EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "ab
 _S3 = ("s3", "s3a")
 # Tags other backends put in their info dicts, in order of preference.
 _TAG_FIELDS = ("ETag", "etag", "md5Hash", "content_md5", "crc32c")
-_MARKER_TEXT = b"Made by ParaBlur: the objects below this prefix are outputs it may replace.\n"
+# Schemes whose objects live on the client (its disk, its memory): remote workers cannot reach them.
+_CLIENT_ONLY = frozenset({"file", "local", "memory"})
 
 # One filesystem per process and configuration: a store unpickled on a worker for each task
 # reuses the connection pool of the ones before it. fsspec's own instance cache is skipped
@@ -269,20 +270,42 @@ class FsspecStore(Store):
     def _delete(self, key: str) -> None:
         self.fs.rm_file(self._full(key))
 
-    def claim_output(self) -> None:
+    @property
+    def shared(self) -> bool:  # type: ignore[override]
+        """A file:// or memory:// location lives on (or in) the client; any other is the network's."""
+        return self.protocol not in _CLIENT_ONLY
+
+    def claim_output(self, command: str | None = None) -> bool:
         """Make the root an output location of ParaBlur's: new or empty (then marked), or already ours.
 
-        A prefix that holds objects ParaBlur did not make is refused before anything is
-        written, so that outputs never replace a user's objects of the same names.
+        A prefix that holds objects ParaBlur did not make, or another command's outputs, is
+        refused before anything is written, so that outputs never replace a user's objects of
+        the same names and the outputs of different commands never mix.
         """
+        if self.check_output(command):
+            return False
+        text = marker_text(command).encode()
+        self._call("write", OUTPUT_MARKER, lambda: self._write(OUTPUT_MARKER, text, {}, True),
+                   per_object=False)
+        self._made_it = True
+        return True
+
+    def check_output(self, command: str | None = None) -> bool:
+        """Refuse what ``claim_output`` would refuse, writing nothing; True if it is ParaBlur's."""
         if self._guard(lambda: self.info(OUTPUT_MARKER)) is not None:
-            return
+            owner = marker_command(self._guard(lambda: self.read(OUTPUT_MARKER)))
+            check_owner(self.location(), owner, command)
+            return True
         first = next(self._pages(1), [])
         if first:
             raise DatasetError(f"refusing to write into {self.location()}: it holds objects "
                                "ParaBlur did not make (choose a new or empty output location)")
-        self._call("write", OUTPUT_MARKER, lambda: self._write(OUTPUT_MARKER, _MARKER_TEXT, {}, True),
-                   per_object=False)
+        return False
+
+    def unclaim(self) -> None:
+        if getattr(self, "_made_it", False):
+            self._call("remove", OUTPUT_MARKER, lambda: self._delete(OUTPUT_MARKER), per_object=False)
+            self._made_it = False
 
 
 def _restore(url: str, options: dict[str, Any], retry: RetryPolicy) -> FsspecStore:

@@ -7,8 +7,16 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import DatasetError
-from ..files import claim_output_dir, sha256_file, write_atomic
+from ..errors import DatasetError, ObjectError
+from ..files import (
+    check_output_dir,
+    claim_output_dir,
+    clear_output_dir,
+    remove_stale_temps,
+    sha256_file,
+    unclaim_output_dir,
+    write_atomic,
+)
 from ._retry import RetryPolicy
 from .base import ObjectInfo, Store, check_key, sidecar_bytes, sidecar_key, sidecar_metadata
 
@@ -16,10 +24,13 @@ from .base import ObjectInfo, Store, check_key, sidecar_bytes, sidecar_key, side
 class LocalStore(Store):
     """The files below a folder, keyed by their '/'-separated paths relative to it."""
 
+    shared = False  # on the client's disk: remote workers reach it through the client
+
     def __init__(self, root: Path | str, retry: RetryPolicy | None = None) -> None:
         self.root = Path(root)
         self.url = str(self.root)
         self.retry = retry or RetryPolicy()
+        self._made: list[Path] = []
 
     def __reduce__(self):
         return (LocalStore, (str(self.root), self.retry))
@@ -31,9 +42,25 @@ class LocalStore(Store):
         """The file that holds ``key``."""
         return self.root / check_key(key)
 
-    def claim_output(self) -> None:
+    def claim_output(self, command: str | None = None) -> bool:
         """Make the root an output folder of ParaBlur's (``files.claim_output_dir``), or refuse."""
-        claim_output_dir(self.root)
+        made = claim_output_dir(self.root, command)
+        self._made = made or self._made
+        return bool(made)
+
+    def check_output(self, command: str | None = None) -> None:
+        check_output_dir(self.root, command)
+
+    def tidy(self) -> None:
+        """Remove the temporary files that killed writers left below the root (it is ours)."""
+        remove_stale_temps(self.root)
+
+    def unclaim(self) -> None:
+        unclaim_output_dir(self.root, self._made)
+        self._made = []
+
+    def clear_outputs(self) -> None:
+        clear_output_dir(self.root)
 
     def _secrets(self) -> frozenset[str]:
         return frozenset()
@@ -98,6 +125,8 @@ class LocalStore(Store):
 
     def _write(self, key: str, data: bytes, metadata: dict[str, str], durable: bool) -> None:
         path = self.root / key
+        if self.root.resolve() not in path.resolve().parents:  # a symlink planted below the root
+            raise ObjectError(f"refusing to write outside the output folder: {key}")
         write_atomic(path, data, durable=durable)
         if metadata:
             record = sidecar_bytes(len(data), hashlib.sha256(data).hexdigest(), metadata)

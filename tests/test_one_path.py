@@ -1,0 +1,248 @@
+"""One data path: a folder, a file:// URL and an s3:// prefix behave alike, records survive a
+SIGKILL, a record that is not JSON fails its image alone, and the outputs of different commands
+never collide."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import cv2
+import pytest
+from conftest import make_images
+from dask_cluster import child_env
+from seaweed import BUCKET
+
+from parablur import cli
+from parablur.workloads.custom import load_function
+
+STEPS = textwrap.dedent('''
+    import os
+    import time
+
+    import numpy as np
+
+    def count_dark(image):
+        """An output and a JSON record."""
+        time.sleep(float(os.environ.get("PARABLUR_TEST_STEP_S", "0")))
+        return 255 - image, {"dark_pixels": int((image < 64).sum())}
+
+    def numpy_count(image):
+        """A record holding a numpy integer for every other image: not JSON."""
+        dark = (image < 64).sum()
+        return 255 - image, {"n": dark if image[0, 0, 0] % 2 else int(dark)}
+''')
+
+
+@pytest.fixture
+def steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A user's module (importable here and in subprocesses); its package's folder."""
+    pkg = tmp_path / "userpkg" / "pathsteps"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "steps.py").write_text(STEPS)
+    monkeypatch.syspath_prepend(str(tmp_path / "userpkg"))
+    load_function.cache_clear()
+    yield str(tmp_path / "userpkg")
+    for name in [m for m in sys.modules if m.startswith("pathsteps")]:
+        del sys.modules[name]
+    load_function.cache_clear()
+
+
+def _run(*argv: str, summary: Path) -> dict:
+    code = cli.main(["run", *argv, "--quiet", "--summary-json", str(summary)])
+    data = json.loads(summary.read_text())
+    data["rc"] = code
+    return data
+
+
+def _lines(text: str) -> dict[str, dict]:
+    return {item["image"]: item for item in map(json.loads, text.splitlines())}
+
+
+# -- a record that is not JSON ----------------------------------------------------------------
+
+def test_a_record_that_is_not_json_fails_its_image_alone_and_is_never_skipped(tmp_path, steps):
+    images = make_images(tmp_path / "in", 6, size=(24, 32), seed=3)
+    odd = sorted(p.name for p in images if cv2.imread(str(p))[0, 0, 0] % 2)
+    assert 0 < len(odd) < 6  # some images give numpy records, the others plain ints
+    argv = ["--input-dir", str(tmp_path / "in"), "--output-dir", str(tmp_path / "out"),
+            "--workload", "pathsteps.steps:numpy_count"]
+    for attempt in range(2):  # the rerun redoes the failed images, and fails them again
+        first = _run(*argv, summary=tmp_path / f"s{attempt}.json")
+        assert first["rc"] == 1
+        assert sorted(f["image"] for f in first["failures"]) == odd
+        assert all(f["reason"].startswith("record: TypeError") and "JSON serializable" in f["reason"]
+                   for f in first["failures"]), first["failures"]
+        assert (first["ok"], first["skipped"]) == ((6 - len(odd), 0) if attempt == 0
+                                                   else (0, 6 - len(odd)))
+        lines = _lines((tmp_path / "out" / "sequential" / "records.jsonl").read_text())
+        assert sorted(lines) == sorted(p.name for p in images if p.name not in odd)
+        # no output under a final name for an image that failed
+        assert not [n for n in odd if (tmp_path / "out" / "sequential" / n).exists()]
+
+
+# -- the same images as a folder, file:// and s3:// ---------------------------------------------
+
+def _outputs_of(location: str, seaweed) -> dict[str, bytes]:
+    """Every visible object below an output location, by key, with its bytes."""
+    if location.startswith("s3://"):
+        prefix = location[len(f"s3://{BUCKET}/"):]
+        client = seaweed.client()
+        return {k[len(prefix) + 1:]: client.cat_file(f"{BUCKET}/{k}") for k in seaweed.keys(prefix)
+                if not k.rsplit("/", 1)[-1].startswith(".")}
+    root = Path(location.removeprefix("file://"))
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)}
+
+
+@pytest.mark.slow
+def test_a_folder_a_file_url_and_an_s3_prefix_give_the_same_outputs_skips_records_and_force(
+        tmp_path, steps, seaweed):
+    make_images(tmp_path / "in" / "sub", 3, size=(40, 56), seed=11)
+    make_images(tmp_path / "in", 2, size=(40, 56), seed=12)
+    prefix = f"paths-{uuid.uuid4().hex[:10]}"
+    seaweed.client().pipe({f"{BUCKET}/{prefix}/in/{p.relative_to(tmp_path / 'in').as_posix()}":
+                           p.read_bytes() for p in (tmp_path / "in").rglob("*.jpg")})
+    options = tmp_path / "s3.json"
+    options.write_text(json.dumps(seaweed.options()))
+    where = {
+        "folder": (str(tmp_path / "in"), str(tmp_path / "out-folder")),
+        "file": (f"file://{tmp_path / 'in'}", f"file://{tmp_path / 'out-file'}"),
+        "s3": (f"s3://{BUCKET}/{prefix}/in", f"s3://{BUCKET}/{prefix}/out"),
+    }
+    seen: dict[str, dict] = {}
+    for kind, (src, dst) in where.items():
+        argv = ["--input-dir", src, "--output-dir", dst, "--workload", "pathsteps.steps:count_dark",
+                "--storage-options", f"@{options}"]
+        first = _run(*argv, summary=tmp_path / f"{kind}-1.json")
+        again = _run(*argv, summary=tmp_path / f"{kind}-2.json")
+        outputs = _outputs_of(f"{dst}/sequential", seaweed)
+        forced = _run(*argv, "--force", summary=tmp_path / f"{kind}-3.json")
+        after = _outputs_of(f"{dst}/sequential", seaweed)
+        seen[kind] = {
+            "counts": [(s["rc"], s["ok"], s["skipped"], s["failed"]) for s in (first, again, forced)],
+            "outputs": {k: v for k, v in outputs.items() if k != "records.jsonl"},
+            "records": _lines(outputs["records.jsonl"].decode()),
+            "after force": sorted(after) == sorted(outputs)
+            and all(after[k] == v for k, v in outputs.items()),
+        }
+    assert seen["folder"]["counts"] == [(0, 5, 0, 0), (0, 0, 5, 0), (0, 5, 0, 0)]
+    assert len(seen["folder"]["outputs"]) == 5 and len(seen["folder"]["records"]) == 5
+    assert "sub/img_000.jpg" in seen["folder"]["outputs"]
+    assert seen["folder"]["after force"]  # --force rewrote the same outputs, deleted nothing
+    for kind in ("file", "s3"):
+        assert seen[kind] == seen["folder"], kind
+
+
+# -- records after a SIGKILL --------------------------------------------------------------------
+
+def _default_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.setpgid(0, 0)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("kind", ["folder", "s3"])
+def test_a_sigkilled_run_with_records_is_resumed_with_one_line_per_output(tmp_path, steps, kind,
+                                                                           request):
+    n = 16
+    make_images(tmp_path / "in", n, size=(48, 64), seed=5)
+    if kind == "s3":
+        seaweed = request.getfixturevalue("seaweed")
+        prefix = f"kill-{uuid.uuid4().hex[:10]}"
+        seaweed.client().pipe({f"{BUCKET}/{prefix}/in/{p.name}": p.read_bytes()
+                               for p in (tmp_path / "in").iterdir()})
+        (tmp_path / "s3.json").write_text(json.dumps(seaweed.options()))
+        src, dst = f"s3://{BUCKET}/{prefix}/in", f"s3://{BUCKET}/{prefix}/out"
+        extra = ["--storage-options", f"@{tmp_path / 's3.json'}"]
+    else:
+        seaweed, src, dst, extra = None, str(tmp_path / "in"), str(tmp_path / "out"), []
+    argv = ["run", "--input-dir", src, "--output-dir", dst, "--executor", "dask", "--workers", "2",
+            "--batch-size", "1", "--workload", "pathsteps.steps:count_dark", "--quiet",
+            "--no-dashboard", *extra]
+    env = child_env()
+    env["PYTHONPATH"] = os.pathsep.join([steps, env["PYTHONPATH"]])
+    env["PARABLUR_TEST_STEP_S"] = "0.3"  # ~2.4 s of work on two workers: time to kill it
+    proc = subprocess.Popen([sys.executable, "-m", "parablur", *argv], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_default_signals)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if len(_outputs_of(f"{dst}/dask", seaweed)) >= 3:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)  # the client, its cluster and workers, at once
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    left = _outputs_of(f"{dst}/dask", seaweed)
+    made = sorted(k for k in left if k.endswith(".jpg"))
+    assert 3 <= len(made) < n, made
+    env["PARABLUR_TEST_STEP_S"] = "0"
+    rerun = subprocess.run([sys.executable, "-m", "parablur", *argv, "--summary-json",
+                            str(tmp_path / "rerun.json")], env=env, capture_output=True, timeout=180)
+    assert rerun.returncode == 0, rerun.stderr.decode()[-2000:]
+    summary = json.loads((tmp_path / "rerun.json").read_text())
+    assert summary["ok"] + summary["skipped"] == n and summary["failed"] == 0
+    final = _outputs_of(f"{dst}/dask", seaweed)
+    outputs = sorted(k for k in final if k.endswith(".jpg"))
+    lines = _lines(final["records.jsonl"].decode())
+    assert sorted(lines) == outputs == sorted(p.name for p in (tmp_path / "in").iterdir())
+    # Every line is its image's: the same as a run that was never killed.
+    ref = _run("--input-dir", str(tmp_path / "in"), "--output-dir", str(tmp_path / "ref"),
+               "--workload", "pathsteps.steps:count_dark", summary=tmp_path / "ref.json")
+    assert ref["ok"] == n
+    assert lines == _lines((tmp_path / "ref" / "sequential" / "records.jsonl").read_text())
+    assert {k: final[k] for k in outputs} == {
+        k: v for k, v in _outputs_of(str(tmp_path / "ref" / "sequential"), None).items()
+        if k.endswith(".jpg")}
+
+
+# -- outputs of different commands never collide --------------------------------------------
+
+def test_bench_after_run_leaves_the_runs_outputs_alone(tmp_path, capsys):
+    make_images(tmp_path / "extra", 3, size=(24, 32), seed=2)
+    assert cli.main(["run", "--input-dir", str(tmp_path / "extra"), "--output-dir",
+                     str(tmp_path / "out"), "--quiet"]) == 0
+    before = {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    capsys.readouterr()
+    code = cli.main(["bench", "--input-dir", str(tmp_path / "data"), "--output-dir",
+                     str(tmp_path / "out"), "--executors", "dask", "--num-images", "2",
+                     "--width", "32", "--height", "24", "--source-url", "http://127.0.0.1:9/x",
+                     "--report-csv", str(tmp_path / "r.csv"), "--no-report", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "parablur run" in err and "Traceback" not in err, err
+    after = {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    assert after == before  # nothing deleted, rewritten or added
+    assert not (tmp_path / "data").exists()  # refused before the dataset was fetched
+    assert not (tmp_path / "r.csv").exists()
+
+
+def test_a_run_never_writes_into_a_benchmarks_outputs(tmp_path, capsys):
+    from parablur.files import OUTPUT_MARKER, marker_text
+
+    legs = tmp_path / "out" / "sequential"
+    legs.mkdir(parents=True)
+    (legs / OUTPUT_MARKER).write_text(marker_text("bench"))
+    (legs / "img_000.jpg").write_bytes(b"a bench output")
+    make_images(tmp_path / "in", 2, size=(24, 32))
+    assert cli.main(["run", "--input-dir", str(tmp_path / "in"), "--output-dir",
+                     str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "parablur bench" in err, err
+    assert (legs / "img_000.jpg").read_bytes() == b"a bench output"
+    assert sorted(p.name for p in legs.iterdir()) == [OUTPUT_MARKER, "img_000.jpg"]
