@@ -17,7 +17,7 @@ from .analysis import AmdahlFit
 from .benchmark import Bench, BenchSummary, Echo, prepare_dataset
 from .config import BenchConfig, default_workers
 from .errors import ConfigError
-from .figures import Sweep
+from .figures import Sweep, WeakSweep
 
 
 def default_workers_list() -> tuple[int, ...]:
@@ -52,16 +52,18 @@ class ScaleConfig:
 
 @dataclass(frozen=True)
 class ScaleSummary:
-    """Every point of the sweep, and the sweeps (with their Amdahl fits) of its rows.
+    """Every point of the sweep, and the sweeps (with their fits) of its rows.
 
-    ``sweeps`` are computed from exactly the rows this sweep appended, by the
-    function the report uses, so ``scale`` and its report show the same fits.
+    ``sweeps`` (strong, Amdahl) and ``weak`` (weak, Gustafson) are computed from exactly
+    the rows this sweep appended, by the functions the report uses, so ``scale`` and its
+    report show the same fits; both leave out noisy rounds alike (``figures.fit_rows``).
     """
 
     run_id: str
     points: list[BenchSummary]
     sweeps: tuple[Sweep, ...]
     csv_path: str
+    weak: tuple[WeakSweep, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -74,7 +76,8 @@ class ScaleSummary:
 
     @property
     def warnings(self) -> tuple[str, ...]:
-        return tuple(w for s in self.sweeps for w in (s.noise_warning, s.overhead_warning) if w)
+        strong = (w for s in self.sweeps for w in (s.noise_warning, s.overhead_warning))
+        return tuple(w for w in (*strong, *(s.noise_warning for s in self.weak)) if w)
 
     def to_dict(self) -> dict:
         return {
@@ -84,12 +87,18 @@ class ScaleSummary:
                                          "noisy_left_out": s.noisy_left_out,
                                          "over_noisy_rounds": s.noisy}
                        for s in self.sweeps if s.fit is not None},
+            "gustafson": {_short_label(s): {**asdict(s.fit),
+                                            "sweep": s.config.label(skip=["workers", "num_images"]),
+                                            "unclean_left_out": s.left_out,
+                                            "noisy_left_out": s.noisy_left_out,
+                                            "over_noisy_rounds": s.noisy}
+                          for s in self.weak if s.fit is not None},
             "warnings": list(self.warnings),
             "points": [p.to_dict() for p in self.points],
         }
 
 
-def _short_label(sweep: Sweep) -> str:
+def _short_label(sweep: Sweep | WeakSweep) -> str:
     return f"{sweep.config.executor}, batch size {sweep.config.batch_size}"
 
 
@@ -119,9 +128,9 @@ def run_scale(config: ScaleConfig, *, echo: Echo = print, progress: bool = False
                     images, run=point, run_id=run_id,
                     mode=config.mode, fetch_summary=fetch_summary,
                     label=f"workers {workers}, batch {size}: "))
-    rows = [row for point in points for row in point.rows]
-    return ScaleSummary(run_id, points, figures.sweeps(figures.from_rows(rows)),
-                        str(bench.report_csv))
+    runs = figures.from_rows([row for point in points for row in point.rows])
+    return ScaleSummary(run_id, points, figures.sweeps(runs), str(bench.report_csv),
+                        figures.weak_sweeps(runs))
 
 
 def _point_file(path: Path | None, point: str) -> Path | None:
