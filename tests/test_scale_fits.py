@@ -1,13 +1,19 @@
-"""Which rounds the scaling fits use: strong (Amdahl) and weak (Gustafson) leave noisy rounds out alike.
+"""scale's fits and flags.
 
-Pure functions on synthetic CSV rows whose fits have a known answer.
+Which rounds the scaling fits use: strong (Amdahl) and weak (Gustafson) leave noisy rounds
+out alike (pure functions on synthetic CSV rows whose fits have a known answer); and how
+``scale`` takes --workers and --batch-size.
 """
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from parablur import figures
+import pytest
+from test_cli import closed_port_url
+
+from parablur import figures, results
+from parablur.cli import main
 from parablur.scaling import ScaleSummary
 
 
@@ -64,3 +70,41 @@ def test_scale_summary_reports_the_weak_fit_and_its_noise():
     assert summary.warnings == (
         f"{summary.weak[0].config.label(skip=['workers', 'num_images'])}: 1 noisy round "
         "(other programs took cores) left out of the Gustafson fit",)
+
+
+# -- scale's --workers and --batch-size: one point of the sweep's axis, or refused --------
+
+
+def _scale_args(tmp_path: Path, *extra: str) -> list[str]:
+    return [
+        "scale", "--trials", "1", "--warmup", "0", "--num-images", "2", "--width", "48",
+        "--height", "32", "--blur-radius", "1", "--executors", "threads", "--no-ceiling",
+        "--quiet", "--no-report", "--source-url", closed_port_url(),
+        "--input-dir", str(tmp_path / "d"), "--output-dir", str(tmp_path / "p"),
+        "--report-csv", str(tmp_path / "s.csv"), *extra,
+    ]
+
+
+@pytest.mark.parametrize("flags", [
+    ("--workers", "3", "--workers-list", "1,2"),
+    ("--batch-size", "4", "--batch-sizes", "1,2"),
+    ("--workers-list", "1", "--batch-size", "auto"),
+])
+def test_scale_refuses_disagreeing_sweep_flags_before_any_work(tmp_path: Path, capsys, flags):
+    assert main(_scale_args(tmp_path, *flags)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("parablur scale: error: ") and err.count("\n") == 1
+    assert "Traceback" not in err
+    assert not any(tmp_path.iterdir())  # no dataset fetched, no output, no CSV
+
+
+def test_scale_sweeps_exactly_the_workers_and_batch_size_it_is_given(tmp_path: Path, capsys):
+    # --workers 1 --batch-size 2 is --workers-list 1 --batch-sizes 2: one point, not 1,2,4,8.
+    assert main(_scale_args(tmp_path, "--workers", "1", "--batch-size", "2")) == 0
+    rows = results.read_rows(tmp_path / "s.csv")
+    assert [(r["workers"], r["batch_size"]) for r in rows] == [("1", "2")]
+    # both forms that agree are one point too
+    assert main(_scale_args(tmp_path, "--workers", "2", "--workers-list", "2",
+                            "--batch-size", "1", "--batch-sizes", "1")) == 0
+    rows = results.read_rows(tmp_path / "s.csv")
+    assert [(r["workers"], r["batch_size"]) for r in rows] == [("1", "2"), ("2", "1")]

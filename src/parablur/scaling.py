@@ -25,13 +25,52 @@ def default_workers_list() -> tuple[int, ...]:
     return tuple(range(1, default_workers() + 2))
 
 
+DEFAULT_BATCH_SIZES = (1, 2, 4, 8)
+
+
+def sweep_lists(
+    *,
+    workers: int | None = None,
+    workers_list: tuple[int, ...] | None = None,
+    batch_size: int | str | None = None,
+    batch_sizes: tuple[int, ...] | None = None,
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The worker counts and batch sizes a sweep visits, from either form of each flag.
+
+    ``workers=N`` is ``workers_list=(N,)`` and ``batch_size=B`` is ``batch_sizes=(B,)``;
+    both forms at once are accepted only when they agree. A sweep's batch sizes are
+    integers ('auto' is refused). Nothing given: 1..cores+1 workers, batch sizes 1,2,4,8.
+    """
+    if workers is not None:
+        if workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {workers}")
+        if workers_list is not None and tuple(workers_list) != (workers,):
+            raise ConfigError(f"--workers {workers} and --workers-list "
+                              f"{','.join(map(str, workers_list))} disagree: give one of them")
+        workers_list = (workers,)
+    if batch_size is not None:
+        if isinstance(batch_size, str):
+            if not batch_size.isdigit():
+                raise ConfigError(f"scale sweeps integer batch sizes: --batch-size must be a "
+                                  f"positive integer here, got {batch_size!r}")
+            batch_size = int(batch_size)
+        if batch_size < 1:
+            raise ConfigError(f"batch-size must be >= 1, got {batch_size}")
+        if batch_sizes is not None and tuple(batch_sizes) != (batch_size,):
+            raise ConfigError(f"--batch-size {batch_size} and --batch-sizes "
+                              f"{','.join(map(str, batch_sizes))} disagree: give one of them")
+        batch_sizes = (batch_size,)
+    return (tuple(workers_list) if workers_list else default_workers_list(),
+            tuple(batch_sizes) if batch_sizes else DEFAULT_BATCH_SIZES)
+
+
 @dataclass(frozen=True)
 class ScaleConfig:
     """A sweep: the benchmark's settings, and the worker counts and batch sizes to visit."""
 
     bench: BenchConfig = field(default_factory=BenchConfig)
     workers_list: tuple[int, ...] = field(default_factory=default_workers_list)
-    batch_sizes: tuple[int, ...] = (1, 2, 4, 8)
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
     weak: bool = False
     images_per_worker: int = 8
 
