@@ -12,8 +12,11 @@ Sources, in order of precedence:
 
 In a folder ParaBlur created, every valid image already there is reused whatever source it
 came from (only ``force_download`` fetches again); the dataset is the first ``num_images``
-of them and the rest are kept, never deleted. The manifest describes exactly the valid
-images on disk at every moment, so a fetch killed at any point loses no reuse record.
+of them and the rest are kept, never deleted. Its manifest's metadata (source, image size,
+seed, fallback kind) stays as the dataset was made: a fetch that reuses it, asking for
+another source or size, records only the images it adds, each with its own source and size
+(``manifest.reused_meta``). The manifest describes exactly the valid images on disk at
+every moment, so a fetch killed at any point loses no reuse record.
 
 A download that fails for good, or cannot be written, is replaced by a generated image
 (``fallback`` kind, deterministic from ``seed`` and the index), so the dataset is always
@@ -47,6 +50,7 @@ from .manifest import (
     dataset_checksum,
     file_matches,
     load_manifest,
+    reused_meta,
     sha256_bytes,
     sha256_file,
 )
@@ -342,8 +346,8 @@ def fetch_dataset(config: FetchConfig, *, progress: bool = True) -> FetchSummary
     folder.mkdir(parents=True, exist_ok=True)
     if loaded is not None:
         remove_stale_temps(folder)
-    meta = {"source": source, "num_images": len(urls), "width": config.width,
-            "height": config.height, "seed": config.seed, "fallback": config.fallback}
+    wanted = {"source": source, "num_images": len(urls), "width": config.width,
+              "height": config.height, "seed": config.seed, "fallback": config.fallback}
     counters = _Counters()
     downloader = Downloader(config, on_retry=lambda: counters.add("retried"))
     bar = tqdm(total=len(urls), desc="fetch", unit="img", file=sys.stderr,
@@ -353,7 +357,11 @@ def fetch_dataset(config: FetchConfig, *, progress: bool = True) -> FetchSummary
     try:
         # Saved before any download: marks a new folder as ParaBlur's, and keeps every
         # valid image's record through whatever happens next.
-        manifest = Manifest(folder, meta, _still_valid(folder, loaded, pool))
+        valid = _still_valid(folder, loaded, pool)
+        # A dataset reused keeps its metadata; one made anew (nothing left to reuse, or
+        # every image fetched again) records this fetch's.
+        reused = loaded is not None and bool(valid) and not config.force_download
+        manifest = Manifest(folder, reused_meta(loaded[0], wanted) if reused else wanted, valid)
         manifest.save()
         build = _Build(config, manifest, downloader, counters)
         futures = [pool.submit(build.one, i, url) for i, url in enumerate(urls)]
