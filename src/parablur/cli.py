@@ -88,7 +88,7 @@ def _add_storage_flag(g) -> None:
                         "usual environment variables (AWS_*, ...) work as well")
 
 
-def _add_run_flags(p: argparse.ArgumentParser, *, single_executor: bool) -> None:
+def _add_run_flags(p: argparse.ArgumentParser, *, single_executor: bool, sweep: bool = False) -> None:
     g = p.add_argument_group("processing")
     if single_executor:
         g.add_argument("--input-dir", type=location, default=Path("downloads_fresh"),
@@ -106,11 +106,13 @@ def _add_run_flags(p: argparse.ArgumentParser, *, single_executor: bool) -> None
     if single_executor:
         _add_storage_flag(g)
     g.add_argument("--workers", type=int, default=None,
-                   help=f"worker processes (default: this machine's cores, {default_workers()})")
+                   help="worker processes: the one worker count of the sweep, as --workers-list N"
+                   if sweep else f"worker processes (default: this machine's cores, {default_workers()})")
     g.add_argument("--threads-per-worker", type=int, default=1,
                    help="threads in each Dask worker (default: 1)")
-    g.add_argument("--batch-size", default="4",
-                   help="images per task, or 'auto' (default: 4)")
+    g.add_argument("--batch-size", default=None if sweep else "4",
+                   help="images per task: the one batch size of the sweep, as --batch-sizes B"
+                   if sweep else "images per task, or 'auto' (default: 4)")
     g.add_argument("--workload", default="blur", metavar="blur|faces|MODULE:FUNCTION",
                    help="what is computed on each image: blur (the study's full-frame "
                         "Gaussian), faces (detect faces and anonymize only them; see the face "
@@ -199,11 +201,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     scale = sub.add_parser("scale", help="sweep workers and batch sizes; fit Amdahl's law")
     _add_bench_flags(scale, sweep=True)
-    g = scale.add_argument_group("sweep")
+    g = scale.add_argument_group(
+        "sweep", "--workers N is --workers-list N and --batch-size B (an integer) is "
+                 "--batch-sizes B: one point of that axis; both forms given must agree, else "
+                 "scale refuses to start")
     g.add_argument("--workers-list", type=_int_list, default=None,
-                   help="worker counts to visit (default: 1..cores, plus one past them)")
-    g.add_argument("--batch-sizes", type=_int_list, default=(1, 2, 4, 8),
-                   help="batch sizes to visit (default: 1,2,4,8)")
+                   help="worker counts to visit (default: --workers, else 1..cores, plus one "
+                        "past them)")
+    g.add_argument("--batch-sizes", type=_int_list, default=None,
+                   help="batch sizes to visit (default: --batch-size, else 1,2,4,8)")
     g.add_argument("--weak", action="store_true",
                    help="weak scaling: fixed images per worker (Gustafson's law)")
     g.add_argument("--images-per-worker", type=int, default=8,
@@ -251,7 +257,7 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 def _add_bench_flags(bench: argparse.ArgumentParser, *, sweep: bool = False) -> None:
     _add_dataset_flags(bench)
-    _add_run_flags(bench, single_executor=False)
+    _add_run_flags(bench, single_executor=False, sweep=sweep)
     g = bench.add_argument_group("benchmark")
     g.add_argument("--executors", type=_csv_list, default=("dask",),
                    help="parallel executors to compare, comma-separated, among "
@@ -437,11 +443,14 @@ def _cmd_bench(a: argparse.Namespace) -> int:
 
 
 def _cmd_scale(a: argparse.Namespace) -> int:
-    from .scaling import ScaleConfig, default_workers_list, run_scale
+    from .scaling import ScaleConfig, run_scale, sweep_lists
 
+    workers_list, batch_sizes = sweep_lists(workers=a.workers, workers_list=a.workers_list,
+                                            batch_size=a.batch_size, batch_sizes=a.batch_sizes)
+    a = argparse.Namespace(**{**vars(a), "workers": workers_list[0], "batch_size": batch_sizes[0]})
     config = ScaleConfig(
-        bench=_bench_config(a), workers_list=a.workers_list or default_workers_list(),
-        batch_sizes=a.batch_sizes, weak=a.weak, images_per_worker=a.images_per_worker,
+        bench=_bench_config(a), workers_list=workers_list, batch_sizes=batch_sizes,
+        weak=a.weak, images_per_worker=a.images_per_worker,
     )
     _check_outside(a, config.bench.fetch.input_dir, config.bench.run.output_dir)
     summary = run_scale(config, progress=not a.quiet)

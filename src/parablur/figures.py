@@ -357,6 +357,19 @@ def groups(runs: Iterable[Run]) -> tuple[Group, ...]:
     return tuple(group(c, rs) for c, rs in _by(runs, lambda c: c).items())
 
 
+def _noise_warning(label: str, fit: str, noisy_left_out: int, over_noisy: bool) -> str | None:
+    """What a scaling fit did with noisy rounds (``fit_rows``), else None."""
+    if over_noisy:
+        return (f"{label}: no quiet rounds at two worker counts, so the {fit} fit is over "
+                "noisy rounds: its f measures other programs' load, not a serial fraction; "
+                "rerun on a quiet machine")
+    n = noisy_left_out
+    if n:
+        return (f"{label}: {n} noisy round{'s' if n > 1 else ''} (other programs took cores) "
+                f"left out of the {fit} fit")
+    return None
+
+
 @dataclass(frozen=True)
 class Sweep:
     """A strong-scaling sweep: one configuration but for the worker count, with its Amdahl fit.
@@ -383,16 +396,8 @@ class Sweep:
     @property
     def noise_warning(self) -> str | None:
         """What the fit did with noisy rounds (other programs took cores), else None."""
-        label = self.config.label(skip=["workers"])
-        if self.noisy:
-            return (f"{label}: no quiet rounds at two worker counts, so the Amdahl fit is over "
-                    "noisy rounds: its f measures other programs' load, not a serial fraction; "
-                    "rerun on a quiet machine")
-        n = self.noisy_left_out
-        if n:
-            return (f"{label}: {n} noisy round{'s' if n > 1 else ''} (other programs took cores) "
-                    "left out of the Amdahl fit")
-        return None
+        return _noise_warning(self.config.label(skip=["workers"]), "Amdahl", self.noisy_left_out,
+                              self.noisy)
 
     @property
     def overhead_warning(self) -> str | None:
@@ -402,15 +407,35 @@ class Sweep:
         return f"{self.config.label(skip=['workers'])}: {self.trend.message}"
 
 
-def _sweep(config: Config, runs: Sequence[Run]) -> Sweep | None:
+@dataclass(frozen=True)
+class FitRows:
+    """The rounds a scaling fit (Amdahl's or Gustafson's) is computed from, and what was left out.
+
+    ``runs`` are the clean rounds with a worker count and a parallel time; of them, the
+    quiet ones when quiet rounds were measured at two worker counts or more, else all of
+    them (``noisy`` is then True if any was noisy: the fit is over noisy rounds).
+    ``left_out`` counts the unclean rounds left out, ``noisy_left_out`` the noisy ones.
+    """
+
+    runs: tuple[Run, ...]
+    left_out: int
+    noisy_left_out: int
+    noisy: bool
+
+
+def fit_rows(runs: Iterable[Run]) -> FitRows:
+    """The one selection every scaling fit uses: strong (``sweeps``) and weak (``weak_sweeps``)."""
     usable = [r for r in runs if r.workers and r.par_s and r.par_s > 0]
     clean = [r for r in usable if r.clean]
     quiet = [r for r in clean if not r.noisy]
-    noisy_left_out, over_noisy = len(clean) - len(quiet), False
     if len({r.workers for r in quiet}) >= 2:
-        clean = quiet
-    else:
-        noisy_left_out, over_noisy = 0, len(quiet) < len(clean)
+        return FitRows(tuple(quiet), len(usable) - len(clean), len(clean) - len(quiet), False)
+    return FitRows(tuple(clean), len(usable) - len(clean), 0, len(quiet) < len(clean))
+
+
+def _sweep(config: Config, runs: Sequence[Run]) -> Sweep | None:
+    chosen = fit_rows(runs)
+    clean = list(chosen.runs)
     if len({r.workers for r in clean}) < 2:
         return None
     seqs = [r.seq_s for r in clean if r.seq_s]
@@ -436,9 +461,9 @@ def _sweep(config: Config, runs: Sequence[Run]) -> Sweep | None:
         ref,
         _median(values(clean, "ceiling")),
         corrected,
-        len(usable) - len(clean) - noisy_left_out,
-        noisy_left_out,
-        over_noisy,
+        chosen.left_out,
+        chosen.noisy_left_out,
+        chosen.noisy,
     )
 
 
@@ -451,17 +476,31 @@ def sweeps(runs: Iterable[Run]) -> tuple[Sweep, ...]:
 
 @dataclass(frozen=True)
 class WeakSweep:
-    """A weak-scaling sweep (problem grown with p): measured scaled speedups and Gustafson's fit."""
+    """A weak-scaling sweep (problem grown with p): measured scaled speedups and Gustafson's fit.
+
+    Its rounds are chosen as a strong sweep's are (``fit_rows``): the clean ones, and of
+    them the quiet ones when quiet rounds were measured at two worker counts.
+    """
 
     config: Config  # workers and num_images are None
     workers: tuple[int, ...]
     scaled: tuple[float, ...]
     basis: str
     fit: A.GustafsonFit | None
+    left_out: int = 0
+    noisy_left_out: int = 0
+    noisy: bool = False  # no quiet rounds at two worker counts: fitted over noisy ones
+
+    @property
+    def noise_warning(self) -> str | None:
+        """What the fit did with noisy rounds (other programs took cores), else None."""
+        return _noise_warning(self.config.label(skip=["workers", "num_images"]), "Gustafson",
+                              self.noisy_left_out, self.noisy)
 
 
 def _weak(config: Config, runs: Sequence[Run]) -> WeakSweep | None:
-    usable = [r for r in runs if r.workers and r.par_s and r.clean]
+    chosen = fit_rows(runs)
+    usable = chosen.runs
     one = [r.par_s for r in usable if r.workers == 1]
     if one:
         t1 = statistics.median(one)
@@ -477,7 +516,8 @@ def _weak(config: Config, runs: Sequence[Run]) -> WeakSweep | None:
         fit = A.fit_gustafson(ws, ss)
     except ValueError:
         fit = None
-    return WeakSweep(config, tuple(ws), tuple(ss), basis, fit)
+    return WeakSweep(config, tuple(ws), tuple(ss), basis, fit, chosen.left_out,
+                     chosen.noisy_left_out, chosen.noisy)
 
 
 def _weak_key(config: Config) -> Config:

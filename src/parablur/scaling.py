@@ -17,12 +17,51 @@ from .analysis import AmdahlFit
 from .benchmark import Bench, BenchSummary, Echo, prepare_dataset
 from .config import BenchConfig, default_workers
 from .errors import ConfigError
-from .figures import Sweep
+from .figures import Sweep, WeakSweep
 
 
 def default_workers_list() -> tuple[int, ...]:
     """1, 2, ... up to the cores, plus one step past them to show oversubscription."""
     return tuple(range(1, default_workers() + 2))
+
+
+DEFAULT_BATCH_SIZES = (1, 2, 4, 8)
+
+
+def sweep_lists(
+    *,
+    workers: int | None = None,
+    workers_list: tuple[int, ...] | None = None,
+    batch_size: int | str | None = None,
+    batch_sizes: tuple[int, ...] | None = None,
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The worker counts and batch sizes a sweep visits, from either form of each flag.
+
+    ``workers=N`` is ``workers_list=(N,)`` and ``batch_size=B`` is ``batch_sizes=(B,)``;
+    both forms at once are accepted only when they agree. A sweep's batch sizes are
+    integers ('auto' is refused). Nothing given: 1..cores+1 workers, batch sizes 1,2,4,8.
+    """
+    if workers is not None:
+        if workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {workers}")
+        if workers_list is not None and tuple(workers_list) != (workers,):
+            raise ConfigError(f"--workers {workers} and --workers-list "
+                              f"{','.join(map(str, workers_list))} disagree: give one of them")
+        workers_list = (workers,)
+    if batch_size is not None:
+        if isinstance(batch_size, str):
+            if not batch_size.isdigit():
+                raise ConfigError(f"scale sweeps integer batch sizes: --batch-size must be a "
+                                  f"positive integer here, got {batch_size!r}")
+            batch_size = int(batch_size)
+        if batch_size < 1:
+            raise ConfigError(f"batch-size must be >= 1, got {batch_size}")
+        if batch_sizes is not None and tuple(batch_sizes) != (batch_size,):
+            raise ConfigError(f"--batch-size {batch_size} and --batch-sizes "
+                              f"{','.join(map(str, batch_sizes))} disagree: give one of them")
+        batch_sizes = (batch_size,)
+    return (tuple(workers_list) if workers_list else default_workers_list(),
+            tuple(batch_sizes) if batch_sizes else DEFAULT_BATCH_SIZES)
 
 
 @dataclass(frozen=True)
@@ -31,7 +70,7 @@ class ScaleConfig:
 
     bench: BenchConfig = field(default_factory=BenchConfig)
     workers_list: tuple[int, ...] = field(default_factory=default_workers_list)
-    batch_sizes: tuple[int, ...] = (1, 2, 4, 8)
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
     weak: bool = False
     images_per_worker: int = 8
 
@@ -52,16 +91,18 @@ class ScaleConfig:
 
 @dataclass(frozen=True)
 class ScaleSummary:
-    """Every point of the sweep, and the sweeps (with their Amdahl fits) of its rows.
+    """Every point of the sweep, and the sweeps (with their fits) of its rows.
 
-    ``sweeps`` are computed from exactly the rows this sweep appended, by the
-    function the report uses, so ``scale`` and its report show the same fits.
+    ``sweeps`` (strong, Amdahl) and ``weak`` (weak, Gustafson) are computed from exactly
+    the rows this sweep appended, by the functions the report uses, so ``scale`` and its
+    report show the same fits; both leave out noisy rounds alike (``figures.fit_rows``).
     """
 
     run_id: str
     points: list[BenchSummary]
     sweeps: tuple[Sweep, ...]
     csv_path: str
+    weak: tuple[WeakSweep, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -74,7 +115,8 @@ class ScaleSummary:
 
     @property
     def warnings(self) -> tuple[str, ...]:
-        return tuple(w for s in self.sweeps for w in (s.noise_warning, s.overhead_warning) if w)
+        strong = (w for s in self.sweeps for w in (s.noise_warning, s.overhead_warning))
+        return tuple(w for w in (*strong, *(s.noise_warning for s in self.weak)) if w)
 
     def to_dict(self) -> dict:
         return {
@@ -84,12 +126,18 @@ class ScaleSummary:
                                          "noisy_left_out": s.noisy_left_out,
                                          "over_noisy_rounds": s.noisy}
                        for s in self.sweeps if s.fit is not None},
+            "gustafson": {_short_label(s): {**asdict(s.fit),
+                                            "sweep": s.config.label(skip=["workers", "num_images"]),
+                                            "unclean_left_out": s.left_out,
+                                            "noisy_left_out": s.noisy_left_out,
+                                            "over_noisy_rounds": s.noisy}
+                          for s in self.weak if s.fit is not None},
             "warnings": list(self.warnings),
             "points": [p.to_dict() for p in self.points],
         }
 
 
-def _short_label(sweep: Sweep) -> str:
+def _short_label(sweep: Sweep | WeakSweep) -> str:
     return f"{sweep.config.executor}, batch size {sweep.config.batch_size}"
 
 
@@ -119,9 +167,9 @@ def run_scale(config: ScaleConfig, *, echo: Echo = print, progress: bool = False
                     images, run=point, run_id=run_id,
                     mode=config.mode, fetch_summary=fetch_summary,
                     label=f"workers {workers}, batch {size}: "))
-    rows = [row for point in points for row in point.rows]
-    return ScaleSummary(run_id, points, figures.sweeps(figures.from_rows(rows)),
-                        str(bench.report_csv))
+    runs = figures.from_rows([row for point in points for row in point.rows])
+    return ScaleSummary(run_id, points, figures.sweeps(runs), str(bench.report_csv),
+                        figures.weak_sweeps(runs))
 
 
 def _point_file(path: Path | None, point: str) -> Path | None:

@@ -147,6 +147,21 @@ def parse_manifest(text: str | bytes, where: str) -> tuple[dict, dict[int, Manif
     return meta, entries
 
 
+def reused_meta(old: dict, wanted: dict) -> dict:
+    """The metadata of a dataset a fetch reuses: what it was made with, never this fetch's request.
+
+    ``old`` is the dataset's recorded metadata and ``wanted`` what this fetch would record
+    for a new dataset. Every recorded key stays as it was (the source, the image size, the
+    seed, the fallback kind, ...): the images a fetch adds record their own source and size
+    in their entries. Only ``num_images`` grows, when this fetch made the dataset larger.
+    """
+    meta = dict(old)
+    asked, had = wanted.get("num_images"), old.get("num_images")
+    if type(asked) is int and type(had) is int and asked > had:
+        meta["num_images"] = asked
+    return meta
+
+
 def _manifest_of(where: Path | Store) -> tuple[dict, dict[int, ManifestEntry]] | None:
     return load_manifest(where) if isinstance(where, Path) else store_manifest(where)
 
@@ -168,7 +183,7 @@ def dataset_settings(folder: Path | Store) -> dict:
     out = {}
     asked = meta.get("num_images")
     if isinstance(asked, int) and asked >= 1:
-        out["num_images"] = asked  # the last fetch's count (the rest of a larger one is kept)
+        out["num_images"] = asked  # as made, or as a fetch grew it (``reused_meta``)
     elif entries:
         out["num_images"] = len(entries)
     if meta.get("fallback") in ("scene", "noise", "faces"):

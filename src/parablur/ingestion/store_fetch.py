@@ -21,17 +21,19 @@ from pathlib import Path
 
 from ..config import FetchConfig
 from ..errors import DatasetError
-from ..storage import Store, open_store
-from .fetch import FetchSummary, fetch_dataset
+from ..storage import Store
+from .folder_fetch import build_folder
 from .manifest import MANIFEST_NAME, ForeignManifest, dataset_checksum, load_manifest, sha256_bytes
+from .plan import fetch_meta
+from .summary import FetchSummary
 
 ETAGS = "object_etags"  # manifest meta: file -> ETag of the uploaded object
 
 
-def fetch_to_store(config: FetchConfig, *, progress: bool = True) -> FetchSummary:
-    """Make the URL ``config.input_dir`` a complete dataset (ParaBlur's, or the user's as it is)."""
+def fetch_to_store(config: FetchConfig, store: Store, *, progress: bool = True) -> FetchSummary:
+    """Make ``store`` a complete dataset (ParaBlur's, or the user's as it is), built in a
+    staging folder; its images are named by key."""
     start = time.perf_counter()
-    store = open_store(config.input_dir, config.storage_options)
     with tempfile.TemporaryDirectory(prefix="parablur-fetch-") as tmp:
         staging = Path(tmp) / "dataset"
         staging.mkdir()
@@ -58,7 +60,7 @@ def fetch_to_store(config: FetchConfig, *, progress: bool = True) -> FetchSummar
                 data = store.read(entry.file)
                 (staging / entry.file).write_bytes(data)
                 held[entry.file] = (sha256_bytes(data), info.etag)
-        summary = fetch_dataset(replace(config, input_dir=staging), progress=progress)
+        summary = build_folder(config, staging, progress=progress)
         _, entries = load_manifest(staging) or ({}, {})
         etags: dict[str, str | None] = {}
         for entry in entries.values():
@@ -74,15 +76,6 @@ def fetch_to_store(config: FetchConfig, *, progress: bool = True) -> FetchSummar
         store.write(MANIFEST_NAME, json.dumps(doc, indent=1).encode())
     return replace(summary, images=[Path(p.name) for p in summary.images], folder=store.url,
                    elapsed_s=time.perf_counter() - start)
-
-
-def fetch_meta(config: FetchConfig) -> dict:
-    """The settings a dataset was made with, as its manifest's metadata records them."""
-    from .fetch import _plan
-
-    urls, source = _plan(config)
-    return {"source": source, "num_images": len(urls), "width": config.width,
-            "height": config.height, "seed": config.seed, "fallback": config.fallback}
 
 
 def _reuse_as_is(config: FetchConfig, store: Store, loaded, wanted: dict,

@@ -36,7 +36,7 @@ def open_store(location: str | Path, storage_options: Mapping[str, Any] | None =
         # (fsspec's local filesystem writes in place).
         from .local import LocalStore
 
-        return LocalStore(Path(text[len("file://"):]), retry)
+        return LocalStore(Path(text[len("file://"):]), retry, by_url=True)
     from .fsspec_store import FsspecStore
 
     return FsspecStore(text, storage_options, retry)

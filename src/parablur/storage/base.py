@@ -9,6 +9,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 from ..dataset import IMAGE_SUFFIXES
@@ -151,6 +152,12 @@ class Store(ABC):
     def location(self, key: str = "") -> str:
         """``key``'s location for a message, credentials masked."""
         return f"{self.url.rstrip('/')}/{key}" if key else self.url
+
+    def local_folder(self) -> Path | None:
+        """The folder whose files are this store's objects, when work may be done in it in
+        place and its objects named by their paths (a dataset built there); None otherwise:
+        work is staged in a temporary folder and its objects are uploaded, named by key."""
+        return None
 
     def scan_images(self, page_size: int = 1000) -> Iterator[ObjectInfo]:
         """Every image below the root, in key order, as the listing's pages arrive.

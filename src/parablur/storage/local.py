@@ -22,21 +22,31 @@ from .base import ObjectInfo, Store, check_key, sidecar_bytes, sidecar_key, side
 
 
 class LocalStore(Store):
-    """The files below a folder, keyed by their '/'-separated paths relative to it."""
+    """The files below a folder, keyed by their '/'-separated paths relative to it.
+
+    ``by_url``: opened from a ``file://`` URL, which a command addresses by keys like any
+    URL's objects, so the folder is not offered for work in place (``local_folder``).
+    """
 
     shared = False  # on the client's disk: remote workers reach it through the client
 
-    def __init__(self, root: Path | str, retry: RetryPolicy | None = None) -> None:
+    def __init__(self, root: Path | str, retry: RetryPolicy | None = None, *,
+                 by_url: bool = False) -> None:
         self.root = Path(root)
         self.url = str(self.root)
         self.retry = retry or RetryPolicy()
+        self.by_url = by_url
         self._made: list[Path] = []
 
     def __reduce__(self):
-        return (LocalStore, (str(self.root), self.retry))
+        return (LocalStore, (str(self.root), self.retry), {"by_url": self.by_url})
 
     def __repr__(self) -> str:
         return f"LocalStore({str(self.root)!r})"
+
+    def local_folder(self) -> Path | None:
+        """The root, where a dataset is built in place; None when opened from a ``file://`` URL."""
+        return None if self.by_url else self.root
 
     def path(self, key: str) -> Path:
         """The file that holds ``key``."""

@@ -4,11 +4,20 @@ The function takes one decoded image (a numpy array, BGR or gray, as OpenCV
 decodes it) and returns the output image, or ``(image, record)`` where
 ``record`` is a small JSON-ready dict kept in the run's summary. It must be
 importable on every worker; ParaBlur checks that before any image is processed.
+
+Its outputs are resumed by the function's name and its module's source: the
+workload records the sha256 of the module's file where it is built (on the
+client), and that digest travels with it to the workers, so an edit of the
+module makes every output of the old source out of date.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
+import marshal
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -43,6 +52,45 @@ def load_function(spec: str) -> Callable:
     return func
 
 
+# Stands for a module whose source this process cannot find or read: it differs from one
+# process to the next, so outputs made by another run are never taken as up to date.
+_UNREADABLE = f"unreadable:{uuid.uuid4().hex}"
+
+
+def module_digest(module_name: str) -> str:
+    """What identifies ``module_name``'s code, read without running it when it can be.
+
+    ``sha256:<hex>`` of the module's file (read through its loader inside a zip);
+    ``code:<hex>`` of its compiled code when there is no file to read; when this process
+    cannot find the module at all, a tag of this process (``unreadable:...``): never up
+    to date, so every output is redone.
+    """
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except Exception:  # noqa: BLE001 - a parent package that fails to import, a bad name
+        spec = None
+    if spec is None:
+        return _UNREADABLE
+    if spec.has_location and spec.origin:
+        try:
+            with open(spec.origin, "rb") as f:
+                return f"sha256:{hashlib.sha256(f.read()).hexdigest()}"
+        except OSError:
+            pass
+        try:  # a file inside a zip: the loader reads it
+            data = spec.loader.get_data(spec.origin)  # type: ignore[union-attr]
+            return f"sha256:{hashlib.sha256(data).hexdigest()}"
+        except Exception:  # noqa: BLE001 - a loader without get_data, or one that fails
+            pass
+    try:
+        code = spec.loader.get_code(module_name)  # type: ignore[union-attr]
+    except Exception:  # noqa: BLE001 - no loader, or one that cannot give code
+        code = None
+    if code is None:
+        return _UNREADABLE
+    return f"code:{hashlib.sha256(marshal.dumps(code)).hexdigest()}"
+
+
 def import_error(spec: str) -> str | None:
     """Why ``spec`` cannot be imported in this process, or None; run on every worker."""
     try:
@@ -54,13 +102,20 @@ def import_error(spec: str) -> str | None:
 
 @dataclass(frozen=True)
 class CustomWorkload:
-    """A user's function applied to every decoded image."""
+    """A user's function applied to every decoded image.
+
+    ``source`` is the module's ``module_digest``, taken when the workload is built (on the
+    client) unless given; a worker receives it with the workload and never recomputes it.
+    """
 
     spec: str
+    source: str = ""
 
     def __post_init__(self) -> None:
         if not is_custom_spec(self.spec):
             raise ConfigError(f"workload must be blur, faces or MODULE:FUNCTION, got {self.spec!r}")
+        if not self.source:
+            object.__setattr__(self, "source", module_digest(self.spec.partition(":")[0]))
 
     @property
     def name(self) -> str:
@@ -71,7 +126,7 @@ class CustomWorkload:
         return "records.jsonl"
 
     def describe(self) -> dict:
-        return {"function": self.spec}
+        return {"function": self.spec, "source": self.source}
 
     def preflight(self) -> str | None:
         return import_error(self.spec)
