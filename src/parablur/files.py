@@ -22,6 +22,9 @@ _TEMP = re.compile(r"^\..+\.[0-9a-f]{8}\.part$")
 
 # Left in every output folder ParaBlur makes: only such a folder is ever cleared or written over.
 OUTPUT_MARKER = ".parablur-output"
+# The lock of the run or benchmark writing into a folder (``parablur.storage.lock``): it may be
+# taken before the folder is claimed, so it neither makes a folder "not empty" nor is cleared.
+LOCK_NAME = ".parablur-lock"
 # The resume record of runs made before the marker existed (``parablur.resume``).
 _LEGACY_MARKERS = (".parablur-outputs.json",)
 
@@ -88,7 +91,7 @@ def check_output_dir(folder: Path) -> None:
         raise DatasetError(f"output path is not a folder: {folder}")
     if folder.is_dir() and not (folder / OUTPUT_MARKER).is_file():
         legacy = any((folder / name).is_file() for name in _LEGACY_MARKERS)
-        if not legacy and any(folder.iterdir()):
+        if not legacy and any(path.name != LOCK_NAME for path in folder.iterdir()):
             raise DatasetError(f"refusing to write into {folder}: it holds files ParaBlur did not "
                                "make (choose a new or empty folder)")
 
@@ -110,10 +113,13 @@ def claim_output_dir(folder: Path) -> Path:
 
 
 def clear_output_dir(folder: Path) -> Path:
-    """Empty an output folder of ParaBlur's (``claim_output_dir`` checks it is one) and re-mark it."""
+    """Empty an output folder of ParaBlur's (``claim_output_dir`` checks it is one) and re-mark it.
+
+    Its lock (``LOCK_NAME``) stays: it is held by the run that clears the folder.
+    """
     folder = claim_output_dir(folder)
     for path in folder.iterdir():
-        if path.name == OUTPUT_MARKER:
+        if path.name in (OUTPUT_MARKER, LOCK_NAME):
             continue
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
