@@ -8,13 +8,17 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from ..dataset import IMAGE_SUFFIXES
 from ..errors import ConfigError, DatasetError, ObjectError, ParaBlurError, StorageError
 from ._retry import Kind, RetryPolicy, classify, describe
 from .options import redact
+
+if TYPE_CHECKING:
+    from .lock import LockInfo
 
 T = TypeVar("T")
 
@@ -142,6 +146,31 @@ class Store(ABC):
     @abstractmethod
     def _secrets(self) -> frozenset[str]: ...
 
+    # -- exclusive writes, for the lock (``storage.lock``); stores override them where atomic --
+
+    def _atomic_exclusive(self) -> bool:
+        """True if ``_create_new`` and ``_replace_if`` are each one atomic operation on this store.
+
+        Here: no, they look, then write (best effort; see ``storage.lock``).
+        """
+        return False
+
+    def _create_new(self, key: str, data: bytes) -> bool:
+        """Put ``data`` at ``key`` unless an object is there: True if put, False if one is there."""
+        if self._info(key) is not None:
+            return False
+        self._write(key, data, {}, True)
+        return True
+
+    def _replace_if(self, key: str, data: bytes, etag: str | None) -> bool:
+        """Replace the object at ``key`` by ``data`` if its tag is still ``etag``: False if it
+        changed or is gone."""
+        info = self._info(key)
+        if info is None or info.etag != etag:
+            return False
+        self._write(key, data, {}, True)
+        return True
+
     # -- the interface --
 
     def location(self, key: str = "") -> str:
@@ -190,6 +219,18 @@ class Store(ABC):
         """
         key = check_key(key)
         return self._call("inspect", key, lambda: self._info(key), per_object=True)
+
+    def lock(self, command: str, *,
+             echo: Callable[[str], None] | None = None) -> AbstractContextManager[LockInfo]:
+        """Hold the lock of this output location while the ``with`` block runs (``storage.lock.hold_lock``).
+
+        ``command`` names the holder in other runs' messages ("parablur run"). Raises
+        ``StorageError`` (exit 2) while another live process holds it; a lock left by a
+        process that is gone on this host is taken over, and ``echo`` gets a line saying so.
+        """
+        from .lock import hold_lock
+
+        return hold_lock(self, command, echo=echo)
 
     @abstractmethod
     def claim_output(self) -> None:
