@@ -148,9 +148,9 @@ def hold_lock(store: Store, command: str, *,
         if wrote:  # refused or interrupted after a write: our lock, if it is there, is not left behind
             _release(store, mine, say, quiet=True)
         raise
-    if taken_over:
-        say(taken_over)
     try:
+        if taken_over:
+            say(taken_over)
         yield mine
     finally:
         _release(store, mine, say)
