@@ -50,7 +50,7 @@ def test_reusing_a_dataset_never_rewrites_its_source_or_size(tmp_path: Path):
     images_used, _ = prepare_dataset(
         FetchConfig(input_dir=data, num_images=2, source_url=offline_url(), width=32, height=32,
                     retries=0), echo=lambda line: None, progress=False)
-    assert [p.name for p in images_used] == ["img_0000.jpg", "img_0001.jpg"]
+    assert images_used == ["img_0000.jpg", "img_0001.jpg"]
     assert json.loads((data / MANIFEST_NAME).read_text())["meta"] == made["meta"]
     assert {k: v for k, v in folder_state(data).items() if k != MANIFEST_NAME} == images
 

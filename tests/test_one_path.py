@@ -246,3 +246,59 @@ def test_a_run_never_writes_into_a_benchmarks_outputs(tmp_path, capsys):
     assert err.count("\n") == 1 and "parablur bench" in err, err
     assert (legs / "img_000.jpg").read_bytes() == b"a bench output"
     assert sorted(p.name for p in legs.iterdir()) == [OUTPUT_MARKER, "img_000.jpg"]
+
+
+# -- one writer per output ------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(tmp_path, steps):
+    make_images(tmp_path / "in", 8, size=(24, 32))
+    argv = ["run", "--input-dir", str(tmp_path / "in"), "--output-dir", str(tmp_path / "out"),
+            "--workload", "pathsteps.steps:count_dark", "--quiet"]
+    env = child_env()
+    env["PYTHONPATH"] = os.pathsep.join([steps, env["PYTHONPATH"]])
+    env["PARABLUR_TEST_STEP_S"] = "0.5"  # ~4 s of work
+    first = subprocess.Popen([sys.executable, "-m", "parablur", *argv], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        lock = tmp_path / "out" / "sequential" / ".parablur-lock"
+        deadline = time.monotonic() + 60
+        while not lock.exists() and time.monotonic() < deadline and first.poll() is None:
+            time.sleep(0.02)
+        assert lock.exists() and first.poll() is None
+        for extra in ([], ["--force"]):
+            second = subprocess.run([sys.executable, "-m", "parablur", *argv, *extra], env=env,
+                                    capture_output=True, timeout=60)
+            err = second.stderr.decode()
+            assert second.returncode == 2, err
+            assert err.count("\n") == 1 and "is in use by parablur run" in err, err
+            assert f"pid {first.pid} " in err
+        assert first.wait(timeout=90) == 0, first.stderr.read().decode()[-2000:]
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(timeout=10)
+    assert not lock.exists()  # released when the run ended
+    assert len(list((tmp_path / "out" / "sequential").glob("*.jpg"))) == 8
+
+
+def test_a_lock_left_by_a_killed_run_is_taken_over_with_a_line_that_says_so(tmp_path, capsys):
+    from parablur.storage import LockInfo
+
+    make_images(tmp_path / "in", 2, size=(24, 32))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait(timeout=30)  # its pid is now free: a run that was killed
+    out = tmp_path / "out" / "sequential"
+    assert cli.main(["run", "--input-dir", str(tmp_path / "in"), "--output-dir",
+                     str(tmp_path / "out"), "--quiet"]) == 0
+    stale = LockInfo(os.uname().nodename, gone.pid, "parablur run", "2026-01-01T00:00:00+00:00",
+                     uuid.uuid4().hex)
+    (out / ".parablur-lock").write_bytes(stale.to_bytes())
+    capsys.readouterr()
+    assert cli.main(["run", "--input-dir", str(tmp_path / "in"), "--output-dir",
+                     str(tmp_path / "out"), "--quiet", "--force"]) == 0
+    err = capsys.readouterr().err
+    assert f"taking over the lock of parablur run (pid {gone.pid} on host" in err, err
+    assert "that process is gone" in err
+    assert not (out / ".parablur-lock").exists()

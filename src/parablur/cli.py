@@ -383,7 +383,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
 
     config = _run_config(a, a.executor)
     _check_outside(a, config.input_dir, config.output_dir)
-    summary = anonymize(config, progress=not a.quiet)
+    summary = anonymize(config, progress=not a.quiet, echo=lambda line: print(line, file=sys.stderr))
     if summary.skipped == summary.images:
         print(f"{summary.executor}: all {summary.images} images of {summary.output_dir} are up "
               "to date, skipped (--force redoes them)")

@@ -22,7 +22,8 @@ _TEMP = re.compile(r"^\..+\.[0-9a-f]{8}\.part$")
 
 # Left in every output folder ParaBlur makes: only such a folder is ever cleared or written over.
 OUTPUT_MARKER = ".parablur-output"
-# Held in an output location while a command writes there (``parablur.storage``): one writer each.
+# The lock of the run or benchmark writing into a location (``parablur.storage.lock``): it may
+# be taken before the location is claimed, so it neither makes a folder "not empty" nor is cleared.
 LOCK_NAME = ".parablur-lock"
 # The folder ledger of runs made before the marker existed (ParaBlur 0.1 before one data path).
 _LEGACY_MARKERS = (".parablur-outputs.json",)
@@ -114,7 +115,7 @@ def check_output_dir(folder: Path, command: str | None = None) -> None:
     marker = folder / OUTPUT_MARKER
     if folder.is_dir() and not marker.is_file():
         legacy = any((folder / name).is_file() for name in _LEGACY_MARKERS)
-        if not legacy and any(folder.iterdir()):
+        if not legacy and any(path.name != LOCK_NAME for path in folder.iterdir()):
             raise DatasetError(f"refusing to write into {folder}: it holds files ParaBlur did not "
                                "make (choose a new or empty folder)")
     elif marker.is_file():

@@ -443,7 +443,12 @@ def claimed(stores: Iterable[Store], command: str, *,
                 # next run.
                 if store.claim_output(command):
                     made.append(store)
-                stack.enter_context(store.lock(command, echo=echo))
+                try:
+                    stack.enter_context(store.lock(f"parablur {command}", echo=echo))
+                except ParaBlurError:
+                    if store in made:  # another command holds it: what it uses stays
+                        made.remove(store)
+                    raise
                 store.tidy()
                 store.probe_write()
             wrote = True

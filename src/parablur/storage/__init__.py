@@ -43,6 +43,13 @@ still failing after the retries. Messages, reprs and ``redacted_options`` mask e
 credential: storage options whose names hold key/secret/token/password/..., URL
 passwords, and the usual AWS/Azure environment secrets.
 
+One writer per output: ``with out.lock("parablur run", echo=print):`` (``storage.lock``,
+``docs/locks.md``) holds the hidden object ``.parablur-lock`` at the output's root while a run
+writes there, before the claim; a second run is refused with one line (``StorageError``), and
+the lock of a process that is gone on this host is taken over. It is created atomically in
+folders and on S3 stores that honour conditional PUTs (``If-None-Match: *``; SeaweedFS 4.48
+does), and best effort (look, write, read back) on other stores.
+
 Listing API: fsspec has no public paged listing (``find``/``ls``/``walk`` return whole
 lists; s3fs's ``_iterdir`` is private and async). S3 is listed with s3fs's public
 ``call_s3("list_objects_v2", ..., MaxKeys, ContinuationToken)``, one request per page;
@@ -70,14 +77,18 @@ from ._retry import RetryPolicy
 from .base import ObjectInfo, Store, is_image_key
 from .fsspec_store import FsspecStore
 from .local import LocalStore
+from .lock import LOCK_NAME, LockInfo, hold_lock
 from .options import parse_storage_options, redact, redacted_options, secrets_in
 
 __all__ = [
+    "LOCK_NAME",
     "FsspecStore",
     "LocalStore",
+    "LockInfo",
     "ObjectInfo",
     "RetryPolicy",
     "Store",
+    "hold_lock",
     "is_image_key",
     "is_url",
     "open_store",

@@ -8,15 +8,19 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from ..dataset import IMAGE_SUFFIXES
 from ..errors import ConfigError, DatasetError, ObjectError, ParaBlurError, StorageError
 from ..files import LOCK_NAME, OUTPUT_MARKER
 from ._retry import Kind, RetryPolicy, classify, describe
 from .options import redact
+
+if TYPE_CHECKING:
+    from .lock import LockInfo
 
 T = TypeVar("T")
 
@@ -147,6 +151,31 @@ class Store(ABC):
     @abstractmethod
     def _secrets(self) -> frozenset[str]: ...
 
+    # -- exclusive writes, for the lock (``storage.lock``); stores override them where atomic --
+
+    def _atomic_exclusive(self) -> bool:
+        """True if ``_create_new`` and ``_replace_if`` are each one atomic operation on this store.
+
+        Here: no, they look, then write (best effort; see ``storage.lock``).
+        """
+        return False
+
+    def _create_new(self, key: str, data: bytes) -> bool:
+        """Put ``data`` at ``key`` unless an object is there: True if put, False if one is there."""
+        if self._info(key) is not None:
+            return False
+        self._write(key, data, {}, True)
+        return True
+
+    def _replace_if(self, key: str, data: bytes, etag: str | None) -> bool:
+        """Replace the object at ``key`` by ``data`` if its tag is still ``etag``: False if it
+        changed or is gone."""
+        info = self._info(key)
+        if info is None or info.etag != etag:
+            return False
+        self._write(key, data, {}, True)
+        return True
+
     # -- the interface --
 
     def location(self, key: str = "") -> str:
@@ -202,6 +231,18 @@ class Store(ABC):
         key = check_key(key)
         return self._call("inspect", key, lambda: self._info(key), per_object=True)
 
+    def lock(self, command: str, *,
+             echo: Callable[[str], None] | None = None) -> AbstractContextManager[LockInfo]:
+        """Hold the lock of this output location while the ``with`` block runs (``storage.lock.hold_lock``).
+
+        ``command`` names the holder in other runs' messages ("parablur run"). Raises
+        ``StorageError`` (exit 2) while another live process holds it; a lock left by a
+        process that is gone on this host is taken over, and ``echo`` gets a line saying so.
+        """
+        from .lock import hold_lock
+
+        return hold_lock(self, command, echo=echo)
+
     @abstractmethod
     def claim_output(self, command: str | None = None) -> bool:
         """Make the root an output location of ParaBlur's (new or empty, then marked with
@@ -211,12 +252,6 @@ class Store(ABC):
     @abstractmethod
     def check_output(self, command: str | None = None) -> object:
         """Refuse, writing nothing, a root that ``claim_output`` would refuse."""
-
-    def lock(self, command: str, *, echo: Callable[[str], None] = lambda line: None):
-        """PLACEHOLDER until the lock lands: holds nothing."""
-        import contextlib
-
-        return contextlib.nullcontext()
 
     def tidy(self) -> None:  # noqa: B027 - a hook most stores need not fill
         """Remove what killed writers left below a root this command holds (an object store's

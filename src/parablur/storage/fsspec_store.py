@@ -8,13 +8,14 @@ import hashlib
 import json
 import os
 import threading
+import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ..errors import ConfigError, DatasetError, StorageError
-from ..files import OUTPUT_MARKER, check_owner, marker_command, marker_text
+from ..files import LOCK_NAME, OUTPUT_MARKER, check_owner, marker_command, marker_text
 from ._retry import RetryPolicy, describe, service_code
-from .base import ObjectInfo, Store, sidecar_bytes, sidecar_key, sidecar_metadata
+from .base import PROBE_PREFIX, ObjectInfo, Store, sidecar_bytes, sidecar_key, sidecar_metadata
 from .options import redact, redacted_options, secrets_in
 
 # The extra that brings each cloud scheme's fsspec backend.
@@ -25,6 +26,10 @@ _S3 = ("s3", "s3a")
 _TAG_FIELDS = ("ETag", "etag", "md5Hash", "content_md5", "crc32c")
 # Schemes whose objects live on the client (its disk, its memory): remote workers cannot reach them.
 _CLIENT_ONLY = frozenset({"file", "local", "memory"})
+# S3 answers to a conditional request: the condition did not hold (412), or another
+# conditional write of the key is in flight (409); or the store does not know the header.
+_CONDITION_FAILED = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
+_CONDITION_UNSUPPORTED = frozenset({"NotImplemented", "InvalidArgument", "InvalidRequest"})
 
 # One filesystem per process and configuration: a store unpickled on a worker for each task
 # reuses the connection pool of the ones before it. fsspec's own instance cache is skipped
@@ -57,6 +62,10 @@ class FsspecStore(Store):
     Only the URL, the storage options and the retry policy are pickled, so the store
     is cheap to send to workers with every task.
     """
+
+    #: S3 only: whether the store honours conditional PUTs (``If-None-Match: *`` and ``If-Match``).
+    #: None: probed on the first exclusive write (``_atomic_exclusive``); set it to skip the probe.
+    conditional_writes: bool | None = None
 
     def __init__(self, url: str, storage_options: Mapping[str, Any] | None = None,
                  retry: RetryPolicy | None = None) -> None:
@@ -280,7 +289,8 @@ class FsspecStore(Store):
 
         A prefix that holds objects ParaBlur did not make, or another command's outputs, is
         refused before anything is written, so that outputs never replace a user's objects of
-        the same names and the outputs of different commands never mix.
+        the same names and the outputs of different commands never mix. Its lock
+        (``LOCK_NAME``) and probe objects do not count.
         """
         if self.check_output(command):
             return False
@@ -296,8 +306,9 @@ class FsspecStore(Store):
             owner = marker_command(self._guard(lambda: self.read(OUTPUT_MARKER)))
             check_owner(self.location(), owner, command)
             return True
-        first = next(self._pages(1), [])
-        if first:
+        first = next((item for page in self._pages(10) for item in page
+                      if item.key != LOCK_NAME and not item.key.startswith(PROBE_PREFIX)), None)
+        if first is not None:
             raise DatasetError(f"refusing to write into {self.location()}: it holds objects "
                                "ParaBlur did not make (choose a new or empty output location)")
         return False
@@ -306,6 +317,75 @@ class FsspecStore(Store):
         if getattr(self, "_made_it", False):
             self._call("remove", OUTPUT_MARKER, lambda: self._delete(OUTPUT_MARKER), per_object=False)
             self._made_it = False
+
+
+    # -- exclusive writes (the lock): conditional PUTs on S3 where honoured, else best effort --
+
+    def _atomic_exclusive(self) -> bool:
+        """True on S3 when the store honours conditional PUTs (probed once: ``_probe_conditional``)."""
+        if not self.is_s3:
+            return False
+        if self.conditional_writes is None:
+            self.conditional_writes = self._probe_conditional()
+        return self.conditional_writes
+
+    def _probe_conditional(self) -> bool:
+        """Whether this S3 store honours ``If-None-Match: *`` and ``If-Match`` on PutObject.
+
+        A hidden probe object is put with ``If-None-Match: *``, then put again the same way
+        (honoured: 412, the object exists) and with an ``If-Match`` of a tag it cannot have
+        (honoured: 412), and removed: 3 PUTs and a DELETE. A store that ignores either
+        header (the PUT succeeds) or rejects it (501 NotImplemented, 400) gets False.
+        """
+        key = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
+        body = b"ParaBlur conditional-write probe\n"
+
+        def put(**condition: str) -> str:
+            return self._call("probe conditional writes with", key,
+                              lambda: self._put_if(key, body, **condition), per_object=False)
+
+        first = put(IfNoneMatch="*")
+        if first == "unsupported":
+            return False
+        try:  # "failed" on the first PUT: an earlier attempt of it did put the object
+            return (put(IfNoneMatch="*") == "failed"
+                    and put(IfMatch=f'"{"0" * 32}"') == "failed")
+        finally:
+            self._call("remove the probe object", key, lambda: self._delete(key), per_object=False)
+
+    def _put_if(self, key: str, data: bytes, **condition: str) -> str:
+        """One conditional PutObject: "put", "failed" (412/409: the condition did not hold) or
+        "unsupported" (the store rejects the header); any other error is raised."""
+        try:
+            self.fs.call_s3("put_object", Bucket=self.bucket, Key=self._prefix + key, Body=data,
+                            **condition)
+            return "put"
+        except Exception as exc:
+            code, status = service_code(exc)
+            if code in _CONDITION_FAILED or (code is None and status == 412):
+                return "failed"
+            if code in _CONDITION_UNSUPPORTED or status == 501:
+                return "unsupported"
+            raise
+
+    def _create_new(self, key: str, data: bytes) -> bool:
+        """S3 honouring conditional PUTs: one PutObject with ``If-None-Match: *``; else look, then put."""
+        if not self._atomic_exclusive():
+            return super()._create_new(key, data)
+        return self._conditional(key, data, IfNoneMatch="*")
+
+    def _replace_if(self, key: str, data: bytes, etag: str | None) -> bool:
+        """S3 honouring conditional PUTs: one PutObject with ``If-Match: <etag>``; else look, then put."""
+        if not self._atomic_exclusive() or etag is None:
+            return super()._replace_if(key, data, etag)
+        return self._conditional(key, data, IfMatch=f'"{etag}"')
+
+    def _conditional(self, key: str, data: bytes, **condition: str) -> bool:
+        outcome = self._put_if(key, data, **condition)
+        if outcome == "unsupported":
+            raise StorageError(f"cannot write {self.location(key)}: the store rejected a conditional "
+                               f"PUT ({', '.join(condition)}) that its probe accepted")
+        return outcome == "put"
 
 
 def _restore(url: str, options: dict[str, Any], retry: RetryPolicy) -> FsspecStore:

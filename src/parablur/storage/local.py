@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -159,3 +163,96 @@ class LocalStore(Store):
 
     def _delete(self, key: str) -> None:
         (self.root / key).unlink()
+
+    # -- exclusive writes (the lock): atomic in a folder --
+
+    def _atomic_exclusive(self) -> bool:
+        return True
+
+    def _create_new(self, key: str, data: bytes) -> bool:
+        """Write ``data`` whole under a temporary name, then hard-link it to ``key``: the link fails
+        if ``key`` exists (atomic, like O_EXCL), and ``key`` never shows half a content. Where
+        the filesystem has no hard links: ``os.open(O_CREAT | O_EXCL)``, then the write."""
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
+        try:
+            with open(tmp, "xb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                os.link(tmp, path)
+                return True
+            except FileExistsError:
+                return False
+            except OSError as exc:
+                if exc.errno not in _NO_LINKS:
+                    raise
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            return True
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+    def _replace_if(self, key: str, data: bytes, etag: str | None) -> bool:
+        """Replace ``key`` (temporary file, ``os.replace``) if its content's SHA-256 is still ``etag``.
+
+        The check and the replace hold an exclusive ``flock`` on the folder, so two
+        processes replacing the same stale lock cannot both pass the check; where the
+        filesystem refuses ``flock`` (some network filesystems) it is check-then-replace.
+        """
+        path = self.root / key
+        with _folder_guard(path.parent):
+            try:
+                current = path.read_bytes()
+            except FileNotFoundError:
+                return False
+            if hashlib.sha256(current).hexdigest() != etag:
+                return False
+            write_atomic(path, data, durable=True)
+            return True
+
+
+# errno values of a filesystem without hard links (FAT, some FUSE and network filesystems).
+_NO_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EXDEV,
+                       errno.EMLINK})
+# How long a replace waits for another process's replace of the same folder (microseconds each).
+_GUARD_WAIT_S = 10.0
+
+
+@contextlib.contextmanager
+def _folder_guard(folder: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``folder`` for a check-and-replace; nothing where flock is refused."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        yield
+        return
+    try:
+        deadline = time.monotonic() + _GUARD_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{folder} stayed flock()ed for {_GUARD_WAIT_S:.0f} s") from None
+                time.sleep(0.005)
+            except OSError:  # ENOLCK, EINVAL: this filesystem has no flock
+                break
+        yield
+    finally:
+        os.close(fd)  # releases the flock
