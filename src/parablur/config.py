@@ -297,7 +297,8 @@ class RunConfig:
         _require(self.threads_per_worker >= 1,
                  f"threads-per-worker must be >= 1, got {self.threads_per_worker}")
         if isinstance(self.batch_size, str):
-            if self.batch_size.isdigit():
+            # ASCII digits only: str.isdigit() also takes '²', which int() refuses.
+            if self.batch_size.isascii() and self.batch_size.isdigit():
                 object.__setattr__(self, "batch_size", int(self.batch_size))
             else:
                 _require(self.batch_size == "auto",
