@@ -18,6 +18,7 @@ from .benchmark import Bench, BenchSummary, Echo, prepare_dataset
 from .config import BenchConfig, default_workers
 from .errors import ConfigError
 from .figures import Sweep
+from .files import derived_path
 
 
 def default_workers_list() -> tuple[int, ...]:
@@ -126,4 +127,4 @@ def run_scale(config: ScaleConfig, *, echo: Echo = print, progress: bool = False
 
 def _point_file(path: Path | None, point: str) -> Path | None:
     """One Dask performance report per point of the sweep: ``FILE-<point>.html``."""
-    return path.with_name(f"{path.stem}-{point}{path.suffix}") if path else None
+    return derived_path(path, point) if path else None
