@@ -111,6 +111,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()
             self.connection.shutdown(socket.SHUT_RDWR)
+        elif mode == "oddlength":  # a Content-Length of digits int() does not take ('²')
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", "\u00b2")
+            self.end_headers()
+            self.wfile.write(body)
         elif mode == "busy":  # 503, come back in 30 s
             self.send_response(503)
             self.send_header("Retry-After", "30")

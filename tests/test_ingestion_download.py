@@ -174,6 +174,11 @@ def test_connection_reset_is_retried(tmp_path, raw_server):
     assert entry["attempts"] == 2 and raw_server.hits("/reset-once") == 2
 
 
+def test_content_length_of_odd_digits_is_ignored(tmp_path, raw_server):
+    summary, entry = fetch_one(tmp_path, raw_server.url("/oddlength"))
+    assert_downloaded(summary, entry)
+
+
 def test_connection_reset_forever_falls_back(tmp_path, raw_server):
     summary, entry = fetch_one(tmp_path, raw_server.url("/reset"), retries=1)
     assert_fell_back(summary, entry, "connection error")

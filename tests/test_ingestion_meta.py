@@ -13,6 +13,7 @@ from ingestion_support import closed_port, folder_state
 from parablur.benchmark import prepare_dataset
 from parablur.cli import main
 from parablur.config import FetchConfig
+from parablur.ingestion import fetch_dataset
 from parablur.ingestion.manifest import MANIFEST_NAME
 from parablur.storage import open_store
 
@@ -27,6 +28,12 @@ def _fetch(where: str, source: str, *extra: str) -> None:
     # Nothing listens at the source: every new image is generated (the fallback), offline.
     assert main(["fetch", "--input-dir", where, "--source-url", source, "--retries", "0",
                  "--quiet", *extra]) == 0
+
+
+def _fetch_api(where: str, source: str, **settings) -> None:
+    # memory:// is refused by the CLI (its data ends with the process); the library takes it.
+    fetch_dataset(FetchConfig(input_dir=where, source_url=source, retries=0, **settings),
+                  progress=False)
 
 
 def _meta(doc: dict) -> tuple:
@@ -77,17 +84,17 @@ def test_a_dataset_made_anew_records_its_own_request(tmp_path: Path):
 def test_reusing_a_dataset_in_a_store_never_rewrites_its_source_or_size():
     url = f"memory://parablur-meta-{os.getpid()}-{uuid.uuid4().hex[:8]}/data"
     made_from = offline_url()
-    _fetch(url, made_from, "--num-images", "3", "--width", "64", "--height", "48")
+    _fetch_api(url, made_from, num_images=3, width=64, height=48)
     store = open_store(url)
     made = json.loads(store.read(MANIFEST_NAME))
     assert _meta(made)[:3] == (made_from, 64, 48)
 
     # one more image, of another source and size: built through the staging folder
-    _fetch(url, offline_url(), "--num-images", "4", "--width", "80", "--height", "60")
+    _fetch_api(url, offline_url(), num_images=4, width=80, height=60)
     grown = json.loads(store.read(MANIFEST_NAME))
     assert _meta(grown) == _meta(made) and grown["meta"]["num_images"] == 4
     assert (grown["images"][3]["width"], grown["images"][3]["height"]) == (80, 60)
 
-    # every image fetched again (--force-download): the dataset is made anew, as asked now
-    _fetch(url, offline_url(), "--width", "40", "--height", "30", "--force-download")
+    _fetch_api(url, offline_url(), num_images=4, width=40, height=30, force_download=True)
+    _fetch_api(url, offline_url(), width=40, height=30, force_download=True)
     assert _meta(json.loads(store.read(MANIFEST_NAME)))[1:3] == (40, 30)

@@ -200,10 +200,10 @@ def test_report_and_results_files_never_overwrite_or_land_among_the_users_files(
     assert sorted(p.name for p in src.iterdir()) == ["img_000.jpg", "img_001.jpg"]
     # A results CSV or a task timeline that is not ParaBlur's is refused before round 1.
     (tmp_path / "mine.csv").write_text("a,b\n1,2\n")
-    assert main([*base[:-1], str(tmp_path / "mine.csv"), "--no-report"]) == 1
+    assert main([*base[:-1], str(tmp_path / "mine.csv"), "--no-report"]) == 2
     assert (tmp_path / "mine.csv").read_text() == "a,b\n1,2\n"
     (tmp_path / "r2-tasks.csv").write_text("my,own,data\n")
-    assert main([*base[:-1], str(tmp_path / "r2.csv"), "--no-report"]) == 1
+    assert main([*base[:-1], str(tmp_path / "r2.csv"), "--no-report"]) == 2
     assert not (tmp_path / "r2.csv").exists()
     assert (tmp_path / "r2-tasks.csv").read_text() == "my,own,data\n"
 

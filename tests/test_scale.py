@@ -65,7 +65,7 @@ def test_report_command_from_the_fixture(tmp_path: Path, capsys):
 
 
 def test_report_of_a_missing_csv_is_a_clean_error(tmp_path: Path, capsys):
-    assert main(["report", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "r")]) == 1
+    assert main(["report", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "r")]) == 2
     assert "results file not found" in capsys.readouterr().err
 
 

@@ -22,7 +22,9 @@ from .config import (
     FACE_STYLES,
     FALLBACKS,
     PARALLEL_EXECUTORS,
+    PROFILED_EXECUTORS,
     TRANSFERS,
+    WORKLOADS,
     BenchConfig,
     BlurParams,
     ClusterConfig,
@@ -31,6 +33,7 @@ from .config import (
     RunConfig,
     default_workers,
     location,
+    require_lasting,
     require_outside,
 )
 from .errors import ConfigError, ParaBlurError
@@ -334,9 +337,75 @@ def _write_json(path: Path | None, data: dict) -> None:
     write_atomic(path, text.encode("utf-8"), durable=False)
 
 
+def _local(where: Path | str | None) -> Path | None:
+    """A folder location as a Path (a file:// URL too); None for other URLs."""
+    if isinstance(where, Path):
+        return where
+    if isinstance(where, str) and where.lower().startswith("file://"):
+        return Path(where[len("file://"):])
+    return None
+
+
+def _written(a: argparse.Namespace) -> list[tuple[str, Path | str | None, bool]]:
+    """Every place this command writes to: (flag, location, is a folder)."""
+    places: list[tuple[str, Path | str | None, bool]] = []
+    if a.command in ("fetch", "bench", "scale"):
+        places.append(("input-dir", a.input_dir, True))  # a dataset is fetched into it
+    if a.command in ("run", "bench", "scale"):
+        places.append(("output-dir", a.output_dir, True))
+        places += [("performance-report", p, False) for p in _performance_reports(a)]
+    if a.command in ("bench", "scale"):
+        from .results import tasks_path
+
+        places += [("report-csv", a.report_csv, False),
+                   ("report-csv", tasks_path(a.report_csv), False)]
+        if not a.no_report:
+            places.append(("report-dir", a.report_dir, True))
+    if a.command == "report":
+        places.append(("out", a.out, True))
+    places.append(("summary-json", getattr(a, "summary_json", None), False))
+    return places
+
+
+def _performance_reports(a: argparse.Namespace) -> list[Path]:
+    """The Dask performance reports the command may write: ``--performance-report``, and
+    the files several Dask executors or the points of a sweep write in its place."""
+    from .files import derived_path
+
+    base = getattr(a, "performance_report", None)
+    if base is None:
+        return []
+    points = [base]
+    if a.command == "scale":
+        from .scaling import default_workers_list
+
+        points = [derived_path(base, f"w{w}-b{b}")
+                  for w in a.workers_list or default_workers_list() for b in a.batch_sizes]
+    executors = [e for e in dict.fromkeys(getattr(a, "executors", ())) if e in PROFILED_EXECUTORS]
+    if len(executors) > 1:
+        points = [derived_path(p, e) for p in points for e in executors]
+    return list(dict.fromkeys([base, *points]))
+
+
 def _check_written_files(a: argparse.Namespace) -> None:
-    """Refuse, before any work, to write a summary or a performance report over an existing
-    file that ParaBlur did not write."""
+    """Refuse, before any work, a place to write that cannot be made (a file where a folder
+    must be, a folder where a file must be), that ends with the process (memory://), or
+    that holds a file ParaBlur did not write: a summary, a performance report (the derived
+    names included) or a results CSV that is not ParaBlur's."""
+    from .files import unwritable
+
+    for flag, where, folder in _written(a):
+        if where is None:
+            continue
+        require_lasting(where, f"--{flag}")
+        local = _local(where)
+        why = unwritable(local, folder=folder) if local is not None else None
+        if why:
+            raise ConfigError(f"--{flag} {where} cannot be written: {why}")
+    if a.command in ("bench", "scale"):
+        from .results import check_appendable
+
+        check_appendable(a.report_csv)
     summary = getattr(a, "summary_json", None)
     if summary is not None and summary.exists():
         try:
@@ -346,8 +415,9 @@ def _check_written_files(a: argparse.Namespace) -> None:
         if not ours:
             raise ConfigError(f"refusing to overwrite {summary}: it is not a summary ParaBlur "
                               "wrote (choose another --summary-json)")
-    report = getattr(a, "performance_report", None)
-    if report is not None and report.exists():
+    for report in _performance_reports(a):
+        if not report.exists():
+            continue
         try:
             ours = "Dask Performance Report" in report.read_text(encoding="utf-8", errors="replace")
         except OSError:
@@ -378,11 +448,31 @@ def _check_outside(a: argparse.Namespace, input_dir: Path, output_dir: Path) -> 
         check_output_dir(a.report_dir)
 
 
-def _cmd_run(a: argparse.Namespace) -> int:
-    from .pipeline import anonymize
+def _check_workload(run: RunConfig) -> None:
+    """Refuse, before any output folder is made or any pool started, a workload that the
+    workers this machine starts could not load: a user's module this process cannot import,
+    or a ``--face-model`` that is missing or not the model. (A remote cluster's workers are
+    asked when it is up, as every run's workers are.)"""
+    if run.cluster.is_remote:
+        return
+    if run.workload == "faces" and run.faces.model is not None:
+        from .models import find_model
 
+        find_model(run.faces.model)
+    elif run.workload not in WORKLOADS:
+        from .workloads.custom import import_error
+
+        problem = import_error(run.workload)
+        if problem:
+            raise ConfigError(problem)
+
+
+def _cmd_run(a: argparse.Namespace) -> int:
     config = _run_config(a, a.executor)
     _check_outside(a, config.input_dir, config.output_dir)
+    _check_workload(config)
+    from .pipeline import anonymize  # after the checks: a bad flag is refused at once
+
     summary = anonymize(config, progress=not a.quiet, echo=lambda line: print(line, file=sys.stderr))
     if summary.skipped == summary.images:
         print(f"{summary.executor}: all {summary.images} images of {summary.output_dir} are up "
@@ -419,10 +509,11 @@ def _write_report(a: argparse.Namespace) -> None:
 
 
 def _cmd_bench(a: argparse.Namespace) -> int:
-    from .benchmark import compare_engines, format_engines, format_summary
-
     config = _bench_config(a)
     _check_outside(a, config.fetch.input_dir, config.run.output_dir)
+    _check_workload(config.run)
+    from .benchmark import compare_engines, format_engines, format_summary
+
     summaries = compare_engines(config, progress=not a.quiet)
     several = len(summaries) > 1
     for summary in summaries:
@@ -453,6 +544,7 @@ def _cmd_scale(a: argparse.Namespace) -> int:
         weak=a.weak, images_per_worker=a.images_per_worker,
     )
     _check_outside(a, config.bench.fetch.input_dir, config.bench.run.output_dir)
+    _check_workload(config.bench.run)
     summary = run_scale(config, progress=not a.quiet)
     for label, f in summary.fits.items():
         ceiling = f"{f.ceiling:.2f}x" if f.ceiling else "unbounded"

@@ -20,10 +20,17 @@ from .errors import ConfigError
 DEFAULT_SOURCE_URL = "https://picsum.photos/2000/2000"
 EXECUTORS = ("sequential", "dask", "dask-threads", "processes", "threads")
 PARALLEL_EXECUTORS = tuple(e for e in EXECUTORS if e != "sequential")
+# Executors that write Dask's performance report (--performance-report); with several of
+# them in one benchmark, each writes its own file (files.derived_path).
+PROFILED_EXECUTORS = ("dask", "dask-threads")
 FALLBACKS = ("scene", "noise", "faces")
 TRANSFERS = ("paths", "bytes")
 WORKLOADS = ("blur", "faces")
 ENGINES = ("exact", "fast")  # parablur.engines.ENGINES; config cannot import it
+# fsspec schemes whose data lives in the memory of the process that wrote it and ends with
+# it: the command line refuses them wherever it writes (outputs, a dataset it fetches),
+# since all it wrote would be gone when it exits. (A library caller keeps its process.)
+EPHEMERAL_SCHEMES = frozenset({"memory"})
 # A user's own workload: an importable ``package.module:function``.
 CUSTOM_WORKLOAD = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 
@@ -70,6 +77,17 @@ def location(value: Path | str) -> Path | str:
     from .storage import is_url
 
     return str(value) if is_url(value) else Path(value)
+
+
+def require_lasting(where: Path | str, flag: str) -> None:
+    """Refuse a URL of one of the ``EPHEMERAL_SCHEMES`` as a place the command line writes to."""
+    from .storage import is_url, redact
+
+    scheme = str(where).partition("://")[0].lower() if is_url(where) else ""
+    _require(scheme not in EPHEMERAL_SCHEMES,
+             f"{flag} {redact(str(where))}: a {scheme}:// store ends with the process that "
+             "writes it, so everything written there would be lost when parablur exits "
+             "(choose a folder or a lasting store)")
 
 
 def _require_apart(input_dir: Path | str, output_dir: Path | str) -> None:
@@ -297,7 +315,8 @@ class RunConfig:
         _require(self.threads_per_worker >= 1,
                  f"threads-per-worker must be >= 1, got {self.threads_per_worker}")
         if isinstance(self.batch_size, str):
-            if self.batch_size.isdigit():
+            # ASCII digits only: str.isdigit() also takes '²', which int() refuses.
+            if self.batch_size.isascii() and self.batch_size.isdigit():
                 object.__setattr__(self, "batch_size", int(self.batch_size))
             else:
                 _require(self.batch_size == "auto",

@@ -14,7 +14,7 @@ catches that base class, prints its message on one line and exits with
     ├── StorageError         a store cannot be used: scheme, extra, bucket, credentials, access (exit 2)
     ├── ClusterError         a Dask cluster or worker pool could not be started or used (exit 2)
     ├── ModelError           the face model is missing, unfetchable or not the expected file (exit 2)
-    └── ResultsError         a results CSV cannot be read or appended
+    └── ResultsError         a results CSV cannot be read or appended, or is not one (exit 2)
 """
 
 from __future__ import annotations
@@ -76,4 +76,7 @@ class ModelError(ParaBlurError):
 
 
 class ResultsError(ParaBlurError):
-    """A results CSV cannot be read or appended."""
+    """A results CSV cannot be read or appended: a file the user named is missing, unreadable
+    or not one of ParaBlur's, checked before any work."""
+
+    exit_code = 2

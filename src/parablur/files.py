@@ -72,6 +72,36 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def derived_path(path: Path, tag: str) -> Path:
+    """``NAME-<tag>.SUFFIX`` beside ``path``: the file one of several executors, or one point
+    of a sweep, writes in place of ``path`` (Dask performance reports)."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}-{tag}{path.suffix}")
+
+
+def unwritable(path: Path, *, folder: bool) -> str | None:
+    """Why ``path`` cannot be made as a folder (``folder``) or written as a file, or None.
+
+    Looks only at what is on disk: the path itself (a file where a folder is wanted, or
+    the other way round) and its nearest existing parent (a file, or a broken link).
+    """
+    path = Path(path)
+    if path.exists():
+        if folder and not path.is_dir():
+            return f"{path} is a file, not a folder"
+        if not folder and path.is_dir():
+            return f"{path} is a folder, not a file"
+        return None
+    if path.is_symlink():
+        return f"{path} is a broken link"
+    for parent in path.parents:
+        if parent.exists():
+            return None if parent.is_dir() else f"{parent} is a file, not a folder"
+        if parent.is_symlink():
+            return f"{parent} is a broken link"
+    return None
+
+
 def remove_stale_temps(folder: Path) -> int:
     """Delete the temporary files killed writers left anywhere under ``folder``; how many."""
     removed = 0

@@ -403,9 +403,11 @@ def performance_report(executors: Mapping[str, Executor],
     dask = {n: ex for n, ex in executors.items() if hasattr(ex, "performance_report")}
     if path is None or not dask:
         return stack
+    from .files import derived_path  # the names the command line checks before any work
+
     with stack:  # closes what was opened if a later one fails to open
         for name, ex in dask.items():
-            target = path if len(dask) == 1 else path.with_name(f"{path.stem}-{name}{path.suffix}")
+            target = path if len(dask) == 1 else derived_path(path, name)
             stack.enter_context(ex.performance_report(target))
         return stack.pop_all()
 

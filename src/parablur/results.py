@@ -104,18 +104,44 @@ def _line(values: Iterable[object]) -> str:
     return buf.getvalue()
 
 
-def read_rows(path: Path) -> list[dict[str, str]]:
-    """All rows of a results CSV as dicts (missing columns absent, never an error)."""
-    path = Path(path)
+def _read_text(path: Path, what: str, limit: int = -1) -> str:
+    """The text of a CSV the user named (its first line only with ``limit``, at most that
+    many bytes); ResultsError with one line when it cannot be read."""
+    if not path.exists():
+        raise ResultsError(f"{what} not found: {path}")
     if not path.is_file():
-        raise ResultsError(f"results file not found: {path}")
-    with path.open(newline="", encoding="utf-8") as fh:
-        text = fh.read()
+        raise ResultsError(f"{path} is not a ParaBlur {what}: it is not a file")
+    try:
+        with path.open("rb") as fh:
+            data = fh.readline(limit) if limit >= 0 else fh.read()
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ResultsError(f"{path} is not a ParaBlur {what}: it is not text") from None
+    except OSError as exc:
+        raise ResultsError(f"{path} cannot be read: {exc.strerror or exc}") from None
+
+
+def _results_header(header: Iterable[str]) -> bool:
+    """True for the header of a results CSV of any version (what every version has)."""
+    return "speedup" in header or "seq_s" in header
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """All rows of a results CSV, or of its task timeline, as dicts (missing columns absent).
+
+    ResultsError (one line) for a file that is missing, unreadable, or neither.
+    """
+    path = Path(path)
+    text = _read_text(path, "results file")
     if text and not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]  # drop a torn last line
     reader = csv.DictReader(io.StringIO(text))
     if reader.fieldnames is None:
         return []
+    header = list(reader.fieldnames)
+    if not (_results_header(header) or tuple(header) == TASK_COLUMNS):
+        raise ResultsError(f"{path} is not a ParaBlur results CSV (header: "
+                           f"{','.join(header)[:80]})")
     return [{k: v for k, v in row.items() if k is not None} for row in reader]
 
 
@@ -211,12 +237,14 @@ def check_appendable(results_csv: Path) -> None:
     ParaBlur's (rows are appended to both after every round)."""
     for path, columns, what in ((Path(results_csv), COLUMNS, "results CSV"),
                                 (tasks_path(results_csv), TASK_COLUMNS, "task timeline")):
-        if not path.is_file() or path.stat().st_size == 0:
+        if not path.exists() and not path.is_symlink():
             continue
-        with path.open(newline="", encoding="utf-8") as fh:
-            header = next(csv.reader([fh.readline()]), [])
+        first = _read_text(path, what, limit=1 << 16)
+        if not first:
+            continue
+        header = next(csv.reader([first.rstrip("\r\n")]), [])
         ok = tuple(header) == columns or (columns is COLUMNS and not set(header) - set(COLUMNS)
-                                          and ("speedup" in header or "seq_s" in header))
+                                          and _results_header(header))
         if not ok:
             raise ResultsError(f"{path} is not a ParaBlur {what} (header: "
                                f"{','.join(header)[:80]}); use another --report-csv")

@@ -18,6 +18,7 @@ from .benchmark import Bench, BenchSummary, Echo, prepare_dataset
 from .config import BenchConfig, default_workers
 from .errors import ConfigError
 from .figures import Sweep, WeakSweep
+from .files import derived_path
 
 
 def default_workers_list() -> tuple[int, ...]:
@@ -50,7 +51,7 @@ def sweep_lists(
         workers_list = (workers,)
     if batch_size is not None:
         if isinstance(batch_size, str):
-            if not batch_size.isdigit():
+            if not (batch_size.isascii() and batch_size.isdigit()):
                 raise ConfigError(f"scale sweeps integer batch sizes: --batch-size must be a "
                                   f"positive integer here, got {batch_size!r}")
             batch_size = int(batch_size)
@@ -174,4 +175,4 @@ def run_scale(config: ScaleConfig, *, echo: Echo = print, progress: bool = False
 
 def _point_file(path: Path | None, point: str) -> Path | None:
     """One Dask performance report per point of the sweep: ``FILE-<point>.html``."""
-    return path.with_name(f"{path.stem}-{point}{path.suffix}") if path else None
+    return derived_path(path, point) if path else None

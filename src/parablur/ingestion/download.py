@@ -299,8 +299,8 @@ class Downloader:
         if ctype.startswith(_TEXT_TYPES) or "html" in ctype:
             raise ValidationError(f"served {ctype}, not an image")
         expected = None
-        length = response.headers.get("Content-Length")
-        if length is not None and length.strip().isdigit():
+        length = (response.headers.get("Content-Length") or "").strip()
+        if length.isascii() and length.isdigit():  # isdigit() alone takes '²', int() does not
             expected = int(length)
             if expected > cfg.max_bytes:
                 raise ValidationError(

@@ -90,7 +90,14 @@ def _users_folder(config: FetchConfig, folder: Path, images: list[Path], foreign
     if not images:
         raise DatasetError(f"{folder} is not a dataset ParaBlur created ({why}) and holds no "
                            "images; ParaBlur does not write into it: choose another --input-dir")
-    checksum = dataset_checksum([sha256_file(p) for p in images])
+    sums = []
+    for path in images:
+        try:
+            sums.append(sha256_file(path))
+        except OSError as exc:
+            raise DatasetError(f"cannot read image {path}: {exc.strerror or exc} (every image "
+                               "of the dataset must be readable)") from None
+    checksum = dataset_checksum(sums)
     return FetchSummary(images=images, downloaded=0, reused=len(images), generated=0,
                         retried=0, failed=0, dataset_checksum=checksum,
                         elapsed_s=time.perf_counter() - start, source=str(folder), local=True,

@@ -14,6 +14,8 @@ def read_url_list(path: Path) -> list[str]:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise DatasetError(f"cannot read url list {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError:
+        raise DatasetError(f"cannot read url list {path}: it is not UTF-8 text") from None
     urls = []
     for line in text.splitlines():
         line = line.strip()
