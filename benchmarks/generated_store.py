@@ -51,8 +51,17 @@ class GeneratedStore(Store):
     def __reduce__(self):
         return (GeneratedStore, (self.count,))
 
-    def claim_output(self) -> None:
+    def claim_output(self, command: str | None = None) -> bool:
+        return False  # a sink: nothing to claim
+
+    def check_output(self, command: str | None = None) -> None:
         pass
+
+    def unclaim(self) -> None:
+        pass
+
+    def child(self, name: str) -> GeneratedStore:
+        return GeneratedStore(self.count)
 
     def _secrets(self) -> frozenset[str]:
         return frozenset()

@@ -302,3 +302,26 @@ def test_a_lock_left_by_a_killed_run_is_taken_over_with_a_line_that_says_so(tmp_
     assert f"taking over the lock of parablur run (pid {gone.pid} on host" in err, err
     assert "that process is gone" in err
     assert not (out / ".parablur-lock").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_bench_writes_its_legs_into_a_store_and_verifies_them_there(tmp_path, seaweed, capsys):
+    prefix = f"bench-{uuid.uuid4().hex[:10]}"
+    (tmp_path / "s3.json").write_text(json.dumps(seaweed.options()))
+    code = cli.main(["bench", "--input-dir", str(tmp_path / "data"), "--output-dir",
+                     f"s3://{BUCKET}/{prefix}/out", "--storage-options", f"@{tmp_path / 's3.json'}",
+                     "--executors", "dask", "--workers", "2", "--num-images", "5", "--width", "64",
+                     "--height", "48", "--source-url", "http://127.0.0.1:9/x", "--warmup", "0",
+                     "--trials", "1", "--no-ceiling", "--no-report", "--quiet",
+                     "--report-csv", str(tmp_path / "r.csv"), "--summary-json",
+                     str(tmp_path / "s.json")])
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert code == 0, capsys.readouterr()
+    assert summary["ok"] and summary["rounds"][0]["dask_identical"]
+    seq = _outputs_of(f"s3://{BUCKET}/{prefix}/out/sequential", seaweed)
+    par = _outputs_of(f"s3://{BUCKET}/{prefix}/out/dask", seaweed)
+    assert sorted(seq) == sorted(par) == [f"img_{i:04d}.jpg" for i in range(5)]
+    keys = seaweed.keys(f"{prefix}/out/dask")
+    assert f"{prefix}/out/dask/.parablur-output" in keys
+    assert f"{prefix}/out/dask/.parablur-lock" not in keys  # released at the end

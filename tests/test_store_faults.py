@@ -31,7 +31,7 @@ from seaweed import BUCKET, FlakyProxy
 
 from parablur import cli
 from parablur.config import BlurParams, RunConfig
-from parablur.files import OUTPUT_MARKER
+from parablur.files import LOCK_NAME, OUTPUT_MARKER
 from parablur.pipeline import anonymize, plan_tasks
 from parablur.records import RecordLog
 from parablur.storage import LocalStore, open_store
@@ -145,6 +145,8 @@ def test_interrupted_store_run_leaves_whole_outputs_and_resumes(seaweed, dataset
     assert not alive, f"stray processes: {alive}"  # nothing can write after this point
 
     objects = _outputs(seaweed, f"{out}/dask")
+    # A killed run's lock stays (nothing ran to remove it); the next run takes it over.
+    assert (objects.pop(LOCK_NAME, None) is not None) == (sig == signal.SIGKILL)
     _assert_complete_and_identical(objects, ref)
     assert proxy.held_request is not None
     cut = proxy.held_request[0].rsplit("/", 1)[1]
@@ -156,6 +158,7 @@ def test_interrupted_store_run_leaves_whole_outputs_and_resumes(seaweed, dataset
     rest = subprocess.run([sys.executable, "-m", "parablur", *argv, "--summary-json", str(summary)],
                           env=child_env(), capture_output=True, timeout=180)
     assert rest.returncode == 0, rest.stderr.decode()[-2000:]
+    assert ("taking over the lock of parablur run" in rest.stderr.decode()) == (sig == signal.SIGKILL)
     second = json.loads(summary.read_text())
     assert (second["images"], second["skipped"], second["ok"], second["failed"]) == \
         (N, len(done), N - len(done), 0), second["failures"]

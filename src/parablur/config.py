@@ -331,11 +331,6 @@ class RunConfig:
                         {"input-dir": self.input_dir, "output-dir": self.output_dir})
 
     @property
-    def uses_store(self) -> bool:
-        """True when the input or the output is a URL: workers then read and write the store."""
-        return isinstance(self.input_dir, str) or isinstance(self.output_dir, str)
-
-    @property
     def effective_transfer(self) -> str:
         return self.transfer or ("bytes" if self.cluster.is_remote else "paths")
 
@@ -364,9 +359,6 @@ class BenchConfig:
             _require(name in ENGINES, f"engines must be among {', '.join(ENGINES)}, got {name!r}")
         _require(not self.engines or self.run.workload == "blur",
                  "engines compares blur engines: it needs --workload blur")
-        _require(not isinstance(self.run.output_dir, str),
-                 "a benchmark writes its outputs into a folder (it empties them between rounds): "
-                 "--output-dir must be a folder, not a URL")
         _require_apart(self.fetch.input_dir, self.run.output_dir)
         require_outside(self.report_csv, "report-csv",
                         {"input-dir": self.fetch.input_dir, "output-dir": self.run.output_dir})

@@ -473,16 +473,9 @@ def _wrote_anything(stores: Iterable[Store]) -> bool:
     return False
 
 
-def output_location(config: RunConfig, name: str) -> Path | str:
-    """``OUTPUT_DIR/<name>`` (an executor's, or a benchmark leg's): a folder, or a URL prefix."""
-    if isinstance(config.output_dir, Path):
-        return config.output_dir / name
-    return f"{config.output_dir.rstrip('/')}/{name}"
-
-
 def output_store(config: RunConfig, name: str) -> Store:
-    """The store of ``output_location(config, name)``."""
-    return open_store(output_location(config, name), config.storage_options)
+    """``OUTPUT_DIR/<name>`` (an executor's, or a benchmark leg's): a folder, or a URL prefix."""
+    return open_store(config.output_dir, config.storage_options).child(name)
 
 
 def anonymize(config: RunConfig, *, progress: bool = False,

@@ -178,6 +178,10 @@ class Store(ABC):
 
     # -- the interface --
 
+    @abstractmethod
+    def child(self, name: str) -> Store:
+        """The store of the folder or prefix ``name`` below this one's root, with its options."""
+
     def location(self, key: str = "") -> str:
         """``key``'s location for a message, credentials masked."""
         return f"{self.url.rstrip('/')}/{key}" if key else self.url

@@ -15,7 +15,15 @@ from typing import Any
 from ..errors import ConfigError, DatasetError, StorageError
 from ..files import LOCK_NAME, OUTPUT_MARKER, check_owner, marker_command, marker_text
 from ._retry import RetryPolicy, describe, service_code
-from .base import PROBE_PREFIX, ObjectInfo, Store, sidecar_bytes, sidecar_key, sidecar_metadata
+from .base import (
+    PROBE_PREFIX,
+    ObjectInfo,
+    Store,
+    check_key,
+    sidecar_bytes,
+    sidecar_key,
+    sidecar_metadata,
+)
 from .options import redact, redacted_options, secrets_in
 
 # The extra that brings each cloud scheme's fsspec backend.
@@ -94,6 +102,9 @@ class FsspecStore(Store):
 
     def __reduce__(self):
         return (_restore, (self._raw_url, self.options, self.retry))
+
+    def child(self, name: str) -> FsspecStore:
+        return FsspecStore(f"{self._raw_url.rstrip('/')}/{check_key(name)}", self.options, self.retry)
 
     def __repr__(self) -> str:
         return f"FsspecStore({self.url!r}, storage_options={redacted_options(self.options)!r})"

@@ -52,6 +52,9 @@ class LocalStore(Store):
         """The root, where a dataset is built in place; None when opened from a ``file://`` URL."""
         return None if self.by_url else self.root
 
+    def child(self, name: str) -> LocalStore:
+        return LocalStore(self.root / check_key(name), self.retry, by_url=self.by_url)
+
     def path(self, key: str) -> Path:
         """The file that holds ``key``."""
         return self.root / check_key(key)
