@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -325,3 +326,42 @@ def test_bench_writes_its_legs_into_a_store_and_verifies_them_there(tmp_path, se
     keys = seaweed.keys(f"{prefix}/out/dask")
     assert f"{prefix}/out/dask/.parablur-output" in keys
     assert f"{prefix}/out/dask/.parablur-lock" not in keys  # released at the end
+
+
+# -- a refused run leaves nothing -----------------------------------------------------------
+
+def test_a_run_refused_after_its_output_was_claimed_leaves_nothing(tmp_path):
+    from parablur.config import RunConfig
+    from parablur.errors import ConfigError
+    from parablur.pipeline import anonymize
+
+    make_images(tmp_path / "in", 2, size=(24, 32))
+    # A workload the workers cannot import is found by the preflight, after the output was
+    # claimed, locked and probed (the library does not import it on the client first).
+    with pytest.raises(ConfigError, match="cannot import"):
+        anonymize(RunConfig(input_dir=tmp_path / "in", output_dir=tmp_path / "new" / "out",
+                            workload="no_such_module_here:step"))
+    assert not (tmp_path / "new").exists()
+    # An output folder that was already ParaBlur's keeps what it had, its marker too.
+    assert cli.main(["run", "--input-dir", str(tmp_path / "in"), "--output-dir",
+                     str(tmp_path / "out"), "--quiet"]) == 0
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "out").rglob("*"))
+    with pytest.raises(ConfigError, match="cannot import"):
+        anonymize(RunConfig(input_dir=tmp_path / "in", output_dir=tmp_path / "out",
+                            workload="no_such_module_here:step"))
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "out").rglob("*")) == before
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_run_whose_scheduler_cannot_be_reached_leaves_nothing(tmp_path, capsys):
+    make_images(tmp_path / "in", 2, size=(24, 32))
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = cli.main(["run", "--input-dir", str(tmp_path / "in"), "--output-dir",
+                     str(tmp_path / "out"), "--executor", "dask", "--scheduler",
+                     f"tcp://127.0.0.1:{port}", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "cannot use Dask scheduler" in err, err
+    assert not (tmp_path / "out").exists()
