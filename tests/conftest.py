@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from pathlib import Path
 
@@ -88,3 +89,28 @@ def local_task(src: Path, dst: Path, **fields):
 
     return ImageTask(src.name, src.name, dst.name, LocalStore(src.parent), LocalStore(dst.parent),
                      **fields)
+
+
+@contextlib.contextmanager
+def user_package(root: Path, package: str, source: str, monkeypatch: pytest.MonkeyPatch):
+    """A user's ``package.steps`` module holding ``source``, importable here (and, through
+    PYTHONPATH, in subprocesses) while the block runs; forgotten by this process after it.
+
+    Yields the folder to put on a subprocess's PYTHONPATH.
+    """
+    import sys
+
+    from parablur.workloads.custom import load_function
+
+    pkg = root / "userpkg" / package
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "steps.py").write_text(source)
+    monkeypatch.syspath_prepend(str(root / "userpkg"))
+    load_function.cache_clear()  # this test's module, not one an earlier test imported
+    try:
+        yield root / "userpkg"
+    finally:
+        for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
+            del sys.modules[name]
+        load_function.cache_clear()

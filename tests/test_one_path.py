@@ -17,12 +17,11 @@ from pathlib import Path
 
 import cv2
 import pytest
-from conftest import make_images
+from conftest import make_images, user_package
 from dask_cluster import child_env
 from seaweed import BUCKET
 
 from parablur import cli
-from parablur.workloads.custom import load_function
 
 STEPS = textwrap.dedent('''
     import os
@@ -45,16 +44,8 @@ STEPS = textwrap.dedent('''
 @pytest.fixture
 def steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A user's module (importable here and in subprocesses); its package's folder."""
-    pkg = tmp_path / "userpkg" / "pathsteps"
-    pkg.mkdir(parents=True)
-    (pkg / "__init__.py").write_text("")
-    (pkg / "steps.py").write_text(STEPS)
-    monkeypatch.syspath_prepend(str(tmp_path / "userpkg"))
-    load_function.cache_clear()
-    yield str(tmp_path / "userpkg")
-    for name in [m for m in sys.modules if m.startswith("pathsteps")]:
-        del sys.modules[name]
-    load_function.cache_clear()
+    with user_package(tmp_path, "pathsteps", STEPS, monkeypatch) as folder:
+        yield str(folder)
 
 
 def _run(*argv: str, summary: Path) -> dict:

@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import importlib
 import json
-import sys
 import textwrap
 import uuid
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import make_images
+from conftest import make_images, user_package
 from seaweed import BUCKET
 
 from parablur.cli import main
 from parablur.config import RunConfig
 from parablur.pipeline import anonymize
-from parablur.workloads.custom import load_function
 
 pytestmark = [pytest.mark.timeout(300)]
 
@@ -144,16 +142,8 @@ STEPS = textwrap.dedent('''
 
 @pytest.fixture
 def stop_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    pkg = tmp_path / "userpkg" / "stopsteps"
-    pkg.mkdir(parents=True)
-    (pkg / "__init__.py").write_text("")
-    (pkg / "steps.py").write_text(STEPS)
-    monkeypatch.syspath_prepend(str(tmp_path / "userpkg"))
-    load_function.cache_clear()  # this test's module, not one an earlier test imported
-    yield importlib.import_module("stopsteps.steps")
-    for name in [m for m in sys.modules if m.startswith("stopsteps")]:
-        del sys.modules[name]
-    load_function.cache_clear()
+    with user_package(tmp_path, "stopsteps", STEPS, monkeypatch):
+        yield importlib.import_module("stopsteps.steps")
 
 
 @pytest.mark.parametrize("where", ["folder", "s3"])

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import psutil
 import pytest
-from conftest import make_images
+from conftest import make_images, user_package
 from dask_cluster import child_env, start_cluster
 from seaweed import BUCKET, FlakyProxy
 
@@ -37,7 +37,6 @@ from parablur.records import RecordLog
 from parablur.storage import LocalStore, open_store
 from parablur.storage.base import PROBE_PREFIX
 from parablur.worker import Job, process_image
-from parablur.workloads.custom import load_function
 
 pytestmark = [pytest.mark.timeout(240)]
 
@@ -286,16 +285,8 @@ STEPS = textwrap.dedent('''
 
 @pytest.fixture
 def record_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    pkg = tmp_path / "userpkg" / "faultsteps"
-    pkg.mkdir(parents=True)
-    (pkg / "__init__.py").write_text("")
-    (pkg / "steps.py").write_text(STEPS)
-    monkeypatch.syspath_prepend(str(tmp_path / "userpkg"))
-    load_function.cache_clear()
-    yield "faultsteps.steps:count_dark"
-    for name in [m for m in sys.modules if m.startswith("faultsteps")]:
-        del sys.modules[name]
-    load_function.cache_clear()
+    with user_package(tmp_path, "faultsteps", STEPS, monkeypatch):
+        yield "faultsteps.steps:count_dark"
 
 
 def test_a_retried_attempt_of_the_same_run_counts_as_done_not_skipped(tmp_path, record_module) -> None:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 import textwrap
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from conftest import make_images
+from conftest import make_images, user_package
 
 from parablur import results
 from parablur.cli import main
@@ -39,15 +38,9 @@ STEPS = textwrap.dedent('''
 
 @pytest.fixture
 def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    pkg = tmp_path / "userpkg" / "mysteps"
-    pkg.mkdir(parents=True)
-    (pkg / "__init__.py").write_text("")
-    (pkg / "steps.py").write_text(STEPS)
-    monkeypatch.syspath_prepend(str(tmp_path / "userpkg"))
     monkeypatch.setenv("PYTHONPATH", str(tmp_path / "userpkg"))
-    yield tmp_path / "userpkg"
-    for name in [m for m in sys.modules if m.startswith("mysteps")]:
-        del sys.modules[name]
+    with user_package(tmp_path, "mysteps", STEPS, monkeypatch) as folder:
+        yield folder
 
 
 def _decoded(path: Path) -> np.ndarray:
