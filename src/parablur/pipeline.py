@@ -465,12 +465,8 @@ def claimed(stores: Iterable[Store], command: str, *,
 
 
 def _wrote_anything(stores: Iterable[Store]) -> bool:
-    """True when any of ``stores`` holds an image (an output) besides ParaBlur's own files."""
-    for store in stores:
-        with contextlib.suppress(ParaBlurError, OSError):
-            if next(store.list_images(), None) is not None:
-                return True
-    return False
+    """True when any of ``stores`` holds anything besides ParaBlur's own hidden files."""
+    return any(store.holds_anything() for store in stores)
 
 
 def output_store(config: RunConfig, name: str) -> Store:

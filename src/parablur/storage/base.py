@@ -182,6 +182,17 @@ class Store(ABC):
     def child(self, name: str) -> Store:
         """The store of the folder or prefix ``name`` below this one's root, with its options."""
 
+    def holds_anything(self) -> bool:
+        """True when anything but hidden names (ParaBlur's marker, lock, probes, sidecars) is
+        below the root."""
+        try:
+            for page in self._pages(100):
+                if any(not item.key.rsplit("/", 1)[-1].startswith(".") for item in page):
+                    return True
+        except (OSError, ParaBlurError):
+            return True  # cannot tell: keep what is there
+        return False
+
     def location(self, key: str = "") -> str:
         """``key``'s location for a message, credentials masked."""
         return f"{self.url.rstrip('/')}/{key}" if key else self.url
