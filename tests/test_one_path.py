@@ -4,6 +4,7 @@ never collide."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -356,3 +357,143 @@ def test_a_run_whose_scheduler_cannot_be_reached_leaves_nothing(tmp_path, capsys
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "cannot use Dask scheduler" in err, err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_killed_runs_pool_workers_stop_at_once_and_write_nothing_after(tmp_path, steps):
+    """A process pool's workers outlived a client killed outright and went on writing its
+    queued batches, behind the back of the next run (which takes over the dead run's lock)."""
+    import psutil
+
+    make_images(tmp_path / "in", 12, size=(24, 32))
+    out = tmp_path / "out" / "processes"
+    env = child_env()
+    env["PYTHONPATH"] = os.pathsep.join([steps, env["PYTHONPATH"]])
+    env["PARABLUR_TEST_STEP_S"] = "0.4"
+    proc = subprocess.Popen([sys.executable, "-m", "parablur", "run", "--input-dir",
+                             str(tmp_path / "in"), "--output-dir", str(tmp_path / "out"),
+                             "--executor", "processes", "--workers", "2", "--batch-size", "4",
+                             "--workload", "pathsteps.steps:count_dark", "--quiet"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    workers: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            workers = psutil.Process(proc.pid).children(recursive=True) or workers
+            if list(out.glob("*.jpg")):
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None and len(workers) >= 2
+        proc.kill()  # the client alone: its pool's workers are not signalled
+        proc.wait(timeout=30)
+        _, alive = psutil.wait_procs(workers, timeout=5)
+    finally:
+        for p in workers:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+    assert not alive, f"pool workers still running after their client was killed: {alive}"
+    made = sorted(p.name for p in out.glob("*.jpg"))
+    time.sleep(1.0)
+    assert sorted(p.name for p in out.glob("*.jpg")) == made  # nothing written since
+    assert len(made) < 12
+
+
+# -- what a review found --------------------------------------------------------------------
+
+def _bench_argv(tmp_path: Path, out: Path) -> list[str]:
+    return ["bench", "--input-dir", str(tmp_path / "data"), "--output-dir", str(out),
+            "--executors", "threads", "--workers", "2", "--num-images", "2", "--width", "32",
+            "--height", "24", "--source-url", "http://127.0.0.1:9/x", "--warmup", "0",
+            "--trials", "1", "--no-ceiling", "--no-report", "--report-csv",
+            str(tmp_path / "r.csv"), "--quiet"]
+
+
+def test_bench_never_empties_outputs_of_a_parablur_that_did_not_name_their_command(tmp_path,
+                                                                                  capsys):
+    legs = tmp_path / "out" / "sequential"
+    legs.mkdir(parents=True)
+    # the marker as ParaBlur wrote it before it recorded which command made a folder
+    (legs / ".parablur-output").write_text(
+        "Made by ParaBlur: this folder's contents are outputs it may replace.\n")
+    (legs / "old.jpg").write_bytes(b"an output of an earlier run")
+    assert cli.main(_bench_argv(tmp_path, tmp_path / "out")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "earlier ParaBlur" in err, err
+    assert (legs / "old.jpg").read_bytes() == b"an output of an earlier run"
+    assert not (tmp_path / "data").exists()  # before the dataset was fetched
+
+
+def test_a_held_lock_refuses_a_bench_before_it_fetches_its_dataset(tmp_path, capsys):
+    from parablur.storage import LockInfo
+
+    legs = tmp_path / "out" / "sequential"
+    legs.mkdir(parents=True)
+    (legs / ".parablur-output").write_text("Made by ParaBlur (parablur bench): outputs.\n")
+    me = LockInfo.mine("parablur bench")  # this very process: alive
+    (legs / ".parablur-lock").write_bytes(me.to_bytes())
+    assert cli.main(_bench_argv(tmp_path, tmp_path / "out")) == 2
+    err = capsys.readouterr().err
+    assert "is in use by parablur bench" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "data").exists()
+    assert (legs / ".parablur-lock").read_bytes() == me.to_bytes()
+
+
+def test_a_report_never_goes_into_a_runs_outputs_nor_a_run_into_a_report(tmp_path, capsys):
+    make_images(tmp_path / "in", 2, size=(24, 32))
+    assert cli.main(["run", "--input-dir", str(tmp_path / "in"), "--output-dir",
+                     str(tmp_path / "out"), "--quiet"]) == 0
+    before = {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    csv = tmp_path / "r.csv"
+    code = cli.main([*_bench_argv(tmp_path, tmp_path / "bench"), "--report-csv", str(csv)])
+    assert code == 0 and csv.is_file()
+    capsys.readouterr()
+    assert cli.main(["report", str(csv), "--out", str(tmp_path / "out" / "sequential"),
+                     "--quiet"]) == 2
+    assert "parablur run" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()} == before
+    assert cli.main(["report", str(csv), "--out", str(tmp_path / "charts"), "--quiet"]) == 0
+    charts = sorted(p.name for p in (tmp_path / "charts").iterdir())
+    capsys.readouterr()
+    make_images(tmp_path / "more", 1, size=(24, 32))
+    # a run whose output location is the report's folder
+    (tmp_path / "runout").mkdir()
+    os.symlink(tmp_path / "charts", tmp_path / "runout" / "sequential")
+    assert cli.main(["run", "--input-dir", str(tmp_path / "more"), "--output-dir",
+                     str(tmp_path / "runout"), "--quiet"]) == 2
+    assert "parablur report" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "charts").iterdir()) == charts
+
+
+def test_a_refused_run_leaves_an_empty_folder_of_the_users_as_it_was(tmp_path, capsys):
+    make_images(tmp_path / "in", 2, size=(24, 32))
+    (tmp_path / "o" / "sequential").mkdir(parents=True)  # the user's, empty
+    theirs = tmp_path / "o" / "sequential-boxes"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("mine")
+    assert cli.main(["run", "--input-dir", str(tmp_path / "in"), "--output-dir",
+                     str(tmp_path / "o"), "--workload", "faces", "--draw-boxes", "--quiet"]) == 2
+    assert "did not make" in capsys.readouterr().err
+    assert list((tmp_path / "o" / "sequential").iterdir()) == []  # no marker left behind
+    assert [p.name for p in theirs.iterdir()] == ["notes.txt"]
+
+
+def test_a_file_name_with_a_backslash_is_an_image_like_any_other(tmp_path):
+    images = make_images(tmp_path / "in", 2, size=(24, 32))
+    os.replace(images[0], tmp_path / "in" / "a\\b.jpg")  # sorts first
+    assert cli.main(["run", "--input-dir", str(tmp_path / "in"), "--output-dir",
+                     str(tmp_path / "out"), "--quiet", "--summary-json",
+                     str(tmp_path / "s.json")]) == 0
+    assert json.loads((tmp_path / "s.json").read_text())["ok"] == 2
+    assert (tmp_path / "out" / "sequential" / "a\\b.jpg").is_file()
+
+
+def test_a_function_that_returns_no_records_leaves_no_record_file(tmp_path, monkeypatch):
+    source = "def invert(image):\n    return 255 - image\n"
+    make_images(tmp_path / "in", 2, size=(24, 32))
+    with user_package(tmp_path, "plainsteps", source, monkeypatch):
+        for extra in ([], ["--force"]):
+            assert cli.main(["run", "--input-dir", str(tmp_path / "in"), "--output-dir",
+                             str(tmp_path / "out"), "--workload", "plainsteps.steps:invert",
+                             "--quiet", *extra]) == 0
+    assert not (tmp_path / "out" / "sequential" / "records.jsonl").exists()

@@ -340,8 +340,9 @@ class Bench:
     """Started executors for one benchmark, reusable across rounds and configurations."""
 
     def __init__(self, config: BenchConfig, *, echo: Echo = print, progress: bool = False,
-                 ceiling_workers: int | None = None):
+                 ceiling_workers: int | None = None, legs_held: bool = False):
         self.config = config
+        self.legs_held = legs_held  # the caller holds the leg locations (``hold_legs``)
         self.echo = echo
         self.progress = progress
         self.sequential = create_executor("sequential", config.run)
@@ -351,8 +352,7 @@ class Bench:
         self._own: set[int] = set()  # a remote cluster's processes on this machine
 
     def __enter__(self) -> Bench:
-        legs = ["sequential", *self.config.executors]
-        claims = claimed([output_store(self.config.run, leg) for leg in legs], BENCH, echo=self.echo)
+        claims = contextlib.nullcontext() if self.legs_held else hold_legs(self.config, self.echo)
         claims.__enter__()
         self._claims = claims
         try:
@@ -572,11 +572,12 @@ def prepare_dataset(config: FetchConfig, *, echo: Echo, progress: bool) -> tuple
     return dataset_keys(fetched.images, config.input_dir), fetched.to_dict()
 
 
-def check_legs(config: BenchConfig) -> None:
-    """Refuse, before any dataset is fetched or pool started, leg locations that ``Bench`` could
-    not claim (a user's files, or another command's outputs there)."""
-    for leg in ["sequential", *config.executors]:
-        output_store(config.run, leg).check_output(BENCH)
+def hold_legs(config: BenchConfig, echo: Echo) -> contextlib.AbstractContextManager:
+    """The benchmark's leg locations (``OUTPUT/sequential``, ``OUTPUT/<executor>``), claimed for
+    ``bench`` and locked while the block runs: entered before any dataset is fetched or pool
+    started, so that a location it may not use, or another run's, is one line."""
+    legs = ["sequential", *config.executors]
+    return claimed([output_store(config.run, leg) for leg in legs], BENCH, echo=echo)
 
 
 def run_benchmark(config: BenchConfig, *, echo: Echo = print, progress: bool = False,
@@ -597,7 +598,13 @@ def compare_engines(config: BenchConfig, *, echo: Echo = print, progress: bool =
                     fetch_summary: dict | None = None) -> list[BenchSummary]:
     """The benchmark of each of ``config.engines`` (or of ``config.run.engine`` alone) on the
     same dataset and pools, their rounds interleaved; one summary per engine."""
-    check_legs(config)
+    with hold_legs(config, echo):
+        return _compare_engines(config, echo=echo, progress=progress, mode=mode, run_id=run_id,
+                                fetch_summary=fetch_summary)
+
+
+def _compare_engines(config: BenchConfig, *, echo: Echo, progress: bool, mode: str,
+                     run_id: str | None, fetch_summary: dict | None) -> list[BenchSummary]:
     if fetch_summary is None:
         images, fetch_summary = prepare_dataset(config.fetch, echo=echo, progress=progress)
     else:
@@ -611,7 +618,7 @@ def compare_engines(config: BenchConfig, *, echo: Echo = print, progress: bool =
     engines = config.engines or (config.run.engine,)
     runs = [replace(config.run, engine=e) for e in engines]
     labels = [f"{e:>5}: " if len(engines) > 1 else "" for e in engines]
-    with Bench(config, echo=echo, progress=progress) as bench:
+    with Bench(config, echo=echo, progress=progress, legs_held=True) as bench:
         return bench.measure_variants(images, runs=runs, run_id=run_id or uuid.uuid4().hex[:12],
                                       mode=mode, fetch_summary=fetch_summary, labels=labels)
 

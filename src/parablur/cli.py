@@ -445,7 +445,7 @@ def _check_outside(a: argparse.Namespace, input_dir: Path, output_dir: Path) -> 
         require_outside(a.report_dir, "report-dir", folders)
         from .files import check_output_dir
 
-        check_output_dir(a.report_dir)
+        check_output_dir(a.report_dir, "report")
 
 
 def _check_workload(run: RunConfig) -> None:

@@ -307,6 +307,9 @@ class RunConfig:
                  f"got {self.workload!r}")
         _require(self.engine in ENGINES,
                  f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        _require(not self.draw_boxes or self.workload == "faces",
+                 f"draw-boxes draws the faces found on each image: it needs --workload faces, "
+                 f"got {self.workload!r}")
         object.__setattr__(self, "input_dir", location(self.input_dir))
         object.__setattr__(self, "output_dir", location(self.output_dir))
         _require(self.executor in EXECUTORS,

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import DatasetError
@@ -130,11 +131,18 @@ def marker_command(text: bytes | str) -> str | None:
 
 
 def check_owner(location: str, owner: str | None, command: str | None) -> None:
-    """Refuse to let ``command`` write where another command's outputs are (outputs never collide)."""
-    if owner and command and owner != command:
-        raise DatasetError(f"refusing to write into {location}: it holds the outputs of 'parablur "
-                           f"{owner}', and 'parablur {command}' writes only into locations it made "
-                           "(choose another --output-dir)")
+    """Refuse to let ``command`` write where another command's outputs are (outputs never collide).
+
+    A marker that names no command (ParaBlur before it named them, or a report folder) is
+    never a benchmark's: a benchmark empties its leg locations every round, so it uses only
+    those that say they are its own.
+    """
+    if command and owner != command and (owner or command == "bench"):
+        who = f"the outputs of 'parablur {owner}'" if owner else (
+            "outputs of an earlier ParaBlur that did not record which command made them")
+        raise DatasetError(f"refusing to write into {location}: it holds {who}, and 'parablur "
+                           f"{command}' writes only into locations it made (choose another "
+                           "--output-dir)")
 
 
 def check_output_dir(folder: Path, command: str | None = None) -> None:
@@ -145,7 +153,9 @@ def check_output_dir(folder: Path, command: str | None = None) -> None:
     marker = folder / OUTPUT_MARKER
     if folder.is_dir() and not marker.is_file():
         legacy = any((folder / name).is_file() for name in _LEGACY_MARKERS)
-        if not legacy and any(path.name != LOCK_NAME for path in folder.iterdir()):
+        if legacy:
+            check_owner(str(folder), None, command)
+        elif any(path.name != LOCK_NAME for path in folder.iterdir()):
             raise DatasetError(f"refusing to write into {folder}: it holds files ParaBlur did not "
                                "make (choose a new or empty folder)")
     elif marker.is_file():
@@ -156,13 +166,27 @@ def check_output_dir(folder: Path, command: str | None = None) -> None:
         check_owner(str(folder), owner, command)
 
 
-def claim_output_dir(folder: Path, command: str | None = None) -> list[Path]:
+@dataclass
+class Claim:
+    """What ``claim_output_dir`` made: the folders it created (outermost first) and whether it
+    wrote the marker; ``unclaim_output_dir`` undoes exactly that."""
+
+    folders: list[Path] = field(default_factory=list)
+    marked: bool = False
+
+    def __bool__(self) -> bool:
+        return self.marked
+
+
+def claim_output_dir(folder: Path, command: str | None = None) -> Claim:
     """Make ``folder`` an output folder of ParaBlur's: new or empty (then marked), or already ours
-    (and made by ``command``, when one is named); the folders this call created, outermost first.
+    (and made by ``command``, when one is named).
 
     A folder holding files ParaBlur did not make, or the outputs of another command, is
     refused before anything is written, so that outputs never replace a user's files of
-    the same names and the outputs of different commands never mix.
+    the same names and the outputs of different commands never mix. The marker is created
+    exclusively: of two commands claiming a new folder at once, the second one reads the
+    first one's marker and is refused if it is another command's.
     """
     folder = Path(folder)
     marker = folder / OUTPUT_MARKER
@@ -174,20 +198,27 @@ def claim_output_dir(folder: Path, command: str | None = None) -> list[Path]:
         raise DatasetError(f"output path is under a file, not a folder: {folder}") from None
     except OSError as exc:
         raise DatasetError(f"cannot create the output folder {folder}: {exc.strerror or exc}") from None
-    if not marker.is_file():
-        marker.write_text(marker_text(command), encoding="utf-8")
-    return made
+    if marker.is_file():
+        return Claim(made, False)
+    try:
+        with open(marker, "x", encoding="utf-8") as handle:
+            handle.write(marker_text(command))
+    except FileExistsError:  # another command claimed it in between
+        check_output_dir(folder, command)
+        return Claim(made, False)
+    return Claim(made, True)
 
 
-def unclaim_output_dir(folder: Path, made: list[Path]) -> None:
-    """Undo ``claim_output_dir`` for a run refused before it wrote anything: its marker goes, and
-    the folders it ``made``, if they hold nothing else."""
+def unclaim_output_dir(folder: Path, claim: Claim) -> None:
+    """Undo ``claim_output_dir`` for a command refused before it wrote anything: the marker it
+    wrote goes, and the folders it created, once they hold nothing else (call it again after
+    the lock is released to remove those)."""
     folder = Path(folder)
-    if not made:
-        return
-    with contextlib.suppress(OSError):
-        (folder / OUTPUT_MARKER).unlink()
-    for path in reversed(made):
+    if claim.marked:
+        with contextlib.suppress(OSError):
+            (folder / OUTPUT_MARKER).unlink()
+        claim.marked = False
+    for path in reversed(claim.folders):
         with contextlib.suppress(OSError):
             path.rmdir()  # only an empty folder: anything written since stays
 

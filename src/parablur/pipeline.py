@@ -280,6 +280,7 @@ def run_images(executor: Executor, config: RunConfig, inp: Store, out: Store, *,
         summary = drive(executor, config, job, _shipped(batched, inp, out) if ship else batched,
                         batch_size=None, output=out.url, settle=settle, progress=progress)
         if boxes is not None and log is not None:
+            log.save()  # the run's lines first: a kill while drawing loses no record
             summary = _draw_boxes(executor, config, job, inp, boxes, log, seen, summary,
                                   ship=ship, progress=progress)
         return summary
@@ -457,8 +458,13 @@ def claimed(stores: Iterable[Store], command: str, *,
             yield
         except ParaBlurError:
             if not wrote or not _wrote_anything(made):
-                stack.close()  # the locks go first
-                for store in made:
+                # The markers go while the locks are held (no other command can claim the
+                # location in between), the folders this run made once the locks are gone.
+                for store in reversed(made):
+                    with contextlib.suppress(ParaBlurError, OSError):
+                        store.unclaim()
+                stack.close()
+                for store in reversed(made):  # the last made first: they may nest
                     with contextlib.suppress(ParaBlurError, OSError):
                         store.unclaim()
             raise

@@ -105,6 +105,9 @@ class RecordLog:
         """Write the record whole if anything changed since it was read or saved."""
         if not self._dirty:
             return
+        if not self._lines and self.store.info(self.key) is None:
+            self._dirty = False  # nothing to record, and no older record to replace
+            return
         text = "".join(self._lines[n] + "\n" for n in sorted(self._lines))
         self.store.write(self.key, text.encode("utf-8"))
         self._dirty = False

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import figures
 from .analysis import AmdahlFit
-from .benchmark import Bench, BenchSummary, Echo, prepare_dataset
+from .benchmark import Bench, BenchSummary, Echo, hold_legs, prepare_dataset
 from .config import BenchConfig, default_workers
 from .errors import ConfigError
 from .figures import Sweep, WeakSweep
@@ -143,7 +143,13 @@ def _short_label(sweep: Sweep | WeakSweep) -> str:
 
 
 def run_scale(config: ScaleConfig, *, echo: Echo = print, progress: bool = False) -> ScaleSummary:
-    """Run the sweep; one cluster per worker count, reused for every batch size."""
+    """Run the sweep; one cluster per worker count, reused for every batch size. Its leg
+    locations are held (claimed and locked) from before the dataset is fetched to the end."""
+    with hold_legs(config.bench, echo):
+        return _sweep(config, echo=echo, progress=progress)
+
+
+def _sweep(config: ScaleConfig, *, echo: Echo, progress: bool) -> ScaleSummary:
     bench = config.bench
     needed = (max(config.workers_list) * config.images_per_worker if config.weak
               else bench.fetch.num_images)
@@ -160,7 +166,7 @@ def run_scale(config: ScaleConfig, *, echo: Echo = print, progress: bool = False
         run = replace(bench.run, input_dir=bench.fetch.input_dir, workers=workers,
                       cluster=cluster)
         with Bench(replace(bench, run=run), echo=echo, progress=progress,
-                   ceiling_workers=ceiling_workers) as pool:
+                   ceiling_workers=ceiling_workers, legs_held=True) as pool:
             for size in config.batch_sizes:
                 point = replace(run, batch_size=size, performance_report=_point_file(
                     run.performance_report, f"w{workers}-b{size}"))

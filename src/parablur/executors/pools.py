@@ -7,6 +7,7 @@ import itertools
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -41,9 +42,24 @@ _slots = None  # this pool generation's shared array: (pid, batch running or -1)
 _slot: int | None = None
 
 
+# How often a pool worker checks that the process that started it is still there.
+_ORPHAN_CHECK_S = 0.05
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    """End this worker as soon as its parent is gone (killed outright: no one would read its
+    results, and a batch it went on with would write behind the back of the next run, which
+    takes over the dead run's lock)."""
+    while os.getppid() == parent:
+        time.sleep(_ORPHAN_CHECK_S)
+    os._exit(1)
+
+
 def _init_worker(slots, claimed) -> None:
     """Prepare the worker and claim its slot, where it says which batch it is running."""
     global _slots, _slot
+    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True,
+                     name="parablur-orphan-check").start()
     prepare_process()
     with claimed.get_lock():
         index = claimed.value

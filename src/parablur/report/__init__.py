@@ -94,7 +94,7 @@ def build_report(csv_paths: Sequence[Path], out_dir: Path) -> ReportResult:
     data = analyse(names, rows, read_rows(timeline[-1]) if timeline else ())
     # Only a folder of ParaBlur's (new, empty or marked) is written into: never a user's files.
     out_dir = Path(out_dir)
-    claim_output_dir(out_dir)
+    claim_output_dir(out_dir, "report")
     plots = render_plots(data, out_dir)
     written = [p.path for p in plots if p.path is not None]
     docs = {}

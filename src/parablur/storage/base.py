@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 import uuid
@@ -62,7 +63,8 @@ def is_image_key(key: str) -> bool:
 
 def check_key(key: str) -> str:
     """``key`` if it names an object below the root ('a/b.jpg'); a key that could escape it is refused."""
-    if not isinstance(key, str) or not key or key.startswith("/") or "\\" in key or "\0" in key:
+    if not isinstance(key, str) or not key or key.startswith("/") or "\0" in key \
+            or (os.sep != "/" and os.sep in key):  # a backslash is a name's own character on POSIX
         raise ConfigError(f"a storage key must be a relative 'a/b' path, got {key!r}")
     if any(part in ("", ".", "..") for part in key.split("/")):
         raise ConfigError(f"a storage key must not contain empty, '.' or '..' parts, got {key!r}")
@@ -274,8 +276,9 @@ class Store(ABC):
 
     @abstractmethod
     def unclaim(self) -> None:
-        """Undo this object's ``claim_output`` that made the location, for a command refused
-        before it wrote any output: nothing is left of it."""
+        """Undo this object's ``claim_output`` that marked the location, for a command refused
+        before it wrote any output: its marker goes, and what it created once empty (called
+        again after the lock is released, it removes what the lock kept)."""
 
     def clear_outputs(self) -> None:
         """Delete every object below a root this command claimed, but its marker and lock

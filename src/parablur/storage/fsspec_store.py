@@ -306,8 +306,12 @@ class FsspecStore(Store):
         if self.check_output(command):
             return False
         text = marker_text(command).encode()
-        self._call("write", OUTPUT_MARKER, lambda: self._write(OUTPUT_MARKER, text, {}, True),
-                   per_object=False)
+        # Created exclusively where the store allows it (a conditional PUT): of two commands
+        # claiming a new prefix at once, the second reads the first one's marker.
+        if not self._call("write", OUTPUT_MARKER, lambda: self._create_new(OUTPUT_MARKER, text),
+                          per_object=False):
+            self.check_output(command)
+            return False
         self._made_it = True
         return True
 
@@ -325,7 +329,7 @@ class FsspecStore(Store):
         return False
 
     def unclaim(self) -> None:
-        if getattr(self, "_made_it", False):
+        if getattr(self, "_made_it", False):  # the marker this object wrote; nothing else
             self._call("remove", OUTPUT_MARKER, lambda: self._delete(OUTPUT_MARKER), per_object=False)
             self._made_it = False
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import DatasetError, ObjectError
 from ..files import (
+    Claim,
     check_output_dir,
     claim_output_dir,
     clear_output_dir,
@@ -40,7 +41,7 @@ class LocalStore(Store):
         self.url = str(self.root)
         self.retry = retry or RetryPolicy()
         self.by_url = by_url
-        self._made: list[Path] = []
+        self._claim: Claim | None = None  # what this object's claim made, to undo it
 
     def __reduce__(self):
         return (LocalStore, (str(self.root), self.retry), {"by_url": self.by_url})
@@ -61,9 +62,10 @@ class LocalStore(Store):
 
     def claim_output(self, command: str | None = None) -> bool:
         """Make the root an output folder of ParaBlur's (``files.claim_output_dir``), or refuse."""
-        made = claim_output_dir(self.root, command)
-        self._made = made or self._made
-        return bool(made)
+        claim = claim_output_dir(self.root, command)
+        if claim:
+            self._claim = claim
+        return bool(claim)
 
     def check_output(self, command: str | None = None) -> None:
         check_output_dir(self.root, command)
@@ -73,8 +75,8 @@ class LocalStore(Store):
         remove_stale_temps(self.root)
 
     def unclaim(self) -> None:
-        unclaim_output_dir(self.root, self._made)
-        self._made = []
+        if self._claim is not None:
+            unclaim_output_dir(self.root, self._claim)
 
     def clear_outputs(self) -> None:
         clear_output_dir(self.root)

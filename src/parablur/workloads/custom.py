@@ -43,7 +43,7 @@ def load_function(spec: str) -> Callable:
         raise ConfigError(f"workload {spec}: cannot import {module_name} ({exc}); it must be "
                           "importable where the work runs (install it, or add it to PYTHONPATH)"
                           ) from exc
-    except Exception as exc:  # noqa: BLE001 - the user's module failed while importing
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's module failed importing
         raise ConfigError(f"workload {spec}: importing {module_name} raised "
                           f"{type(exc).__name__}: {exc}") from exc
     func = getattr(module, func_name, None)
