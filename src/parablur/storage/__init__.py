@@ -45,7 +45,9 @@ passwords, and the usual AWS/Azure environment secrets.
 
 One writer per output: ``with out.lock("parablur run", echo=print):`` (``storage.lock``,
 ``docs/locks.md``) holds the hidden object ``.parablur-lock`` at the output's root while a run
-writes there, before the claim; a second run is refused with one line (``StorageError``), and
+writes there, taken right after the claim (``claim_output(command)``: a new or empty
+location marked, exclusively, with the command that made it; a user's or another command's
+refused); a second run is refused with one line (``StorageError``), and
 the lock of a process that is gone on this host is taken over. It is created atomically in
 folders and on S3 stores that honour conditional PUTs (``If-None-Match: *``; SeaweedFS 4.48
 does), and best effort (look, write, read back) on other stores.
