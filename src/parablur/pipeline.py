@@ -437,7 +437,7 @@ def claimed(stores: Iterable[Store], command: str, *,
     the locations it made.
     """
     with contextlib.ExitStack() as stack:
-        wrote = False
+        ready = False  # every location claimed, locked and probed
         made: list[Store] = []
         try:
             for store in stores:
@@ -454,10 +454,10 @@ def claimed(stores: Iterable[Store], command: str, *,
                     raise
                 store.tidy()
                 store.probe_write()
-            wrote = True
+            ready = True
             yield
         except ParaBlurError:
-            if not wrote or not _wrote_anything(made):
+            if not ready or not _wrote_anything(made):
                 # The markers go while the locks are held (no other command can claim the
                 # location in between), the folders this run made once the locks are gone.
                 for store in reversed(made):
