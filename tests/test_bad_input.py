@@ -212,6 +212,7 @@ CASES = {
     "fetch num-images zero": C("fetch", "--num-images", "0", says="num-images"),
     "fetch source-url ftp": C("fetch", "--source-url", "ftp://example.org/x", says="source-url"),
     "run blur-radius zero": C("run", "--blur-radius", "0", says="blur-radius"),
+    "run draw-boxes without faces": C("run", "--draw-boxes", says="draw-boxes"),
     "run scheduler-file missing": C("run", "--executor", "dask", "--scheduler-file",
                                     "missing.json", says="missing.json"),
     "run face-model missing": C("run", "--workload", "faces", "--face-model", "missing.onnx",
