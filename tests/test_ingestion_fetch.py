@@ -151,6 +151,7 @@ def slow_server():
     server.close()
 
 
+@pytest.mark.slow
 def test_fetch_killed_part_way_resumes_consistently(tmp_path, slow_server):
     # 24 images at 0.4 s each over 2 connections take ~5 s: ample time to kill it part-way
     urls = [slow_server.url(f"/ok/{i}") for i in range(24)]

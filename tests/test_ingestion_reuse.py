@@ -195,6 +195,7 @@ def slow_server():
     server.close()
 
 
+@pytest.mark.slow
 def test_a_killed_forced_refetch_keeps_every_reuse_record(tmp_path, slow_server):
     folder = tmp_path / "data"
     fast = RawServer(jpeg_bytes(1))

@@ -153,6 +153,7 @@ def test_a_second_lock_is_refused_while_the_first_is_held(tmp_path):
         pass
 
 
+@pytest.mark.slow
 def test_a_lock_held_by_another_process_is_refused_then_free(tmp_path, children):
     out = tmp_path / "out"
     child = children(str(out))
@@ -168,6 +169,7 @@ def test_a_lock_held_by_another_process_is_refused_then_free(tmp_path, children)
         assert lock_on(open_store(out)) == mine
 
 
+@pytest.mark.slow
 def test_the_lock_of_a_killed_process_is_taken_over_with_a_line(tmp_path, children):
     out = tmp_path / "out"
     child = children(str(out))
@@ -182,6 +184,7 @@ def test_the_lock_of_a_killed_process_is_taken_over_with_a_line(tmp_path, childr
     assert not (out / LOCK_NAME).exists()
 
 
+@pytest.mark.slow
 def test_a_lock_whose_pid_is_dead_is_taken_over(tmp_path):
     store = open_store(tmp_path)
     pid = dead_pid()
@@ -194,6 +197,7 @@ def test_a_lock_whose_pid_is_dead_is_taken_over(tmp_path):
     assert not (tmp_path / LOCK_NAME).exists()
 
 
+@pytest.mark.slow
 def test_a_live_pid_started_after_the_lock_is_a_reused_pid(tmp_path, children):
     # The pid is alive, but its process started an hour after the lock was written: the
     # lock's own process is gone and its pid was given to another.
@@ -212,6 +216,7 @@ def test_a_live_pid_started_after_the_lock_is_a_reused_pid(tmp_path, children):
     assert lock_on(store) == live
 
 
+@pytest.mark.slow
 def test_a_lock_from_another_host_is_refused_even_if_its_pid_is_dead_here(tmp_path):
     store = open_store(tmp_path)
     for pid in (os.getpid(), dead_pid()):
@@ -241,6 +246,7 @@ def test_the_lock_is_released_on_an_exception_and_on_interrupt(tmp_path, error):
     assert not (tmp_path / LOCK_NAME).exists()
 
 
+@pytest.mark.slow
 def test_an_interrupt_while_the_takeover_line_is_shown_leaves_no_lock(tmp_path):
     store = open_store(tmp_path)
     plant(store, pid=dead_pid())
@@ -309,11 +315,13 @@ def lines_of(lines: list[str]) -> tuple[int, int, list[str]]:
     return len(held), len(refused), echoed
 
 
+@pytest.mark.slow
 def test_processes_racing_for_a_new_lock_one_wins(tmp_path, children):
     held, refused, _ = lines_of(race(children, str(tmp_path / "out"), 4))
     assert (held, refused) == (1, 3)
 
 
+@pytest.mark.slow
 def test_processes_racing_to_take_over_a_stale_lock_one_wins(tmp_path, children):
     plant(open_store(tmp_path), pid=dead_pid())
     lines = race(children, str(tmp_path), 4)
@@ -324,6 +332,7 @@ def test_processes_racing_to_take_over_a_stale_lock_one_wins(tmp_path, children)
     assert held == 0  # "held" comes after the echo line, which was the first
 
 
+@pytest.mark.slow
 def test_memory_store_best_effort_refuses_releases_and_takes_over(monkeypatch):
     monkeypatch.setattr(lock_module, "SETTLE_S", 0.05)
     store = open_store(f"memory://locks-{uuid.uuid4().hex}/out")

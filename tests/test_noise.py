@@ -83,6 +83,7 @@ def kill_tree(proc: subprocess.Popen) -> None:
     proc.wait(10)
 
 
+@pytest.mark.slow
 def test_a_busy_process_outside_the_tree_is_outside_load():
     with outside_busy_loops() as (busy,):
         before = cpu_s([busy])
@@ -108,6 +109,7 @@ def test_a_busy_process_outside_the_tree_is_outside_load():
         assert took >= 0.59 and sampler.load.own_cores * sampler.load.wall_s >= 0.8 * took
 
 
+@pytest.mark.slow
 def test_busy_children_and_grandchildren_are_the_benchmarks_own():
     child = subprocess.Popen([sys.executable, "-c", busy_code(60)])
     # a grandchild: a child that starts the busy loop and waits for it (a nanny and its worker)
@@ -131,6 +133,7 @@ def test_busy_children_and_grandchildren_are_the_benchmarks_own():
         kill_tree(child)
 
 
+@pytest.mark.slow
 def test_a_child_that_ends_inside_the_window_is_still_counted_as_ours():
     # A pool process that exits (and is reaped) mid-round: its CPU moves to its parent's
     # record of reaped children, and must not turn into outside load.

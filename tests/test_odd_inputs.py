@@ -83,6 +83,7 @@ BROKEN = {"empty.jpg": "empty file", "truncated.jpg": "truncated JPEG",
           "ppm-named.png": "not a recognised image format"}
 
 
+@pytest.mark.slow
 def test_odd_inputs_are_processed_or_reported(odd_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     rc = cli.main(["run", "--input-dir", str(odd_dir), "--output-dir", str(out), "--quiet",

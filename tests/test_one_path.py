@@ -276,6 +276,7 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(tmp_pat
     assert len(list((tmp_path / "out" / "sequential").glob("*.jpg"))) == 8
 
 
+@pytest.mark.slow
 def test_a_lock_left_by_a_killed_run_is_taken_over_with_a_line_that_says_so(tmp_path, capsys):
     from parablur.storage import LockInfo
 

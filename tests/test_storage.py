@@ -246,6 +246,7 @@ def test_unknown_scheme_is_one_line_exit_2():
     assert caught.value.exit_code == 2 and "\n" not in message
 
 
+@pytest.mark.slow
 def test_missing_extra_names_the_extra_to_install():
     # A real missing package: a fresh interpreter in which importing s3fs fails.
     script = """

@@ -41,6 +41,7 @@ def lists(requests: list[str]) -> int:
     return sum(1 for line in requests if line.startswith("GET ") and "list-type=2" in line)
 
 
+@pytest.mark.slow
 def test_listing_pages_arrive_in_key_order_before_the_listing_ends(seaweed, prefix, proxy):
     # 1,204 keys (SeaweedFS takes ~200 small PUTs/s here): more than one 1,000-key page.
     names = [f"img_{i:05d}.jpg" for i in range(1200)]
@@ -198,6 +199,7 @@ def test_a_missing_object_fails_alone(seaweed, prefix):
                        "c.jpg": b"c"}
 
 
+@pytest.mark.slow
 def test_store_unpickled_in_another_process_opens_its_own_filesystem(seaweed, prefix):
     seaweed.client().pipe_file(f"{BUCKET}/{prefix}/k.jpg", b"from the store")
     store = open_store(f"s3://{BUCKET}/{prefix}", seaweed.options())
@@ -223,6 +225,7 @@ def test_claim_output_marks_a_new_prefix_and_refuses_a_users(seaweed, prefix):
     assert seaweed.keys(f"{prefix}/users") == [f"{prefix}/users/photo.jpg"]
 
 
+@pytest.mark.slow
 def test_seaweed_fixture_stops_its_server_by_pid(tmp_path):
     import socket
 

@@ -63,6 +63,7 @@ def _puts(requests: list[str], under: str) -> list[str]:
             and not line.split()[1].endswith("/.parablur-lock")]  # the run's lock: not an output
 
 
+@pytest.mark.slow
 def test_s3_run_on_dask_matches_local_sequential_then_skips(seaweed, cluster, prefix, tmp_path,
                                                             capsys) -> None:
     files = _dataset(tmp_path / "local")

@@ -28,6 +28,7 @@ def run(args: list[str], cwd: Path, timeout: float = 60) -> subprocess.Completed
                           text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_a_missing_original_is_refused_with_one_line_before_anything_is_made(tmp_path):
     missing = tmp_path / "nowhere" / "ParaBlur_original.py"
     proc = run(["--original", str(missing), "--input-dir", str(tmp_path / "data"),
@@ -40,12 +41,14 @@ def test_a_missing_original_is_refused_with_one_line_before_anything_is_made(tmp
     assert not (tmp_path / "data").exists() and not (tmp_path / "work").exists()
 
 
+@pytest.mark.slow
 def test_the_original_is_a_required_argument(tmp_path):
     proc = run(["--rounds", "1"], tmp_path)
     assert proc.returncode == 2
     assert "--original" in proc.stderr and "required" in proc.stderr
 
 
+@pytest.mark.slow
 def test_bad_numbers_and_a_used_work_dir_are_refused(tmp_path):
     original = tmp_path / "original.py"
     original.write_text("raise SystemExit(3)\n")
