@@ -498,3 +498,29 @@ def test_a_function_that_returns_no_records_leaves_no_record_file(tmp_path, monk
                              str(tmp_path / "out"), "--workload", "plainsteps.steps:invert",
                              "--quiet", *extra]) == 0
     assert not (tmp_path / "out" / "sequential" / "records.jsonl").exists()
+
+
+def test_outputs_the_workers_cannot_reach_are_checked_for_resume_by_the_client(tmp_path):
+    """--transfer bytes (workers on other hosts): the client, which alone reaches the output
+    folder, finds what is up to date, and ships nothing for it."""
+    from parablur.config import RunConfig
+    from parablur.executors import create_executor
+    from parablur.pipeline import run_images
+    from parablur.storage import LocalStore
+
+    make_images(tmp_path / "in", 5, size=(24, 32))
+    config = RunConfig(input_dir=tmp_path / "in", output_dir=tmp_path / "out", executor="threads",
+                       workers=2, transfer="bytes", batch_size=2)
+    inp, out = LocalStore(tmp_path / "in"), LocalStore(tmp_path / "out" / "threads")
+    with create_executor("threads", config) as executor:
+        first = run_images(executor, config, inp, out)
+        assert (first.ok, first.skipped) == (5, 0)
+        (tmp_path / "in" / "img_001.jpg").write_bytes(
+            (tmp_path / "in" / "img_002.jpg").read_bytes())  # one input changed
+        again = run_images(executor, config, inp, out)
+        assert (again.ok, again.skipped) == (1, 4)
+        forced = run_images(executor, config, inp, out, force=True)
+        assert (forced.ok, forced.skipped) == (5, 0)
+        skipped = run_images(executor, config, inp, out)
+    assert (skipped.ok, skipped.skipped) == (0, 5)
+    assert skipped.stages["read_s"] == 0.0  # decided on the client: the workers read nothing

@@ -29,7 +29,7 @@ from .imageinfo import read_size
 from .records import RecordLog
 from .storage import ObjectInfo, Store, open_store
 from .storage.base import PROBE_PREFIX, PROBE_READ_BYTES
-from .worker import BatchResult, ImageResult, ImageTask, Job, failure_reason, params_tag
+from .worker import BatchResult, ImageResult, ImageTask, Job, failure_reason, params_tag, up_to_date
 
 STAGES = ("read_s", "decode_s", "blur_s", "encode_s", "write_s")
 
@@ -216,10 +216,22 @@ def plan_tasks(inp: Store, out: Store, job: Job, items: Iterable[ObjectInfo], *,
 def _shipped(batches: Iterable[list[ImageTask]], inp: Store, out: Store
              ) -> Iterator[list[ImageTask]]:
     """``--transfer bytes``: inputs that the workers cannot reach are read here and sent with
-    their task, as each batch is submitted; outputs that they cannot reach come back."""
+    their task, as each batch is submitted; outputs that they cannot reach come back, and
+    are checked here for resume (an output up to date ships nothing)."""
     for batch in batches:
-        yield [replace(t, data=None if inp.shared else _read_or_empty(inp, t.src),
-                       return_bytes=not out.shared) for t in batch]
+        yield [_ship(t, inp, out) for t in batch]
+
+
+def _ship(task: ImageTask, inp: Store, out: Store) -> ImageTask:
+    data = None if inp.shared else _read_or_empty(inp, task.src)
+    if not out.shared and task.skip_done and task.annotate is None:
+        try:
+            if up_to_date(task, data if data is not None else inp.read(task.src)):
+                return replace(task, done=True)
+        except (OSError, ParaBlurError):
+            pass  # the worker reports what is wrong with the image
+        task = replace(task, skip_done=False)
+    return replace(task, data=data, return_bytes=not out.shared)
 
 
 def _read_or_empty(store: Store, key: str) -> bytes:

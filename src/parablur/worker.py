@@ -173,6 +173,9 @@ class ImageTask:
     # ``--draw-boxes``: draw this record (the workload's, from the run) on the input and write
     # that debug copy to ``dst`` of ``store_out``, instead of running the workload.
     annotate: dict | None = None
+    # Found up to date by the client (``up_to_date``), which alone reaches the output store
+    # (``--transfer bytes``): the worker reports it skipped, and nothing is shipped.
+    done: bool = False
 
 
 @dataclass(frozen=True)
@@ -307,6 +310,8 @@ def process_image(task: ImageTask, job: Job, *, prefetched: Future | None = None
         return draw_image(task, job, prefetched=prefetched)
     stages = {"read_s": 0.0, "decode_s": 0.0, "blur_s": 0.0, "encode_s": 0.0, "write_s": 0.0}
     stage = "read"
+    if task.done:
+        return ImageResult(task.name, True, worker=worker_id(), skipped=True)
     try:
         t0 = time.perf_counter()
         recorded, by_run = _recorded_input(task) if task.skip_done else (None, False)
@@ -392,6 +397,14 @@ def params_tag(job: Job) -> str:
 
     text = json.dumps([job.describe(), __version__], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def up_to_date(task: ImageTask, data: bytes) -> bool:
+    """True when ``task``'s output is recorded as made from ``data`` with the run's parameters
+    (and the record line the client holds): the check a worker makes, made where ``data`` is."""
+    recorded, by_run = _recorded_input(task)
+    return recorded is not None and not by_run and recorded == (
+        task.input_tag or f"sha256:{hashlib.sha256(data).hexdigest()}")
 
 
 def _recorded_input(task: ImageTask) -> tuple[str | None, bool]:
