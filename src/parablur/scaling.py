@@ -42,27 +42,28 @@ def sweep_lists(
     both forms at once are accepted only when they agree. A sweep's batch sizes are
     integers ('auto' is refused). Nothing given: 1..cores+1 workers, batch sizes 1,2,4,8.
     """
-    if workers is not None:
-        if workers < 1:
-            raise ConfigError(f"workers must be >= 1, got {workers}")
-        if workers_list is not None and tuple(workers_list) != (workers,):
-            raise ConfigError(f"--workers {workers} and --workers-list "
-                              f"{','.join(map(str, workers_list))} disagree: give one of them")
-        workers_list = (workers,)
-    if batch_size is not None:
-        if isinstance(batch_size, str):
-            if not (batch_size.isascii() and batch_size.isdigit()):
-                raise ConfigError(f"scale sweeps integer batch sizes: --batch-size must be a "
-                                  f"positive integer here, got {batch_size!r}")
-            batch_size = int(batch_size)
-        if batch_size < 1:
-            raise ConfigError(f"batch-size must be >= 1, got {batch_size}")
-        if batch_sizes is not None and tuple(batch_sizes) != (batch_size,):
-            raise ConfigError(f"--batch-size {batch_size} and --batch-sizes "
-                              f"{','.join(map(str, batch_sizes))} disagree: give one of them")
-        batch_sizes = (batch_size,)
+    if isinstance(batch_size, str):
+        if not (batch_size.isascii() and batch_size.isdigit()):
+            raise ConfigError(f"scale sweeps integer batch sizes: --batch-size must be a "
+                              f"positive integer here, got {batch_size!r}")
+        batch_size = int(batch_size)
+    workers_list = _one_point("workers", workers, "workers-list", workers_list)
+    batch_sizes = _one_point("batch-size", batch_size, "batch-sizes", batch_sizes)
     return (tuple(workers_list) if workers_list else default_workers_list(),
             tuple(batch_sizes) if batch_sizes else DEFAULT_BATCH_SIZES)
+
+
+def _one_point(flag: str, value: int | None, axis_flag: str, axis: tuple[int, ...] | None
+               ) -> tuple[int, ...] | None:
+    """The sweep's axis from ``--FLAG value`` (one point) or ``--AXIS-FLAG``; both only if they agree."""
+    if value is None:
+        return axis
+    if value < 1:
+        raise ConfigError(f"{flag} must be >= 1, got {value}")
+    if axis is not None and tuple(axis) != (value,):
+        raise ConfigError(f"--{flag} {value} and --{axis_flag} {','.join(map(str, axis))} "
+                          "disagree: give one of them")
+    return (value,)
 
 
 @dataclass(frozen=True)
