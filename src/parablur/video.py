@@ -71,10 +71,12 @@ _FAMILY_ENCODERS = {
 }
 _FALLBACK_ENCODER = "libx264"
 
-# Fixed, single-threaded, B-frame free settings per encoder ({crf} is filled in).
+# Fixed, single-threaded, B-frame free settings per encoder ({crf} is filled in).  x264's MB-tree is off:
+# with it, once libx265 or libvpx-vp9 had run in the same process, x264 sporadically wrote other bytes
+# for the same frames (measured with PyAV 18.1 / FFmpeg 8; with mbtree=0 it never did).
 ENCODER_OPTIONS: dict[str, dict[str, str]] = {
     "libx264": {"crf": "{crf}", "preset": "fast", "bf": "0", "threads": "1",
-                "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0:deterministic=1"},
+                "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0:deterministic=1:mbtree=0"},
     "libx265": {"crf": "{crf}", "preset": "fast", "bf": "0",
                 "x265-params": "pools=none:frame-threads=1:wpp=0:bframes=0:log-level=error"},
     "libvpx-vp9": {"crf": "{crf}", "b": "0", "threads": "1", "row-mt": "0", "deadline": "good",
