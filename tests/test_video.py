@@ -276,6 +276,16 @@ def test_vp9_mkv_with_variable_frame_rate_keeps_its_timestamps(tmp_path):
     assert b"+48.8584" not in out.read_bytes()
 
 
+def test_join_refuses_segments_encoded_with_other_parameters(clip, info, tmp_path):
+    segments = plan_segments(info, 0.5)
+    first, second = tmp_path / "0.nut", tmp_path / "1.nut"
+    encode_segment(clip, info, segments[0], identity, first, codec="libx264")
+    encode_segment(clip, info, segments[1], identity, second, codec="libx265")
+    with pytest.raises(MediaError, match="other parameters"):
+        join(clip, info, [first, second], tmp_path / "out.mp4")
+    assert not list(tmp_path.glob("*out.mp4*"))
+
+
 def _one_line_media_error(path: Path) -> str:
     """The message of the MediaError that probing, else encoding, the file raises."""
     with pytest.raises(MediaError) as caught:

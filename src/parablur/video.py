@@ -372,9 +372,14 @@ def encode_segment(
 
 def _video_packets(segment_files: list[str | os.PathLike[str]]) -> Iterator[av.Packet]:
     """The video packets of the segment files in order, each file opened in turn."""
+    extradata = None
     for path in segment_files:
         with av.open(os.fspath(path), "r") as container:
             stream = container.streams.video[0]
+            if extradata is None:
+                extradata = stream.codec_context.extradata
+            elif stream.codec_context.extradata != extradata:
+                raise MediaError(f"{Path(path).name}: encoded with other parameters than the first segment")
             for packet in container.demux(stream):
                 if packet.size:
                     yield packet
