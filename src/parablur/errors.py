@@ -10,7 +10,8 @@ catches that base class, prints its message on one line and exits with
     ├── IngestionError       a download or image validation failed
     │   └── ValidationError  a body is not an acceptable image
     ├── ImageError           one image could not be read, blurred or written
-    │   └── ObjectError      one object of a store is missing, unreadable or kept failing (also OSError)
+    │   ├── ObjectError      one object of a store is missing, unreadable or kept failing (also OSError)
+    │   └── MediaError       one video clip is truncated or corrupt, has no video stream or no decoder
     ├── StorageError         a store cannot be used: scheme, extra, bucket, credentials, access (exit 2)
     ├── ClusterError         a Dask cluster or worker pool could not be started or used (exit 2)
     ├── ModelError           the face model is missing, unfetchable or not the expected file (exit 2)
@@ -80,3 +81,7 @@ class ResultsError(ParaBlurError):
     or not one of ParaBlur's, checked before any work."""
 
     exit_code = 2
+
+
+class MediaError(ImageError):
+    """A video clip cannot be read or written: truncated or corrupt, no video stream, no decoder."""
