@@ -19,6 +19,10 @@ Both tools get the same JPEGs: ParaBlur's generated face scenes (``parablur fetc
    IoU >= 0.3 with it in the output, and untouched when the mean absolute difference
    over its box is < 8. Outside all true boxes: mean absolute difference and the share
    of pixels changed by > 2 (JPEG re-encoding counts), also outside the boxes grown 2x.
+   The judge is ParaBlur's own detector, so it favours ParaBlur: a face it misses in
+   the input can never be "exposed" in ParaBlur's output (ParaBlur leaves it as it is),
+   and its blur is tuned to push YuNet's score below its threshold. "Untouched" does
+   not depend on any detector.
 3. Metadata: two inputs get an EXIF block with GPS spliced in (the pixels are not
    re-encoded); does each tool's output still carry it (read with Pillow)?
 
@@ -147,7 +151,8 @@ def speed(exe: Path, src: Path, files: list[str], work: Path, rounds: int, cpu: 
                     t, outs = run_parablur(src, subset, work / f"parablur-{k}", cpu)
                 row[f"{tool}_{k}"] = {"wall_s": t["wall_s"], "cpu_s": t["cpu_s"]}
                 if k == "2n" and r == 0:
-                    commands[tool] = " ".join(t["cmd"])
+                    env = f"PYTHONPATH={HERE.parent / 'src'} " if tool == "parablur" else ""
+                    commands[tool] = env + " ".join(t["cmd"])
                     shutil.copytree(outs[files[0]].parent, work / f"{tool}-kept", dirs_exist_ok=True)
                     outputs[tool] = {f: work / f"{tool}-kept" / p.name for f, p in outs.items()}
         for tool in ("deface", "parablur"):
@@ -256,7 +261,7 @@ def metadata(exe: Path, src: Path, files: list[str], work: Path, cpu: int) -> di
 
 def versions(exe: Path) -> dict:
     probe = ("import importlib.metadata as m, json; print(json.dumps({p: m.version(p) for p in "
-             "('deface', 'onnxruntime', 'onnx', 'opencv-python-headless', 'numpy')}))")
+             "('deface', 'onnxruntime', 'onnx', 'opencv-python-headless', 'numpy', 'imageio', 'pillow')}))")
     theirs = json.loads(subprocess.run([str(exe.parent / "python"), "-c", probe], check=True,
                                        capture_output=True, text=True).stdout)
     import importlib.metadata as m
