@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """ParaBlur's face workload against deface 1.5.0 (CenterFace): speed per core, faces left, metadata.
 
-    PYTHONPATH=src /work/main/.venv/bin/python benchmarks/vs_deface.py --rounds 3 --out results.json
+    PYTHONPATH=src .venv/bin/python benchmarks/vs_deface.py --rounds 3 --images 12 --out results.json
 
 Both tools get the same JPEGs: ParaBlur's generated face scenes (``parablur fetch
 --fallback faces``, offline), whose manifest holds the true box of every face.
