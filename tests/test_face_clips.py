@@ -57,6 +57,13 @@ def test_file_has_the_frames_size_rate_keyframes_and_audio_asked_for(written):
     assert not list(path.parent.glob(".*partial"))
 
 
+def test_a_failed_write_leaves_no_file(written, tmp_path):
+    clip = written[0]
+    with pytest.raises(av.codec.codec.UnknownCodecError):
+        write_face_clip(clip, tmp_path / "x.mp4", codec="no-such-codec")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_truth_is_json_ready_and_the_same_as_each_frame_gets(written):
     clip, truth, _ = written
     assert json.loads(json.dumps(truth)) == truth
@@ -69,6 +76,7 @@ def test_deterministic_from_seed_and_index(written, tmp_path):
     again = generate_face_clip(0, 160, 120, seconds=SECONDS, fps=FPS, seed=3, face_min_size=16)
     assert write_face_clip(again, tmp_path / "again.mp4") == truth
     assert np.array_equal(_decoded(tmp_path / "again.mp4")[0], _decoded(path)[0])
+    assert (tmp_path / "again.mp4").read_bytes() == path.read_bytes()  # bitexact, single-threaded x264
     assert np.array_equal(next(again.frames()), next(clip.frames()))
     other = generate_face_clip(1, 160, 120, seconds=SECONDS, fps=FPS, seed=3, face_min_size=16)
     assert not np.array_equal(next(other.frames()), next(clip.frames()))

@@ -228,7 +228,8 @@ def generate_face_clip(index: int, width: int, height: int, *, seconds: float, f
     """Clip ``index`` of the faces-video set: ``seconds`` long at ``fps``, ``width`` x ``height``.
 
     Deterministic from (seed, index) (and the face photos installed, as ``generate_face_image``).
-    Faces are at least ``face_min_size`` pixels (longer side) in every frame.
+    Faces are at least ``face_min_size`` pixels (longer side) in the scene, so at least that in every
+    frame (the camera only magnifies), except where a box is clipped at the frame's edge.
     """
     if width < 16 or height < 16:
         raise ValueError(f"a clip must be at least 16x16, got {width}x{height}")
