@@ -524,3 +524,16 @@ def test_outputs_the_workers_cannot_reach_are_checked_for_resume_by_the_client(t
         skipped = run_images(executor, config, inp, out)
     assert (skipped.ok, skipped.skipped) == (0, 5)
     assert skipped.stages["read_s"] == 0.0  # decided on the client: the workers read nothing
+
+
+def test_bench_fast_with_an_empty_image_names_it_and_measures_the_rest(tmp_path, capsys):
+    make_images(tmp_path / "ds", 3, size=(48, 64))
+    (tmp_path / "ds" / "img_001.jpg").write_bytes(b"")  # a user's broken file
+    code = cli.main(["bench", "--input-dir", str(tmp_path / "ds"), "--output-dir",
+                     str(tmp_path / "out"), "--engine", "fast", "--executors", "threads",
+                     "--workers", "2", "--trials", "1", "--warmup", "0", "--no-ceiling",
+                     "--no-report", "--report-csv", str(tmp_path / "r.csv"), "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 1  # an image failed; the benchmark itself ran to its end
+    assert "failed: [sequential] img_001.jpg: decode: empty file" in out
+    assert "accuracy: fast against exact on 2 sampled images" in out

@@ -14,6 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .errors import ImageError
+
 
 def peak(dtype: np.dtype) -> float:
     """The largest value of an image of ``dtype``: 255 for 8-bit, 65535 for 16-bit, 1.0 for float."""
@@ -100,7 +102,8 @@ def engine_accuracy(paths: list, job, *,
                     read: Callable[[str], bytes] | None = None) -> Accuracy | None:
     """The blur of ``job`` (its engine, on the path its workers take: reduced decode included)
     against the exact engine's blur of the same decoded inputs; None for a job that is not a
-    blur by another engine than exact.
+    blur by another engine than exact, or when no image of the sample can be read (the runs
+    report those images).
 
     It runs in this process, outside every timed run, on a small sample (``sample_of``);
     ``read`` gives an image's bytes (default: the file's; a benchmark of a store's dataset
@@ -117,10 +120,16 @@ def engine_accuracy(paths: list, job, *,
 
     def pairs():
         for path in paths:
-            data = read(path) if read is not None else Path(path).read_bytes()
-            suffix = Path(path).suffix
-            image, full = decode_for(job, data, suffix, read_size(data))
+            try:
+                data = read(path) if read is not None else Path(path).read_bytes()
+                suffix = Path(path).suffix
+                image, full = decode_for(job, data, suffix, read_size(data))
+            except (OSError, ImageError):
+                continue  # an image no run could read: its failure is in the runs' summaries
             fast, _ = w(image, full)
             yield fast, gaussian_blur(decode(data, suffix), w.sigma, w.passes)
 
-    return compare(pairs())
+    try:
+        return compare(pairs())
+    except ValueError:  # no image of the sample could be read
+        return None
