@@ -151,3 +151,18 @@ def test_same_segment_twice_gives_the_same_bytes(clip, tmp_path, face_model):
     rb = anonymize_segment(path, info, seg, b, params=PARAMS, model=face_model)
     assert a.read_bytes() == b.read_bytes()
     assert ra.faces == rb.faces and ra.frames == seg.frames == 9
+
+
+def test_segment_masks_equal_a_one_segment_run(clip, tmp_path, face_model):
+    """The masks (boxes and tracked flags, not the segment-local ids) do not depend on the cuts."""
+    path, info, _ = clip
+    (whole,) = video.plan_segments(info, 100.0)
+    one = anonymize_segment(path, info, whole, tmp_path / "all.nut", params=PARAMS, model=face_model)
+    cut = [anonymize_segment(path, info, seg, tmp_path / f"s{seg.index}.nut", params=PARAMS, model=face_model)
+           for seg in video.plan_segments(info, 0.5)]
+
+    def masks(entries):
+        return {e["frame"]: sorted((f["box"], f["tracked"]) for f in e["faces"]) for e in entries}
+
+    assert masks(one.faces) == masks([e for rec in cut for e in rec.faces])
+    assert one.frames == info.frames and one.window == (0, info.frames - 1)
