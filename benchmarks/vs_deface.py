@@ -53,6 +53,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from parablur.workloads.face_quality import iou as _iou
+
 HERE = Path(__file__).resolve().parent
 DEFACE = "deface==1.5.0"
 DEFACE_RUNTIME = ["numpy", "onnxruntime", "onnx", "opencv-python-headless", "imageio", "imageio-ffmpeg",
@@ -169,15 +171,6 @@ def speed(exe: Path, src: Path, files: list[str], work: Path, rounds: int, cpu: 
            if k.endswith(("img_per_s", "s_per_img", "ratio_steady"))}
     return {"images_n": n, "images_2n": 2 * n, "commands": commands, "rounds": per_round,
             "median": med}, outputs
-
-
-def _iou(a, b) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    w = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
-    h = max(0.0, min(ay + ah, by + bh) - max(ay, by))
-    inter = w * h
-    return inter / (aw * ah + bw * bh - inter) if inter else 0.0
 
 
 def _mask(shape, boxes, grow: float = 1.0) -> np.ndarray:

@@ -11,19 +11,11 @@ import pytest
 
 from parablur.config import FaceParams
 from parablur.ingestion.face_clips import GOP_SECONDS, FaceClip, generate_face_clip, write_face_clip
+from parablur.workloads.face_quality import iou as _iou
 from parablur.workloads.faces import detect_faces
 
 FPS = 15
 SECONDS = 2
-
-
-def _iou(a, b) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    w = min(ax + aw, bx + bw) - max(ax, bx)
-    h = min(ay + ah, by + bh) - max(ay, by)
-    inter = max(0.0, w) * max(0.0, h)
-    return inter / (aw * ah + bw * bh - inter)
 
 
 def _decoded(path) -> list[np.ndarray]:

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .face_quality import iou
+
 LINK_IOU = 0.3  # least IoU between a detection and a track's predicted box to link them
 MAX_GAP_S = 0.3  # a track unmatched for longer than this (seconds) ends: --track-gap
 LEAD_FRAMES = 3  # frames masked before a track's first and after its last detection
@@ -64,15 +66,6 @@ class TrackedFace:
 
 Frame = tuple[int, float, Sequence[Detection]]
 Track = list[tuple[int, Detection]]  # (frame position, detection), in frame order
-
-
-def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two [x, y, width, height] boxes."""
-    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _ranked(detections: Sequence[Detection]) -> list[Detection]:
