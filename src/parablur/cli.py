@@ -31,6 +31,7 @@ from .config import (
     FaceParams,
     FetchConfig,
     RunConfig,
+    VideoParams,
     default_workers,
     location,
     require_lasting,
@@ -160,6 +161,26 @@ def _add_run_flags(p: argparse.ArgumentParser, *, single_executor: bool, sweep: 
     f.add_argument("--draw-boxes", action="store_true",
                    help="also write a debug copy with the boxes drawn, to "
                         "OUTPUT_DIR/<executor>-boxes/ (never over the anonymized output)")
+    v = p.add_argument_group(
+        "video (clips found beside the images: .mp4 .mov .m4v .mkv .webm .avi)",
+        "each clip is cut at keyframes into segments, anonymized frame by frame over the workers, "
+        "and joined with its audio and subtitles copied bit for bit (see docs/video.md)")
+    v.add_argument("--video-crf", type=int, default=18, metavar="N",
+                   help="quality of the re-encoded video, lower is better (default: 18, visually "
+                        "lossless for x264/x265)")
+    v.add_argument("--video-codec", default=None, metavar="ENCODER",
+                   help="FFmpeg encoder, e.g. libx264, libx265, libvpx-vp9, libsvtav1 (default: "
+                        "the encoder of the input's codec family, else libx264)")
+    v.add_argument("--segment-s", type=float, default=None, metavar="SECONDS",
+                   help="seconds per segment, cut at the next keyframe (default: about 1/16 of "
+                        "the clip, 2 to 10 s; never depends on the workers, so that every "
+                        "executor writes the same bytes)")
+    v.add_argument("--track-gap", type=float, default=0.3, metavar="SECONDS",
+                   help="faces: a face the detector misses for up to this long between two "
+                        "detections of its track stays hidden (default: 0.3)")
+    v.add_argument("--detect-every", type=int, default=1, metavar="N",
+                   help="faces: detect on every Nth frame and track across the others, faster "
+                        "(default: 1, every frame)")
     c = p.add_argument_group("cluster")
     c.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="use this Dask scheduler (tcp:// or tls://) instead of a LocalCluster")
@@ -320,6 +341,8 @@ def _run_config(a: argparse.Namespace, executor: str) -> RunConfig:
         faces=FaceParams(model=a.face_model, face_min_size=a.face_min_size,
                          threshold=a.threshold, max_faces=a.max_faces, style=a.style,
                          shape=a.shape, mask_scale=a.mask_scale),
+        video=VideoParams(crf=a.video_crf, codec=a.video_codec, segment_s=a.segment_s,
+                          track_gap_s=a.track_gap, detect_every=a.detect_every),
         storage_options=parse_storage_options(getattr(a, "storage_options", None)),
     )
 
@@ -451,8 +474,13 @@ def _check_outside(a: argparse.Namespace, input_dir: Path, output_dir: Path) -> 
 def _check_workload(run: RunConfig) -> None:
     """Refuse, before any output folder is made or any pool started, a workload that the
     workers this machine starts could not load: a user's module this process cannot import,
-    or a ``--face-model`` that is missing or not the model. (A remote cluster's workers are
-    asked when it is up, as every run's workers are.)"""
+    or a ``--face-model`` that is missing or not the model, or a ``--video-codec`` that this
+    FFmpeg build cannot encode with. (A remote cluster's workers are asked when it is up, as
+    every run's workers are.)"""
+    if run.video.codec is not None:
+        from .video import check_encoder
+
+        check_encoder(run.video.codec)
     if run.cluster.is_remote:
         return
     if run.workload == "faces" and run.faces.model is not None:

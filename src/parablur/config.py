@@ -279,6 +279,29 @@ class FaceParams:
 
 
 @dataclass(frozen=True)
+class VideoParams:
+    """How a video clip is cut into segments, tracked and encoded again (``parablur.clips``)."""
+
+    crf: int = 18  # visually lossless for x264/x265; the encoder's quality scale otherwise
+    codec: str | None = None  # an FFmpeg encoder name; None: the input's codec family's encoder
+    segment_s: float | None = None  # seconds per segment; None: from the clip's length alone
+    track_gap_s: float = 0.3  # faces: a track's missed detections filled across this many seconds
+    detect_every: int = 1  # faces: detect on every Nth frame of a clip, track across the others
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.crf <= 63, f"video-crf must be in 0..63, got {self.crf}")
+        _require(self.segment_s is None or 0.1 <= self.segment_s <= 3600,
+                 f"segment-s must be in 0.1..3600 seconds, got {self.segment_s}")
+        _require(0 <= self.track_gap_s <= 10, f"track-gap must be in 0..10 seconds, got {self.track_gap_s}")
+        _require(1 <= self.detect_every <= 100,
+                 f"detect-every must be in 1..100, got {self.detect_every}")
+
+    def describe(self) -> dict:
+        return {"crf": self.crf, "codec": self.codec, "segment_s": self.segment_s,
+                "track_gap_s": self.track_gap_s, "detect_every": self.detect_every}
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """How to anonymize one folder (or object-store prefix) with one executor."""
 
@@ -298,6 +321,7 @@ class RunConfig:
     engine: str = "exact"  # how a Gaussian is computed (the blur workload's, and the faces')
     faces: FaceParams = field(default_factory=lambda: FaceParams())
     draw_boxes: bool = False  # faces: a debug copy with the boxes drawn, beside the outputs
+    video: VideoParams = field(default_factory=VideoParams)
     # fsspec options of URL locations (credentials among them: never shown, never compared).
     storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 

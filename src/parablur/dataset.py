@@ -7,6 +7,16 @@ from pathlib import Path
 from .errors import DatasetError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+# Video clips, found beside images by every command that takes images (``parablur.clips``).
+VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi"})
+MEDIA_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+
+
+def is_video_key(key: str) -> bool:
+    """True for a key or file name with a video suffix."""
+    name = key.rsplit("/", 1)[-1]
+    dot = name.rfind(".")
+    return dot > 0 and name[dot:].lower() in VIDEO_SUFFIXES
 
 
 def is_image_name(path: Path) -> bool:

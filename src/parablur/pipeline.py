@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from .clips import Assembler
 from .config import RunConfig
 from .errors import ConfigError, ImageError, ParaBlurError
 from .executors import Executor, create_executor
@@ -56,6 +57,7 @@ class RunSummary:
     # Every task: (worker, start s, end s, images), seconds after the run began (the client's
     # wall clock against the workers': one machine, or hosts whose clocks agree).
     tasks: tuple[tuple[str, float, float, int], ...] = ()
+    frames: int = 0  # frames of the outputs made (an image is one frame; a clip, all of its)
 
     @property
     def idle_s(self) -> float:
@@ -66,12 +68,18 @@ class RunSummary:
     def throughput(self) -> float:
         return self.ok / self.wall_s if self.wall_s > 0 else 0.0
 
+    @property
+    def frame_rate(self) -> float:
+        """Frames of the outputs made per second of the run (images count one frame each)."""
+        return self.frames / self.wall_s if self.wall_s > 0 else 0.0
+
     def to_dict(self) -> dict:
         data = asdict(self)
         data["failures"] = list(self.failures)
         data["tasks"] = len(self.tasks)
         data["idle_s"] = self.idle_s
         data["throughput"] = self.throughput
+        data["frame_rate"] = self.frame_rate
         return data
 
 
@@ -106,9 +114,13 @@ def balanced(by_cost: int, images: int, workers: int) -> int:
 
 
 def fixed_batches(tasks: Iterable[ImageTask], size: int) -> Iterator[list[ImageTask]]:
-    """Batches of ``size`` from a stream of tasks, holding one batch at a time."""
+    """Batches of ``size`` from a stream of tasks, holding one batch at a time (a task that is
+    ``alone``, a batch of its own)."""
     batch: list[ImageTask] = []
     for task in tasks:
+        if task.alone:
+            yield [task]
+            continue
         batch.append(task)
         if len(batch) >= size:
             yield batch
@@ -146,9 +158,15 @@ def auto_batches(tasks: Iterable[ImageTask], by_cost: int, workers: int, *,
         fill(lookahead)
         if not buffer:
             return
+        if buffer[0].alone:
+            yield [buffer.popleft()]
+            continue
         size = balanced(by_cost, seen, workers)
         fill(size)
-        yield [buffer.popleft() for _ in range(min(size, len(buffer)))]
+        batch: list[ImageTask] = []
+        while buffer and len(batch) < size and not buffer[0].alone:
+            batch.append(buffer.popleft())
+        yield batch
 
 
 def batches(config: RunConfig, inp: Store, out: Store, tasks: Iterable[ImageTask], *, first: str,
@@ -223,7 +241,12 @@ def _shipped(batches: Iterable[list[ImageTask]], inp: Store, out: Store
 
 
 def _ship(task: ImageTask, inp: Store, out: Store) -> ImageTask:
+    if task.done or task.error is not None:
+        return task
     data = None if inp.shared else _read_or_empty(inp, task.src)
+    if task.part is not None:  # a segment: made again where only the client reaches its output
+        return replace(task, data=data, return_bytes=not out.shared,
+                       skip_done=task.skip_done and out.shared)
     if not out.shared and task.skip_done and task.annotate is None:
         try:
             if up_to_date(task, data if data is not None else inp.read(task.src)):
@@ -275,19 +298,23 @@ def run_images(executor: Executor, config: RunConfig, inp: Store, out: Store, *,
            if job.workload.record_file else None)
     ship = config.effective_transfer == "bytes" and executor.name != "sequential"
     seen: set[str] = set()  # this run's images with an output, for --draw-boxes
+    parts = Assembler(inp, out, job)
 
-    def settle(img: ImageResult) -> ImageResult:
-        img = _write_returned(img, out)
+    def settle(img: ImageResult) -> ImageResult | None:
+        img = parts.settle(_write_returned(img, out))
+        if img is None:  # a part of an output whose other parts are still under way
+            return None
         if log is not None:
             note_record(log, img)
-        if img.ok and boxes is not None:
+        if img.ok and boxes is not None and img.frames == 1:  # a clip's boxes are not drawn
             seen.add(img.name)
         return img
 
     try:
         first = first or inp.probe_read()
-        tasks = plan_tasks(inp, out, job, inp.scan_images() if items is None else items,
-                           skip_done=not force, log=log)
+        tasks = (part for task in plan_tasks(inp, out, job, inp.scan_images() if items is None
+                                             else items, skip_done=not force, log=log)
+                 for part in parts.expand(task))
         batched = batches(config, inp, out, tasks, first=first, workers=executor.workers)
         summary = drive(executor, config, job, _shipped(batched, inp, out) if ship else batched,
                         batch_size=None, output=out.url, settle=settle, progress=progress)
@@ -318,7 +345,7 @@ def _write_returned(img: ImageResult, store: Store) -> ImageResult:
         return img
     t0 = time.perf_counter()
     try:
-        store.write(img.name, img.output, metadata=img.meta)
+        store.write(img.dst or img.name, img.output, metadata=img.meta)
     except (OSError, ParaBlurError) as exc:
         return replace(img, ok=False, error=f"write: {failure_reason(exc)}", output=None)
     return replace(img, write_s=img.write_s + time.perf_counter() - t0, output=None)
@@ -347,21 +374,22 @@ def _draw_boxes(executor: Executor, config: RunConfig, job: Job, inp: Store, box
 
 def drive(executor: Executor, config: RunConfig, job: Job, batches: Iterable[list[ImageTask]], *,
           batch_size: int | None, output: str, total: int | None = None,
-          settle: Callable[[ImageResult], ImageResult] = lambda img: img,
+          settle: Callable[[ImageResult], ImageResult | None] = lambda img: img,
           progress: bool = False) -> RunSummary:
     """Feed ``batches`` through ``executor``'s bounded window and tally their results.
 
     ``batches`` may be a generator (a listing, page by page): it is read only as the
     window has room. ``batch_size`` None (batches of varying size): the summary gives the
     largest. ``settle`` finishes each image's result on the client (an output sent back
-    as bytes written, its record line noted).
+    as bytes written, its record line noted; None for a part of an output still under way,
+    counted when its output is).
     """
     from tqdm import tqdm
 
     failures: list[dict] = []
     stages = dict.fromkeys(STAGES, 0.0)
     task_s = 0.0
-    ok = images = skipped = 0
+    ok = images = skipped = frames = 0
     peak: dict[str, float] = {}
     bar = tqdm(total=total, desc=f"{executor.name:>12}", unit="img", leave=False,
                disable=not progress or None, dynamic_ncols=True)
@@ -378,14 +406,17 @@ def drive(executor: Executor, config: RunConfig, job: Job, batches: Iterable[lis
             if result.worker:
                 peak[result.worker] = max(peak.get(result.worker, 0.0), result.peak_rss_mb)
             for img in result.images:
-                images += 1
                 img = settle(img)
+                if img is None:
+                    continue
+                images += 1
                 for s in STAGES:
                     stages[s] += getattr(img, s)
                 if img.skipped:
                     skipped += 1
                 elif img.ok:
                     ok += 1
+                    frames += img.frames
                 else:
                     failures.append({"image": img.name, "reason": img.error or "unknown"})
             bar.update(len(result.images))
@@ -399,7 +430,7 @@ def drive(executor: Executor, config: RunConfig, job: Job, batches: Iterable[lis
         failed=len(failures), failures=tuple(sorted(failures, key=lambda f: f["image"])),
         wall_s=wall, startup_s=executor.startup_s, task_s=task_s, stages=stages,
         peak_worker_rss_mb=max(peak.values(), default=0.0), output_dir=output,
-        skipped=skipped, dashboard=executor.dashboard_link, tasks=tuple(spans),
+        skipped=skipped, dashboard=executor.dashboard_link, tasks=tuple(spans), frames=frames,
     )
 
 

@@ -1,6 +1,7 @@
 """The workload's per-image records (faces: the detections) as JSON lines beside the outputs.
 
-One line per image, ``{"image": NAME, ...record}``, sorted by image name, in
+One line per image, ``{"image": NAME, ...record}`` (a video clip: one per frame with faces,
+``{"image": NAME, "frame": N, "pts": SECONDS, ...}``), sorted by image name, in
 ``OUTPUT_DIR/<executor>/<the workload's record file>``: a file in an output folder, or
 one object in an output prefix of a store. A resumed run keeps the lines of the images
 it skipped and replaces those it redoes; the record is written whole by ``save`` (a
@@ -69,7 +70,9 @@ class RecordLog:
             except ValueError:
                 continue  # a torn or foreign line: that image's record is redone or dropped
             if isinstance(item, dict) and isinstance(item.get("image"), str):
-                self._lines[item["image"]] = record_line(item["image"], item)
+                name, line = item["image"], record_line(item["image"], item)
+                # A video clip has a line per frame with faces: its record is all of them.
+                self._lines[name] = f"{self._lines[name]}\n{line}" if name in self._lines else line
 
     def __contains__(self, name: str) -> bool:
         return name in self._lines
@@ -83,17 +86,19 @@ class RecordLog:
         return line_tag(line) if line is not None else ""
 
     def get(self, name: str) -> dict | None:
-        """The record of image ``name`` (with its ``"image"`` key), or None."""
+        """The record of image ``name`` (with its ``"image"`` key), or None; a video clip's is
+        ``{"image": NAME, "frames": [each frame's line]}``."""
         line = self._lines.get(name)
-        return json.loads(line) if line is not None else None
+        return _decode(name, line) if line is not None else None
 
     @property
     def lines(self) -> dict[str, dict]:
         """Every record by image name (decoded: for a dataset's worth, not a million images)."""
-        return {name: json.loads(line) for name, line in self._lines.items()}
+        return {name: _decode(name, line) for name, line in self._lines.items()}
 
     def add(self, name: str, line: str) -> None:
-        """Keep ``line`` (``record_line``'s, made on the worker) as image ``name``'s record."""
+        """Keep ``line`` (``record_line``'s, made on the worker) as image ``name``'s record (a
+        clip's: its lines, one per frame with faces, joined by newlines)."""
         self._lines[name] = line
         self._dirty = True
 
@@ -111,3 +116,10 @@ class RecordLog:
         text = "".join(self._lines[n] + "\n" for n in sorted(self._lines))
         self.store.write(self.key, text.encode("utf-8"))
         self._dirty = False
+
+
+def _decode(name: str, text: str) -> dict:
+    items = [json.loads(line) for line in text.split("\n")]
+    if len(items) == 1 and "frame" not in items[0]:
+        return items[0]
+    return {"image": name, "frames": items}

@@ -1,4 +1,5 @@
-"""Checking that a parallel run's outputs are pixel-identical to the sequential ones."""
+"""Checking that a parallel run's outputs are pixel-identical to the sequential ones (a video
+clip's: frame for frame)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from .dataset import is_video_key
 from .errors import ParaBlurError
 from .storage import Store
 
@@ -31,6 +33,8 @@ def _load(store: Store, key: str) -> np.ndarray | None:
 
 
 def _compare(ref: Store, other: Store, key: str) -> str | None:
+    if is_video_key(key):
+        return _compare_clip(ref, other, key)
     try:
         a, b = _load(ref, key), _load(other, key)
     except ParaBlurError as exc:
@@ -44,6 +48,17 @@ def _compare(ref: Store, other: Store, key: str) -> str | None:
         diff = int(np.count_nonzero(a != b))
         return f"{diff} of {a.size} values differ (max |d| {int(np.abs(a.astype(int) - b).max())})"
     return None
+
+
+def _compare_clip(ref: Store, other: Store, key: str) -> str | None:
+    """A video clip's frames, decoded one at a time from both outputs and compared."""
+    from .video import compare
+
+    try:
+        with ref.open(key) as a, other.open(key) as b:
+            return compare(a, b)
+    except ParaBlurError as exc:
+        return "missing output" if other.info(key) is None else f"cannot read: {exc}"
 
 
 def _keys(store: Store) -> list[str]:

@@ -40,6 +40,7 @@ from typing import IO
 import av
 import numpy as np
 
+from parablur.dataset import VIDEO_SUFFIXES
 from parablur.errors import MediaError
 
 __all__ = [
@@ -56,7 +57,6 @@ __all__ = [
     "probe",
 ]
 
-VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi"})
 SEGMENT_SUFFIX = ".nut"
 
 Source = str | os.PathLike[str] | IO[bytes]
@@ -274,6 +274,20 @@ def encoder_for(info: ClipInfo, codec: str | None = None) -> str:
     return _FALLBACK_ENCODER
 
 
+def check_encoder(name: str) -> None:
+    """Refuse (``ConfigError``, one line) an encoder this FFmpeg build does not have, or one that
+    does not encode video."""
+    from parablur.errors import ConfigError
+
+    try:
+        codec = av.Codec(name, "w")
+    except (av.FFmpegError, ValueError):
+        raise ConfigError(f"video-codec: no encoder {name!r} in this FFmpeg build (try libx264, "
+                          "libx265, libvpx-vp9 or libsvtav1)") from None
+    if codec.type != "video":
+        raise ConfigError(f"video-codec: {name!r} is a {codec.type} encoder, not a video one")
+
+
 def _has_codec(name: str, mode: str) -> bool:
     """Whether this FFmpeg build has a codec by that name in that mode ("r" or "w")."""
     try:
@@ -447,3 +461,30 @@ def join(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def compare(reference: Source, candidate: Source) -> str | None:
+    """Why ``candidate``'s video frames differ from ``reference``'s (count, timestamps or pixels, as
+    decoded in their own pixel format), or None when they are the same, frame for frame."""
+    with _open(reference) as a, _open(candidate) as b:
+        sa, sb = _video_stream(a, reference), _video_stream(b, candidate)
+        sa.thread_count = sb.thread_count = 1
+        frames = a.decode(sa)
+        others = b.decode(sb)
+        index = 0
+        try:
+            while True:
+                fa, fb = next(frames, None), next(others, None)
+                if fa is None or fb is None:
+                    if fa is fb:
+                        return None
+                    return f"frame count differs after {index} frames"
+                if fa.pts != fb.pts or fa.format.name != fb.format.name:
+                    return (f"frame {index}: pts {fb.pts} ({fb.format.name}) against "
+                            f"{fa.pts} ({fa.format.name})")
+                pa, pb = fa.to_ndarray(), fb.to_ndarray()
+                if pa.shape != pb.shape or not np.array_equal(pa, pb):
+                    return f"frame {index}: pixels differ"
+                index += 1
+        except av.FFmpegError as exc:
+            return f"frame {index}: does not decode ({_one_line(exc)})"

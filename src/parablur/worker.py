@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from . import process_state
-from .config import BlurParams, RunConfig
+from .config import BlurParams, RunConfig, VideoParams
 from .engines import decode_reduced
 from .errors import ImageError, ParaBlurError
 from .imageinfo import jpeg_end, read_size
@@ -125,6 +125,8 @@ class Job:
     max_pixels: int = 100_000_000  # larger images are rejected from their header
     # How a worker schedules its disk I/O (never what it computes).
     overlap_io: bool = False
+    # How a video clip is cut, tracked and encoded (its outputs' parameters, not an image's).
+    video: VideoParams = field(default_factory=VideoParams)
 
     @classmethod
     def blur(cls, params: BlurParams) -> Job:
@@ -138,7 +140,7 @@ class Job:
         from .workloads import workload_for
 
         p = config.blur
-        return cls(workload_for(config), p.jpeg_quality, p.max_pixels, p.overlap_io)
+        return cls(workload_for(config), p.jpeg_quality, p.max_pixels, p.overlap_io, config.video)
 
     def describe(self) -> dict:
         """What an output depends on: the workload and its parameters, and the encoding."""
@@ -176,6 +178,17 @@ class ImageTask:
     # Found up to date by the client (``up_to_date``), which alone reaches the output store
     # (``--transfer bytes``): the worker reports it skipped, and nothing is shipped.
     done: bool = False
+    # One part of an output made of several tasks (a video clip's segment: ``parablur.clips``);
+    # ``dst`` is then the part's own hidden key.
+    part: object | None = None
+    # Why the client could not make the task's work (a clip that cannot be probed): the worker
+    # reports the image failed with this reason.
+    error: str | None = None
+
+    @property
+    def alone(self) -> bool:
+        """A task that is a batch of its own (a segment takes seconds, not milliseconds)."""
+        return self.part is not None
 
 
 @dataclass(frozen=True)
@@ -198,6 +211,9 @@ class ImageResult:
     # its image there, with the reason, like any other error of that image.
     line: str | None = None
     skipped: bool = False  # its output was already up to date (resume)
+    frames: int = 1  # frames it holds (an image: 1; a video clip: its frame count)
+    part: int | None = None  # the part's index, for a part of an output (``ImageTask.part``)
+    dst: str | None = None  # the returned part's key in the output store (``return_bytes``)
 
     @property
     def total_s(self) -> float:
@@ -308,6 +324,12 @@ def process_image(task: ImageTask, job: Job, *, prefetched: Future | None = None
     """
     if task.annotate is not None:
         return draw_image(task, job, prefetched=prefetched)
+    if task.error is not None:
+        return ImageResult(task.name, False, task.error, worker=worker_id())
+    if task.part is not None and not task.done:
+        from .clips import process_part
+
+        return process_part(task, job)
     stages = {"read_s": 0.0, "decode_s": 0.0, "blur_s": 0.0, "encode_s": 0.0, "write_s": 0.0}
     stage = "read"
     if task.done:
@@ -473,11 +495,14 @@ class _Pending:
 def _overlapped(tasks: Sequence[ImageTask], job: Job) -> tuple[ImageResult, ...]:
     """Process ``tasks`` while one background thread reads ahead and writes behind."""
     out: list[ImageResult | _Pending] = []
+    def ahead(task: ImageTask) -> Future | None:  # a segment reads its own ranges
+        return io.submit(read_input, task) if task.part is None and task.error is None else None
+
     with ThreadPoolExecutor(1, thread_name_prefix="parablur-io") as io:
-        nxt = io.submit(read_input, tasks[0]) if tasks else None
+        nxt = ahead(tasks[0]) if tasks else None
         for i, task in enumerate(tasks):
             current = nxt
-            nxt = io.submit(read_input, tasks[i + 1]) if i + 1 < len(tasks) else None
+            nxt = ahead(tasks[i + 1]) if i + 1 < len(tasks) else None
             out.append(process_image(task, job, prefetched=current, writer=io))
     return tuple(r.settle() if isinstance(r, _Pending) else r for r in out)
 

@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import IO, TYPE_CHECKING, TypeVar
 
-from ..dataset import IMAGE_SUFFIXES
+from ..dataset import MEDIA_SUFFIXES
 from ..errors import ConfigError, DatasetError, ObjectError, ParaBlurError, StorageError
 from ..files import LOCK_NAME, OUTPUT_MARKER
 from ._retry import Kind, RetryPolicy, classify, describe
@@ -29,6 +29,10 @@ T = TypeVar("T")
 PROBE_PREFIX = ".parablur-probe-"
 SIDECAR_SUFFIX = ".parablur-meta.json"
 SIDECAR_FORMAT = 1
+# ``Store.upload``: an object store's upload is split in parts of this size from twice this size.
+MULTIPART_CHUNK_BYTES = 16 * 2**20
+# ``Store.open``: bytes per ranged read (a segment of a 1080p clip is a few MB).
+OPEN_BLOCK_BYTES = 4 * 2**20
 # Bytes a read probe fetches from the first image: enough to prove the read, cheap for any size.
 PROBE_READ_BYTES = 64 * 1024
 # Object metadata as S3 allows it everywhere: lower-case ASCII names, printable ASCII values,
@@ -52,13 +56,14 @@ class ObjectInfo:
 
 
 def is_image_key(key: str) -> bool:
-    """True for a key with an image suffix and no hidden part (temporary names and probes are hidden)."""
+    """True for a key with an image or video suffix and no hidden part (temporary names, probes
+    and a clip's segments are hidden)."""
     parts = key.split("/")
     if any(not part or part.startswith(".") for part in parts):
         return False
     name = parts[-1]
     dot = name.rfind(".")
-    return dot > 0 and name[dot:].lower() in IMAGE_SUFFIXES
+    return dot > 0 and name[dot:].lower() in MEDIA_SUFFIXES
 
 
 def check_key(key: str) -> str:
@@ -151,6 +156,12 @@ class Store(ABC):
     def _delete(self, key: str) -> None: ...
 
     @abstractmethod
+    def _open(self, key: str) -> IO[bytes]: ...
+
+    @abstractmethod
+    def _upload(self, key: str, path: Path, metadata: dict[str, str]) -> None: ...
+
+    @abstractmethod
     def _secrets(self) -> frozenset[str]: ...
 
     # -- exclusive writes, for the lock (``storage.lock``); stores override them where atomic --
@@ -237,6 +248,26 @@ class Store(ABC):
         key = check_key(key)
         meta = check_metadata(metadata)
         self._call("write", key, lambda: self._write(key, bytes(data), meta, durable), per_object=True)
+
+    def open(self, key: str) -> IO[bytes]:
+        """The object as a seekable binary file that reads only the ranges asked for (ranged GETs
+        on an object store): a worker decodes one segment of a long clip without the rest."""
+        key = check_key(key)
+        return self._call("open", key, lambda: self._open(key), per_object=True)
+
+    def upload(self, key: str, path: Path, *, metadata: Mapping[str, str] | None = None) -> None:
+        """Put the local file ``path`` at ``key`` whole or not at all, with ``metadata``: ``write``
+        for an output too big to hold in memory (a multipart upload on S3 past
+        ``MULTIPART_CHUNK_BYTES`` * 2; in a folder, a temporary copy renamed over the final name)."""
+        key = check_key(key)
+        meta = check_metadata(metadata)
+        self._call("write", key, lambda: self._upload(key, Path(path), meta), per_object=True)
+
+    def delete(self, key: str) -> None:
+        """Remove the object at ``key``: only ever one ParaBlur made below a root it holds (a
+        clip's segment once the clip is joined)."""
+        key = check_key(key)
+        self._call("delete", key, lambda: self._delete(key), per_object=True)
 
     def info(self, key: str) -> ObjectInfo | None:
         """The object's size, tag and metadata, or None if there is no object at ``key``.

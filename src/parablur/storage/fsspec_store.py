@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import hashlib
@@ -10,13 +11,17 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator, Mapping
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from ..errors import ConfigError, DatasetError, StorageError
 from ..files import LOCK_NAME, OUTPUT_MARKER, check_owner, marker_command, marker_text
 from ._retry import RetryPolicy, describe, service_code
 from .base import (
+    MULTIPART_CHUNK_BYTES,
+    OPEN_BLOCK_BYTES,
     PROBE_PREFIX,
+    SIDECAR_SUFFIX,
     ObjectInfo,
     Store,
     check_key,
@@ -289,6 +294,25 @@ class FsspecStore(Store):
 
     def _delete(self, key: str) -> None:
         self.fs.rm_file(self._full(key))
+        if not self.is_s3 and not key.endswith(SIDECAR_SUFFIX):
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm_file(self._full(sidecar_key(key)))
+
+    def _open(self, key: str) -> IO[bytes]:
+        return self.fs.open(self._full(key), "rb", block_size=OPEN_BLOCK_BYTES, cache_type="readahead")
+
+    def _upload(self, key: str, path: Path, metadata: dict[str, str]) -> None:
+        full = self._full(key)
+        if self.is_s3:
+            # One PutObject below twice the chunk, else a multipart upload of it (the metadata
+            # goes with the PUT, or with the multipart upload's creation).
+            self.fs.put_file(str(path), full, chunksize=MULTIPART_CHUNK_BYTES,
+                             **({"Metadata": metadata} if metadata else {}))
+            return
+        self.fs.put_file(str(path), full)
+        if metadata:
+            body = self._body_info(key, full, None)
+            self.fs.pipe_file(self._full(sidecar_key(key)), sidecar_bytes(body.size, body.etag, metadata))
 
     @property
     def shared(self) -> bool:  # type: ignore[override]

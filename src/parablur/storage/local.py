@@ -6,10 +6,12 @@ import contextlib
 import errno
 import hashlib
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 from ..errors import DatasetError, ObjectError
 from ..files import (
@@ -167,7 +169,36 @@ class LocalStore(Store):
         return ObjectInfo(key, body.size, body.etag, sidecar_metadata(record, body))
 
     def _delete(self, key: str) -> None:
-        (self.root / key).unlink()
+        path = self.root / key
+        path.unlink()
+        (self.root / sidecar_key(key)).unlink(missing_ok=True)
+        for folder in path.parents:  # the folders the object alone kept, up to the root
+            if folder == self.root or self.root not in folder.parents:
+                break
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+
+    def _open(self, key: str) -> IO[bytes]:
+        return open(self.root / key, "rb")
+
+    def _upload(self, key: str, path: Path, metadata: dict[str, str]) -> None:
+        dest = self.root / key
+        if self.root.resolve() not in dest.resolve().parents:  # a symlink planted below the root
+            raise ObjectError(f"refusing to write outside the output folder: {key}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
+        try:
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, dest)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        if metadata:
+            record = sidecar_bytes(dest.stat().st_size, sha256_file(dest), metadata)
+            write_atomic(self.root / sidecar_key(key), record, durable=False)
 
     # -- exclusive writes (the lock): atomic in a folder --
 

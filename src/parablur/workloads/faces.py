@@ -425,6 +425,19 @@ class FaceWorkload:
                   for name, boxes in truths.items() if name in records]
         return summarize(scored).to_dict() if scored else None
 
+    def segment(self, source, info, segment, dest, video) -> tuple[int, list[dict]]:
+        """A video segment (``parablur.clips``): faces detected, tracked across frames and hidden,
+        the segment encoded to ``dest``; its frames and the record of each frame with faces."""
+        from ..engines import get_engine
+        from .video_faces import anonymize_segment
+
+        engine = get_engine(self.engine)
+        done = anonymize_segment(source, info, segment, dest, params=self.params,
+                                 model=_model_for(self.params.model), max_gap_s=video.track_gap_s,
+                                 detect_every=video.detect_every, codec=video.codec, crf=video.crf,
+                                 gaussian=lambda img, sigma: engine.blur(img, sigma, 1))
+        return done.frames, done.faces
+
     def annotate(self, image: np.ndarray, record: dict) -> np.ndarray | None:
         """The input with each detection's box, score and landmarks drawn (a debug copy)."""
         out = _to_bgr8(image).copy()

@@ -26,7 +26,7 @@ import numpy as np
 
 from parablur.config import FaceParams
 from parablur.video import ClipInfo, Segment, Source, _frames, encode_segment
-from parablur.workloads.faces import anonymize_regions, detect_faces
+from parablur.workloads.faces import Gaussian, anonymize_regions, default_gaussian, detect_faces
 from parablur.workloads.tracking import (
     LEAD_FRAMES,
     MAX_GAP_S,
@@ -105,7 +105,7 @@ def _record(index: int, pts: float, faces: list[TrackedFace]) -> dict:
 def anonymize_segment(source: Source, info: ClipInfo, segment: Segment, dest: str | os.PathLike[str], *,
                       params: FaceParams, model: Path, max_gap_s: float = MAX_GAP_S,
                       lead_frames: int = LEAD_FRAMES, detect_every: int = 1, codec: str | None = None,
-                      crf: int = 18) -> SegmentRecord:
+                      crf: int = 18, gaussian: Gaussian = default_gaussian) -> SegmentRecord:
     """Encode ``segment`` to ``dest`` with its faces hidden; return what was hidden in which frame."""
     if detect_every < 1:
         raise ValueError(f"detect_every must be >= 1, got {detect_every}")
@@ -125,7 +125,7 @@ def anonymize_segment(source: Source, info: ClipInfo, segment: Segment, dest: st
             return image
         records.append(_record(index, pts, faces))
         return anonymize_regions(image, [f.box for f in faces], style=params.style, shape=params.shape,
-                                 mask_scale=params.mask_scale)
+                                 mask_scale=params.mask_scale, gaussian=gaussian)
 
     started = time.perf_counter()
     written = encode_segment(source, info, segment, hide, dest, codec=codec, crf=crf)
