@@ -114,6 +114,9 @@ class ExecutorStats:
     ceiling_efficiency: float | None = None  # median of the rounds' speedup / own ceiling
     noisy_rounds: int = 0  # measured rounds with outside load, left out of the headline
     headline_noisy: bool = False  # no quiet round: the figures are the noisy rounds'
+    # Frames per second, where video clips make them differ from images per second.
+    sequential_frame_rate: float | None = None
+    parallel_frame_rate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -238,6 +241,9 @@ def summarize(name: str, rounds: Sequence[RoundResult], rows: Sequence[Mapping[s
         peak_worker_rss_mb=max(r.peak_worker_rss_mb for r in par),
         ceiling_efficiency=trials.vs_ceiling,
         noisy_rounds=sum(1 for r in measured if r.noisy), headline_noisy=trials.noisy,
+        **({"sequential_frame_rate": trials.median("seq_frame_rate"),
+            "parallel_frame_rate": trials.median("par_frame_rate")}
+           if any(r.parallel[name].frames != r.parallel[name].ok for r in measured) else {}),
     )
 
 
@@ -302,6 +308,8 @@ def csv_row(rnd: RoundResult, name: str, run: RunConfig, size: tuple[int, int] |
         "max_abs_diff": rnd.accuracy.max_abs_diff if rnd.accuracy else None,
         "recall": (rnd.quality or {}).get("recall"),
         "false_positives_per_image": (rnd.quality or {}).get("false_positives_per_image"),
+        "frames": par.frames, "seq_frame_rate": seq.frame_rate, "par_frame_rate": par.frame_rate,
+        "exposed_face_frames": (rnd.quality or {}).get("exposed_face_frames"),
     }
 
 
@@ -700,6 +708,9 @@ def _figure_lines(st: ExecutorStats) -> list[str]:
         f"  serial fraction  {kf}",
         f"  throughput       {st.sequential_throughput:8.2f} img/s sequential, "
         f"{st.parallel_throughput:.2f} img/s parallel",
+        *([f"  frame rate       {st.sequential_frame_rate:8.1f} frames/s sequential, "
+           f"{st.parallel_frame_rate:.1f} frames/s parallel"]
+          if st.sequential_frame_rate is not None and st.parallel_frame_rate is not None else []),
     ]
 
 

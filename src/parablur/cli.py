@@ -507,9 +507,12 @@ def _cmd_run(a: argparse.Namespace) -> int:
               "to date, skipped (--force redoes them)")
         _write_json(a.summary_json, summary.to_dict())
         return 0
+    # Clips among the inputs: their frames too (an image is one frame).
+    frames = (f"{summary.frames} frames at {summary.frame_rate:.1f} frames/s, "
+              if summary.frames != summary.ok else "")
     print(f"{summary.executor}: {summary.ok}/{summary.images - summary.skipped} images "
           f"anonymized into {summary.output_dir} in {summary.wall_s:.2f} s "
-          f"({summary.throughput:.2f} img/s, {summary.workers} workers, "
+          f"({summary.throughput:.2f} img/s, {frames}{summary.workers} workers, "
           f"batch size {summary.batch_size}); {summary.skipped} skipped as up to date")
     for f in summary.failures:
         print(f"  failed: {f['image']}: {f['reason']}")

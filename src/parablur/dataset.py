@@ -20,8 +20,8 @@ def is_video_key(key: str) -> bool:
 
 
 def is_image_name(path: Path) -> bool:
-    """True for a visible file whose suffix is an image suffix ParaBlur reads."""
-    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+    """True for a visible file whose suffix is an image or video suffix ParaBlur reads."""
+    return path.suffix.lower() in MEDIA_SUFFIXES and not path.name.startswith(".")
 
 
 def list_images(folder: Path) -> list[Path]:

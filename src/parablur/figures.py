@@ -185,6 +185,8 @@ class Run:
     noisy: bool = False
     psnr_db: float | None = None  # a non-exact engine against exact, on the round's sample
     max_abs_diff: float | None = None
+    seq_frame_rate: float | None = None  # frames/s (video clips among the inputs)
+    par_frame_rate: float | None = None
 
     @property
     def workers(self) -> int | None:
@@ -259,6 +261,8 @@ def to_run(row: Mapping[str, str], source: str, index: int) -> Run:
         noisy=bool(_bool(row.get("noisy"))),
         psnr_db=_float(g("psnr_db")),
         max_abs_diff=_float(g("max_abs_diff")),
+        seq_frame_rate=_float(g("seq_frame_rate")),
+        par_frame_rate=_float(g("par_frame_rate")),
     )
 
 

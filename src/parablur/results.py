@@ -84,6 +84,10 @@ COLUMNS: tuple[str, ...] = (
     "max_abs_diff",  # ... and the largest difference there
     "recall",  # faces on a dataset with true boxes: share found (IoU >= 0.3, >= face-min-size)
     "false_positives_per_image",
+    "frames",  # frames of the outputs (an image: 1; a video clip: all of its frames)
+    "seq_frame_rate",  # frames per second; differs from the throughput when there are clips
+    "par_frame_rate",
+    "exposed_face_frames",  # clips with true boxes: share of face-frames still visible after
 )
 
 
