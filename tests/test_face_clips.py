@@ -46,7 +46,7 @@ def test_file_has_the_frames_size_rate_keyframes_and_audio_asked_for(written):
     frames = _decoded(path)
     assert len(frames) == len(truth["faces"]) == truth["frames"] == FPS * SECONDS
     assert frames[0].shape == (120, 160, 3)
-    assert not list(path.parent.glob(".*partial"))
+    assert not list(path.parent.glob(".*part"))
 
 
 def test_a_failed_write_leaves_no_file(written, tmp_path):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -254,14 +255,16 @@ def write_face_clip(clip: FaceClip, dest: str | os.PathLike[str], *, codec: str 
                     crf: int = 23) -> dict:
     """Write ``clip`` to ``dest`` (.mp4: video and AAC audio); return its truth (``FaceClip.manifest``).
 
-    ``dest`` is written under a temporary name beside it and renamed when whole.
+    ``dest`` is written under a hidden temporary name beside it and renamed when whole.
     """
     import av
 
     from parablur.video import ENCODER_OPTIONS
 
     dest = Path(dest)
-    tmp = dest.with_name(f".{dest.name}.partial")
+    # Named as files.write_atomic names its temporary files, so files.remove_stale_temps clears
+    # what a killed writer leaves, and two writers never share one.
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
     gop = max(1, round(GOP_SECONDS * clip.fps))
     options = {k: v.format(crf=crf) for k, v in ENCODER_OPTIONS.get(codec, {"crf": "{crf}"}).items()}
     if codec == "libx264":  # keyframes exactly every gop frames, none at scene cuts
