@@ -8,7 +8,9 @@ dataset with one HEAD per image and transfers nothing. Otherwise the valid image
 already in the store are downloaded into the staging folder (so that the local fetch
 reuses them), the rest are downloaded or generated, and only new or changed images are
 uploaded. A prefix that holds images without a ParaBlur manifest is the user's: used
-read-only, as a folder would be.
+read-only, as a folder would be. faces-video clips (``clip_NNNN.mp4``) go the same way; a
+prefix without a ParaBlur manifest that already holds one of the clip names is refused,
+never written over.
 """
 
 from __future__ import annotations
@@ -19,11 +21,18 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from ..config import FetchConfig
+from ..config import CLIP_FALLBACK, FetchConfig
 from ..errors import DatasetError
 from ..storage import Store
 from .folder_fetch import build_folder
-from .manifest import MANIFEST_NAME, ForeignManifest, dataset_checksum, load_manifest, sha256_bytes
+from .manifest import (
+    MANIFEST_NAME,
+    ForeignManifest,
+    check_kind,
+    dataset_checksum,
+    load_manifest,
+    sha256_bytes,
+)
 from .plan import fetch_meta
 from .summary import FetchSummary
 
@@ -46,6 +55,10 @@ def fetch_to_store(config: FetchConfig, store: Store, *, progress: bool = True) 
                 return _users_prefix(config, store, str(exc).replace(str(staging), store.url), start)
         elif next(store.list_images(), None) is not None:
             return _users_prefix(config, store, None, start)
+        if loaded is not None:
+            check_kind(config.fallback, loaded[1].values(), store.url)
+        elif config.fallback == CLIP_FALLBACK:
+            _refuse_foreign_clips(config, store)
         store.probe_write()
         wanted = fetch_meta(config)
         if loaded is not None and not config.force_download:
@@ -78,6 +91,17 @@ def fetch_to_store(config: FetchConfig, store: Store, *, progress: bool = True) 
                    elapsed_s=time.perf_counter() - start)
 
 
+def _refuse_foreign_clips(config: FetchConfig, store: Store) -> None:
+    """A prefix without ParaBlur's manifest: refuse it if it holds a clip name this fetch would write."""
+    for index in range(config.num_images):
+        name = f"clip_{index:04d}.mp4"
+        if store.info(name) is not None:
+            raise DatasetError(f"{store.location(name)} is there and {store.location(MANIFEST_NAME)} "
+                               "is not: ParaBlur does not write over files it did not make (a fetch "
+                               "killed before its manifest leaves clips; remove them or choose "
+                               "another --input-dir)")
+
+
 def _reuse_as_is(config: FetchConfig, store: Store, loaded, wanted: dict,
                  start: float) -> FetchSummary | None:
     """The dataset in the store as it is, if it holds the images asked for and they are untouched.
@@ -98,7 +122,8 @@ def _reuse_as_is(config: FetchConfig, store: Store, loaded, wanted: dict,
                         generated=0, retried=0, failed=0,
                         dataset_checksum=dataset_checksum([e.sha256 for e in used]),
                         elapsed_s=time.perf_counter() - start, source=wanted["source"],
-                        local=False, folder=store.url, kept=len(entries) - len(used))
+                        local=False, folder=store.url, kept=len(entries) - len(used),
+                        media="clips" if config.fallback == CLIP_FALLBACK else "images")
 
 
 def _users_prefix(config: FetchConfig, store: Store, foreign: str | None,
