@@ -49,7 +49,7 @@ from ..dataset import list_images
 from ..errors import DatasetError
 from ..files import remove_stale_temps, write_atomic
 from .download import DownloadCancelled, Downloader, DownloadFailed
-from .face_clips import generate_face_clip, write_face_clip
+from .face_clips import ClipStopped, generate_face_clip, write_face_clip
 from .faces import generate_face_image
 from .generate import encode_jpeg, generate_image
 from .manifest import (
@@ -249,8 +249,9 @@ class _Build:
                                       fps=cfg.clip_fps, seed=cfg.seed)
             old = self.manifest.get(index)
             self.manifest.drop(index)
-            try:
-                truth = write_face_clip(clip, self.folder / name)  # a temporary file, renamed
+            try:  # written to a temporary file, renamed when whole; stopped by Ctrl-C
+                truth = write_face_clip(clip, self.folder / name,
+                                        stop=lambda: self.downloader.closed)
             except BaseException:
                 if old is not None and file_matches(self.folder / old.file, old):
                     self.manifest.record(old)
@@ -267,6 +268,8 @@ class _Build:
             self.counters.add("generated")
         except DatasetError:
             raise  # the manifest cannot be written: the fetch cannot keep its records
+        except ClipStopped:
+            return  # the fetch was closed (Ctrl-C): no clip, no failure
         except Exception as exc:  # noqa: BLE001 - one clip's failure must not stop the rest
             self.counters.add("failed")
             self._fail(index, f"{type(exc).__name__}: {exc}", "failed")
