@@ -210,17 +210,21 @@ def test_images_and_clips_never_share_a_dataset(clips, tmp_path, capsys):
     assert sorted(p.name for p in images.iterdir()) == ["img_0000.jpg", MANIFEST_NAME]
 
 
-def test_files_parablur_did_not_make_are_never_written_over(tmp_path):
+def test_clips_of_your_own_are_used_read_only_and_never_written_over(tmp_path):
+    """A folder or prefix with clips and no ParaBlur manifest is yours: nothing is generated there."""
+    mine = b"my own video"
     folder = tmp_path / "mine"
     folder.mkdir()
-    (folder / "clip_0000.mp4").write_bytes(b"my own video")
-    with pytest.raises(DatasetError, match="did not make"):
-        fetch_dataset(_config(folder), progress=False)
+    (folder / "clip_0000.mp4").write_bytes(mine)
+    summary = fetch_dataset(_config(folder), progress=False)
+    assert summary.local and summary.generated == 0 and summary.images == [folder / "clip_0000.mp4"]
     url_root = tmp_path / "prefix"
     url_root.mkdir()
-    (url_root / "clip_0001.mp4").write_bytes(b"my own video")
-    with pytest.raises(DatasetError, match="does not write over files it did not make"):
-        fetch_dataset(_config(f"file://{url_root}"), progress=False)
-    mine = b"my own video"
+    (url_root / "clip_0001.mp4").write_bytes(mine)
+    summary = fetch_dataset(_config(f"file://{url_root}"), progress=False)
+    assert summary.local and summary.generated == 0 and summary.images == [Path("clip_0001.mp4")]
+    with pytest.raises(DatasetError, match="read-only"):
+        fetch_dataset(_config(folder, force_download=True), progress=False)
+    assert [p.name for p in folder.iterdir()] == ["clip_0000.mp4"]
+    assert [p.name for p in url_root.iterdir()] == ["clip_0001.mp4"]
     assert (folder / "clip_0000.mp4").read_bytes() == (url_root / "clip_0001.mp4").read_bytes() == mine
-    assert sorted(p.name for p in url_root.iterdir()) == ["clip_0001.mp4"]

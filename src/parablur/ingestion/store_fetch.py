@@ -8,9 +8,8 @@ dataset with one HEAD per image and transfers nothing. Otherwise the valid image
 already in the store are downloaded into the staging folder (so that the local fetch
 reuses them), the rest are downloaded or generated, and only new or changed images are
 uploaded. A prefix that holds images without a ParaBlur manifest is the user's: used
-read-only, as a folder would be. faces-video clips (``clip_NNNN.mp4``) go the same way; a
-prefix without a ParaBlur manifest that already holds one of the clip names is refused,
-never written over.
+read-only, as a folder would be (clips count as images here). faces-video clips
+(``clip_NNNN.mp4``) go the same way as images.
 """
 
 from __future__ import annotations
@@ -57,8 +56,6 @@ def fetch_to_store(config: FetchConfig, store: Store, *, progress: bool = True) 
             return _users_prefix(config, store, None, start)
         if loaded is not None:
             check_kind(config.fallback, loaded[1].values(), store.url)
-        elif config.fallback == CLIP_FALLBACK:
-            _refuse_foreign_clips(config, store)
         store.probe_write()
         wanted = fetch_meta(config)
         if loaded is not None and not config.force_download:
@@ -89,17 +86,6 @@ def fetch_to_store(config: FetchConfig, store: Store, *, progress: bool = True) 
         store.write(MANIFEST_NAME, json.dumps(doc, indent=1).encode())
     return replace(summary, images=[Path(p.name) for p in summary.images], folder=store.url,
                    elapsed_s=time.perf_counter() - start)
-
-
-def _refuse_foreign_clips(config: FetchConfig, store: Store) -> None:
-    """A prefix without ParaBlur's manifest: refuse it if it holds a clip name this fetch would write."""
-    for index in range(config.num_images):
-        name = f"clip_{index:04d}.mp4"
-        if store.info(name) is not None:
-            raise DatasetError(f"{store.location(name)} is there and {store.location(MANIFEST_NAME)} "
-                               "is not: ParaBlur does not write over files it did not make (a fetch "
-                               "killed before its manifest leaves clips; remove them or choose "
-                               "another --input-dir)")
 
 
 def _reuse_as_is(config: FetchConfig, store: Store, loaded, wanted: dict,
