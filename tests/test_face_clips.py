@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from parablur.config import FaceParams
-from parablur.ingestion.face_clips import GOP_SECONDS, FaceClip, generate_face_clip, write_face_clip
+from parablur.ingestion.face_clips import (
+    GOP_SECONDS,
+    ClipStopped,
+    FaceClip,
+    generate_face_clip,
+    write_face_clip,
+)
 from parablur.workloads.face_quality import iou as _iou
 from parablur.workloads.faces import detect_faces
 
@@ -46,13 +52,25 @@ def test_file_has_the_frames_size_rate_keyframes_and_audio_asked_for(written):
     frames = _decoded(path)
     assert len(frames) == len(truth["faces"]) == truth["frames"] == FPS * SECONDS
     assert frames[0].shape == (120, 160, 3)
-    assert not list(path.parent.glob(".*partial"))
+    assert not list(path.parent.glob(".*part"))
 
 
 def test_a_failed_write_leaves_no_file(written, tmp_path):
     clip = written[0]
     with pytest.raises(av.codec.codec.UnknownCodecError):
         write_face_clip(clip, tmp_path / "x.mp4", codec="no-such-codec")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stopped_write_ends_at_once_and_leaves_no_file(written, tmp_path):
+    asked = []
+
+    def stop() -> bool:
+        asked.append(1)
+        return len(asked) > 3
+
+    with pytest.raises(ClipStopped, match="stopped at frame 3 of"):
+        write_face_clip(written[0], tmp_path / "x.mp4", stop=stop)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -1,11 +1,14 @@
-"""Detection quality from boxes: IoU, greedy matching, recall and false positives, known answers."""
+"""Detection quality from boxes: IoU, greedy matching, recall and false positives, known answers;
+and faces a clip's output still exposes, on synthetic frames."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from parablur.workloads.face_quality import (
     ImageQuality,
+    exposed_face_frames,
     found_again,
     iou,
     match,
@@ -60,3 +63,90 @@ def test_found_again_counts_faces_redetected_after_anonymization():
     after = [det((0, 0, 44, 44)), det((300, 300, 40, 40))]
     assert found_again(before, after) == 1
     assert found_again(before, []) == 0
+
+
+# -- exposed_face_frames ------------------------------------------------------------------------
+
+W, H = 64, 48
+
+
+def _frames(n: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (H, W, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def _hide(frame: np.ndarray, box) -> np.ndarray:
+    x, y, w, h = box
+    out = frame.copy()
+    out[y:y + h, x:x + w] = 128  # a solid fill: far from the noise it replaces
+    return out
+
+
+def test_a_hidden_face_is_hidden_and_an_untouched_one_exposed():
+    source = _frames(3)
+    hidden, left = [10, 10, 16, 16], [40, 20, 12, 14]
+    truth = [[hidden, left]] * 3
+    output = [_hide(f, hidden) for f in source]
+    seen = exposed_face_frames(iter(source), iter(output), iter(truth), min_box=8)
+    assert (seen.frames, seen.total, seen.exposed) == (3, 6, 3)
+    assert (seen.inner_total, seen.inner_exposed) == (6, 3)
+    assert seen.exposed_fraction == 0.5 and seen.inner_exposed_fraction == 0.5
+    assert seen.to_dict()["exposed"] == 3
+
+
+def test_a_change_within_min_diff_leaves_the_face_exposed():
+    source = _frames(1)
+    box = [8, 8, 20, 20]
+    nudged = source[0].astype(np.int16)
+    nudged[8:28, 8:28] += 5
+    output = [np.clip(nudged, 0, 255).astype(np.uint8)]
+    assert exposed_face_frames(source, output, [[box]], min_box=8).exposed == 1
+    assert exposed_face_frames(source, output, [[box]], min_box=8, min_diff=2.0).exposed == 0
+
+
+def test_small_boxes_are_not_counted_and_boxes_are_clipped_to_the_frame():
+    source = _frames(1)
+    truth = [[[0, 0, 6, 6], [W - 10, H - 30, 40, 40], [-20, 5, 30, 20]]]
+    seen = exposed_face_frames(source, source, truth, min_box=8)
+    # the 6 px box is left out; the two others are clipped (10x30 and 10x20) and touch the edge
+    assert (seen.total, seen.exposed, seen.inner_total) == (2, 2, 0)
+    assert exposed_face_frames(source, source, [[[W + 5, 0, 20, 20]]], min_box=1).total == 0
+
+
+def test_float_boxes_count_every_pixel_they_touch():
+    source = _frames(1)
+    output = [_hide(source[0], [10, 10, 11, 11])]
+    # 10.5..20.5 touches pixels 10..20: the whole hidden square
+    assert exposed_face_frames(source, output, [[[10.5, 10.5, 10.0, 10.0]]], min_box=8).exposed == 0
+
+
+def test_no_faces_gives_no_fraction():
+    source = _frames(2)
+    seen = exposed_face_frames(source, source, [[], []])
+    assert (seen.frames, seen.total) == (2, 0)
+    assert seen.exposed_fraction is None and seen.inner_exposed_fraction is None
+
+
+def test_frame_counts_and_sizes_must_agree():
+    source = _frames(3)
+    with pytest.raises(ValueError, match="frame count"):
+        exposed_face_frames(source, source[:2], [[]] * 3)
+    with pytest.raises(ValueError, match="frame count"):
+        exposed_face_frames(source, source, [[]] * 4)
+    with pytest.raises(ValueError, match="differ in size"):
+        exposed_face_frames(source[:1], [source[0][:, :32]], [[]])
+
+
+def test_frames_are_taken_one_at_a_time():
+    """Generators are read in step: no more than one frame of each is held at once."""
+    held = []
+
+    def frames(tag):
+        for i, frame in enumerate(_frames(4)):
+            held.append((tag, i))
+            yield frame
+
+    truth = ([[4, 4, 20, 20]] for _ in range(4))
+    seen = exposed_face_frames(frames("a"), frames("b"), truth, min_box=8)
+    assert seen.frames == 4 and seen.exposed == 4
+    assert held == [(t, i) for i in range(4) for t in "ab"]

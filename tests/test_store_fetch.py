@@ -80,3 +80,28 @@ def test_fetch_leaves_a_users_prefix_as_it_is(seaweed, tmp_path) -> None:
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["local"] is True and summary["images"] == ["a.jpg", "b.png"]
     assert sorted(seaweed.keys(f"{prefix}/mine")) == [f"{prefix}/mine/a.jpg", f"{prefix}/mine/b.png"]
+
+
+def test_fetch_faces_video_into_s3_then_reuses_the_clips(seaweed, tmp_path) -> None:
+    prefix = f"clips-{uuid.uuid4().hex[:10]}"
+    url = f"s3://{BUCKET}/{prefix}/data"
+    options = tmp_path / "s3.json"
+    options.write_text(json.dumps(seaweed.options()))
+    argv = ["fetch", "--fallback", "faces-video", "--input-dir", url, "--num-images", "2",
+            "--width", "160", "--height", "120", "--clip-seconds", "1", "--storage-options",
+            f"@{options}", "--quiet", "--summary-json"]
+    assert cli.main([*argv, str(tmp_path / "one.json")]) == 0
+    one = json.loads((tmp_path / "one.json").read_text())
+    assert (one["generated"], one["media"], one["images"]) == (2, "clips", ["clip_0000.mp4", "clip_0001.mp4"])
+    assert sorted(seaweed.keys(f"{prefix}/data")) == sorted(
+        f"{prefix}/data/{n}" for n in ["clip_0000.mp4", "clip_0001.mp4", "manifest.json"])
+    client = seaweed.client()
+    manifest = json.loads(client.cat_file(f"{BUCKET}/{prefix}/data/manifest.json"))
+    for entry in manifest["images"]:
+        body = client.cat_file(f"{BUCKET}/{prefix}/data/{entry['file']}")
+        assert hashlib.sha256(body).hexdigest() == entry["sha256"]
+        assert len(entry["video"]["faces"]) == entry["video"]["frames"] == 30
+    assert cli.main([*argv, str(tmp_path / "two.json")]) == 0
+    two = json.loads((tmp_path / "two.json").read_text())
+    assert (two["reused"], two["generated"]) == (2, 0)
+    assert two["dataset_checksum"] == one["dataset_checksum"]

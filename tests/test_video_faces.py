@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import av
 import numpy as np
@@ -12,6 +13,7 @@ from parablur import video
 from parablur.config import FaceParams
 from parablur.ingestion import face_clips
 from parablur.ingestion.face_clips import generate_face_clip, write_face_clip
+from parablur.workloads.face_quality import exposed_face_frames
 from parablur.workloads.tracking import required_overlap
 from parablur.workloads.video_faces import SegmentRecord, anonymize_segment, max_fps, window
 
@@ -36,9 +38,10 @@ def clip(tmp_path_factory):
     return path, info, manifest
 
 
-def _decode(path) -> list[np.ndarray]:
+def _decode(path) -> Iterator[np.ndarray]:
     with av.open(str(path)) as c:
-        return [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
+        for f in c.decode(video=0):
+            yield f.to_ndarray(format="bgr24")
 
 
 def _run(clip, tmp_path, model, detect_every: int) -> tuple[object, list[SegmentRecord], float]:
@@ -59,24 +62,11 @@ def _run(clip, tmp_path, model, detect_every: int) -> tuple[object, list[Segment
 def hidden_fraction(source, output, manifest) -> tuple[float, int, float, int]:
     """The fraction of true boxes (>= MIN_BOX) whose region differs from the source by > MIN_DIFF,
     and their count; then the same for the boxes that do not touch the frame's edge (whole faces)."""
-    before, after = _decode(source), _decode(output)
-    assert len(before) == len(after)
-    hidden = total = inner_hidden = inner = 0
-    for a, b, boxes in zip(before, after, manifest["faces"], strict=True):
-        for x, y, w, h in boxes:
-            if max(w, h) < MIN_BOX:
-                continue
-            x0, y0 = max(0, int(x)), max(0, int(y))
-            x1, y1 = min(W, int(x + w)), min(H, int(y + h))
-            if x1 <= x0 or y1 <= y0:
-                continue
-            total += 1
-            diff = np.abs(a[y0:y1, x0:x1].astype(np.int16) - b[y0:y1, x0:x1].astype(np.int16)).mean()
-            hidden += diff > MIN_DIFF
-            if x0 > 0 and y0 > 0 and x1 < W and y1 < H:
-                inner += 1
-                inner_hidden += diff > MIN_DIFF
-    return hidden / max(total, 1), total, inner_hidden / max(inner, 1), inner
+    seen = exposed_face_frames(_decode(source), _decode(output), manifest["faces"], min_box=MIN_BOX,
+                               min_diff=MIN_DIFF)
+    assert seen.frames == len(manifest["faces"])
+    return (1 - (seen.exposed_fraction or 0.0), seen.total, 1 - (seen.inner_exposed_fraction or 0.0),
+            seen.inner_total)
 
 
 def test_window_covers_the_overlap_clamped(clip):

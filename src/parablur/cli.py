@@ -15,12 +15,16 @@ from pathlib import Path
 
 from . import __version__
 from .config import (
+    CLIP_COUNT,
+    CLIP_FALLBACK,
+    CLIP_SIZE,
     DEFAULT_SOURCE_URL,
     ENGINES,
     EXECUTORS,
     FACE_SHAPES,
     FACE_STYLES,
     FALLBACKS,
+    IMAGE_SIZE,
     PARALLEL_EXECUTORS,
     PROFILED_EXECUTORS,
     TRANSFERS,
@@ -59,8 +63,8 @@ def _add_dataset_flags(p: argparse.ArgumentParser) -> None:
                         "are uploaded with manifest.json beside them (default: downloads_fresh/)")
     _add_storage_flag(g)
     g.add_argument("--num-images", type=int, default=None,
-                   help="images in the dataset (default: an existing dataset's own count, "
-                        "else 160)")
+                   help="images (or clips) in the dataset (default: an existing dataset's own "
+                        f"count, else 160 images, or {CLIP_COUNT} clips with --fallback faces-video)")
     g.add_argument("--source-url", default=DEFAULT_SOURCE_URL,
                    help="URL fetched once per image (default: %(default)s)")
     g.add_argument("--url-list", type=Path, default=None,
@@ -68,9 +72,10 @@ def _add_dataset_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--retries", type=int, default=3, help="retries per download (default: 3)")
     g.add_argument("--timeout-s", type=float, default=20.0,
                    help="read timeout per download in seconds (default: 20)")
-    g.add_argument("--width", type=int, default=2000, help="generated image width (default: 2000)")
-    g.add_argument("--height", type=int, default=2000,
-                   help="generated image height (default: 2000)")
+    g.add_argument("--width", type=int, default=None,
+                   help=f"generated image width (default: {IMAGE_SIZE[0]}; {CLIP_SIZE[0]} for clips)")
+    g.add_argument("--height", type=int, default=None,
+                   help=f"generated image height (default: {IMAGE_SIZE[1]}; {CLIP_SIZE[1]} for clips)")
     g.add_argument("--seed", type=int, default=0, help="seed of generated images (default: 0)")
     g.add_argument("--force-download", action="store_true",
                    help="fetch every image again even when a valid copy is cached")
@@ -80,8 +85,16 @@ def _add_dataset_flags(p: argparse.ArgumentParser) -> None:
                    help="largest accepted download in bytes (default: 50 MB)")
     g.add_argument("--fallback", choices=FALLBACKS, default=None,
                    help="generated image for a failed download: scene, noise, or faces (a "
-                        "scene with real faces and their true boxes) (default: an existing "
-                        "dataset's own kind, else scene)")
+                        "scene with real faces and their true boxes); or faces-video: a dataset "
+                        "of generated clips (clip_NNNN.mp4, never downloaded) with real faces, a "
+                        "moving camera and audio, every face's box in every frame in the manifest "
+                        "(default: an existing dataset's own kind, else scene)")
+    g.add_argument("--clip-seconds", type=float, default=None,
+                   help="faces-video: length of each clip in seconds (default: an existing "
+                        "dataset's own, else 10)")
+    g.add_argument("--clip-fps", type=float, default=None,
+                   help="faces-video: constant frame rate of each clip (default: an existing "
+                        "dataset's own, else 30)")
 
 
 def _add_storage_flag(g) -> None:
@@ -309,17 +322,26 @@ def _fetch_config(a: argparse.Namespace) -> FetchConfig:
     # Pointed at a dataset ParaBlur made, a command uses it as it is unless told otherwise.
     options = parse_storage_options(a.storage_options)
     known = {}
-    if a.num_images is None or a.fallback is None:
+    if a.num_images is None or a.fallback is None or a.fallback == CLIP_FALLBACK:
         known = dataset_settings(a.input_dir if isinstance(a.input_dir, Path)
                                  else open_store(a.input_dir, options))
+    fallback = a.fallback if a.fallback is not None else known.get("fallback", "scene")
+    clips = fallback == CLIP_FALLBACK
+    count = CLIP_COUNT if clips else 160
+    # A faces-video dataset's clips are made anew (or added) as it was made, unless told otherwise.
+    made = {k: known[k] for k in ("width", "height", "clip_seconds", "clip_fps")
+            if clips and known.get("fallback") == CLIP_FALLBACK and k in known}
     return FetchConfig(
         input_dir=a.input_dir,
-        num_images=a.num_images if a.num_images is not None else known.get("num_images", 160),
+        num_images=a.num_images if a.num_images is not None else known.get("num_images", count),
         source_url=a.source_url, url_list=a.url_list, retries=a.retries,
-        timeout_s=a.timeout_s, width=a.width, height=a.height, seed=a.seed,
+        timeout_s=a.timeout_s, seed=a.seed,
+        width=a.width if a.width is not None else made.get("width"),
+        height=a.height if a.height is not None else made.get("height"),
         force_download=a.force_download, download_workers=a.download_workers,
-        max_bytes=a.max_bytes,
-        fallback=a.fallback if a.fallback is not None else known.get("fallback", "scene"),
+        max_bytes=a.max_bytes, fallback=fallback,
+        clip_seconds=a.clip_seconds if a.clip_seconds is not None else made.get("clip_seconds", 10.0),
+        clip_fps=a.clip_fps if a.clip_fps is not None else made.get("clip_fps", 30.0),
         storage_options=options,
     )
 

@@ -23,7 +23,12 @@ PARALLEL_EXECUTORS = tuple(e for e in EXECUTORS if e != "sequential")
 # Executors that write Dask's performance report (--performance-report); with several of
 # them in one benchmark, each writes its own file (files.derived_path).
 PROFILED_EXECUTORS = ("dask", "dask-threads")
-FALLBACKS = ("scene", "noise", "faces")
+FALLBACKS = ("scene", "noise", "faces", "faces-video")
+# faces-video: generated clips (never downloaded); their defaults differ from the images'.
+CLIP_FALLBACK = "faces-video"
+IMAGE_SIZE = (2000, 2000)
+CLIP_SIZE = (1280, 720)
+CLIP_COUNT = 4  # clips in a new faces-video dataset unless told otherwise (--num-images)
 TRANSFERS = ("paths", "bytes")
 WORKLOADS = ("blur", "faces")
 ENGINES = ("exact", "fast")  # parablur.engines.ENGINES; config cannot import it
@@ -133,8 +138,8 @@ class FetchConfig:
     retries: int = 3
     timeout_s: float = 20.0
     connect_timeout_s: float = 5.0
-    width: int = 2000
-    height: int = 2000
+    width: int | None = None  # None: IMAGE_SIZE, or CLIP_SIZE for faces-video clips
+    height: int | None = None
     seed: int = 0
     force_download: bool = False
     download_workers: int = 8
@@ -146,6 +151,8 @@ class FetchConfig:
     retry_after_cap_s: float = 30.0
     backoff_base_s: float = 0.5
     backoff_max_s: float = 10.0
+    clip_seconds: float = 10.0  # faces-video: each clip's length
+    clip_fps: float = 30.0  # faces-video: its constant frame rate
     # fsspec options of a URL input_dir (credentials among them: never shown, never compared).
     storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -153,6 +160,11 @@ class FetchConfig:
         object.__setattr__(self, "input_dir", location(self.input_dir))
         if self.url_list is not None:
             object.__setattr__(self, "url_list", Path(self.url_list))
+        size = CLIP_SIZE if self.fallback == CLIP_FALLBACK else IMAGE_SIZE
+        if self.width is None:
+            object.__setattr__(self, "width", size[0])
+        if self.height is None:
+            object.__setattr__(self, "height", size[1])
         _require(self.num_images >= 1, f"num-images must be >= 1, got {self.num_images}")
         _require(self.retries >= 0, f"retries must be >= 0, got {self.retries}")
         _require(self.timeout_s > 0, f"timeout-s must be > 0, got {self.timeout_s}")
@@ -179,6 +191,20 @@ class FetchConfig:
         _require(self.backoff_max_s >= self.backoff_base_s,
                  f"backoff max must be >= backoff base ({self.backoff_base_s}), "
                  f"got {self.backoff_max_s}")
+        _require(0 < self.clip_seconds <= 3600,
+                 f"clip-seconds must be > 0 and <= 3600, got {self.clip_seconds}")
+        _require(1 <= self.clip_fps <= 240, f"clip-fps must be in 1..240, got {self.clip_fps}")
+        _require(round(self.clip_seconds * self.clip_fps) >= 1,
+                 f"a clip needs at least one frame: clip-seconds {self.clip_seconds} at clip-fps "
+                 f"{self.clip_fps} makes none")
+        if self.fallback == CLIP_FALLBACK:
+            _require(self.url_list is None,
+                     "url-list downloads images; faces-video clips are always generated (give "
+                     "one or the other)")
+            _require(self.width >= 16 and self.height >= 16 and self.width % 2 == 0
+                     and self.height % 2 == 0,
+                     "faces-video clips are H.264 4:2:0: width and height must be even and >= 16, "
+                     f"got {self.width}x{self.height}")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -28,7 +29,7 @@ import numpy as np
 
 from .faces import CONTEXT, MAX_ROTATION_DEG, Box, FaceSource, _paste, available_sources, generate_face_image
 
-__all__ = ["FaceClip", "generate_face_clip", "write_face_clip"]
+__all__ = ["ClipStopped", "FaceClip", "generate_face_clip", "write_face_clip"]
 
 SCENE_MARGIN = 1.3  # the scene is this many times the frame on each side
 ZOOM = (1.0, 1.15)  # the camera's magnification (frame pixels per scene pixel) stays in this range
@@ -39,6 +40,10 @@ GOP_SECONDS = 2.0
 AUDIO_RATE = 48_000
 _SALT = 4  # generate.py uses 1 and 2, faces.py 3
 _MOVER_TRIES = 60
+
+
+class ClipStopped(Exception):
+    """``write_face_clip`` was told to stop before the clip was whole: no file was left."""
 
 
 @dataclass(frozen=True)
@@ -251,17 +256,21 @@ def generate_face_clip(index: int, width: int, height: int, *, seconds: float, f
 
 
 def write_face_clip(clip: FaceClip, dest: str | os.PathLike[str], *, codec: str = "libx264",
-                    crf: int = 23) -> dict:
+                    crf: int = 23, stop: Callable[[], bool] | None = None) -> dict:
     """Write ``clip`` to ``dest`` (.mp4: video and AAC audio); return its truth (``FaceClip.manifest``).
 
-    ``dest`` is written under a temporary name beside it and renamed when whole.
+    ``dest`` is written under a hidden temporary name beside it and renamed when whole. ``stop``
+    is asked before each frame: once it says True the write ends with ``ClipStopped`` (a fetch
+    interrupted does not wait for its clips to be finished).
     """
     import av
 
     from parablur.video import ENCODER_OPTIONS
 
     dest = Path(dest)
-    tmp = dest.with_name(f".{dest.name}.partial")
+    # Named as files.write_atomic names its temporary files, so files.remove_stale_temps clears
+    # what a killed writer leaves, and two writers never share one.
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
     gop = max(1, round(GOP_SECONDS * clip.fps))
     options = {k: v.format(crf=crf) for k, v in ENCODER_OPTIONS.get(codec, {"crf": "{crf}"}).items()}
     if codec == "libx264":  # keyframes exactly every gop frames, none at scene cuts
@@ -278,6 +287,8 @@ def write_face_clip(clip: FaceClip, dest: str | os.PathLike[str], *, codec: str 
             chunk = audio.codec_context.frame_size or 1024
             sent = 0
             for i, image in enumerate(clip.frames()):
+                if stop is not None and stop():
+                    raise ClipStopped(f"stopped at frame {i} of {clip.frame_count}")
                 frame = av.VideoFrame.from_ndarray(image, format="bgr24")
                 frame.pts, frame.time_base = i, 1 / clip.fps
                 out.mux(video.encode(frame))

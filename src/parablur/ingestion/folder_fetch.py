@@ -22,32 +22,41 @@ every moment, so a fetch killed at any point loses no reuse record.
 A download that fails for good, or cannot be written, is replaced by a generated image
 (``fallback`` kind, deterministic from ``seed`` and the index), so the dataset is always
 complete; but a forced re-download that fails keeps the downloaded photo already there.
+
+The ``faces-video`` fallback makes a dataset of clips instead (``clip_NNNN.mp4``, see
+``face_clips``): nothing is downloaded, every clip is generated, and its entry carries the
+true box of every face in every frame (``ManifestEntry.video``). Reuse is the same as for
+images; a dataset holds images or clips, never both (``manifest.check_kind``).
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import replace
+from fractions import Fraction
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import cv2
 from tqdm import tqdm
 
-from ..config import FetchConfig
+from ..config import CLIP_FALLBACK, FetchConfig, default_workers
 from ..dataset import list_images
 from ..errors import DatasetError
 from ..files import remove_stale_temps, write_atomic
 from .download import DownloadCancelled, Downloader, DownloadFailed
+from .face_clips import ClipStopped, generate_face_clip, write_face_clip
 from .faces import generate_face_image
 from .generate import encode_jpeg, generate_image
 from .manifest import (
     ForeignManifest,
     Manifest,
     ManifestEntry,
+    check_kind,
     dataset_checksum,
     file_matches,
     load_manifest,
@@ -120,6 +129,20 @@ def _still_valid(folder: Path, loaded: tuple[dict, dict[int, ManifestEntry]] | N
             for e, good in zip(items, ok, strict=True) if good]
 
 
+def clip_rate(config: FetchConfig) -> tuple[int | float, int]:
+    """The frame rate a clip's truth records (an int when whole) and its frame count."""
+    rate = Fraction(config.clip_fps).limit_denominator(1001)  # as generate_face_clip takes it
+    return (int(rate) if rate.denominator == 1 else float(rate)), round(config.clip_seconds * rate)
+
+
+def pixel_box(box, width: int, height: int) -> list[int]:
+    """[x, y, w, h] in whole pixels: the smallest pixel rectangle holding ``box``, inside the frame."""
+    x, y, w, h = box
+    x0, y0 = max(0, math.floor(x + 1e-6)), max(0, math.floor(y + 1e-6))
+    x1, y1 = min(width, math.ceil(x + w - 1e-6)), min(height, math.ceil(y + h - 1e-6))
+    return [x0, y0, x1 - x0, y1 - y0]
+
+
 class _Build:
     """The images of one fetch into a folder ParaBlur manages, shared by the download threads."""
 
@@ -133,15 +156,20 @@ class _Build:
         self.failures: list[dict] = []
         self._lock = threading.Lock()
         self.gen_source = f"{_GENERATED}{config.fallback}"
+        self.clips = config.fallback == CLIP_FALLBACK
 
-    def one(self, index: int, url: str) -> None:
-        """Reuse, download or generate image ``index``."""
+    def one(self, index: int, url: str | None) -> None:
+        """Reuse, download or generate image ``index`` (reuse or generate clip ``index``)."""
         if self.downloader.closed:
             return
         old = self.manifest.get(index)
         if old is not None and not self.config.force_download:
             self._reuse(old, url)
             return
+        if self.clips:
+            self._generate_clip(index)
+            return
+        assert url is not None
         try:
             attempts, error = self._download(index, url)
         except DownloadCancelled:
@@ -162,6 +190,9 @@ class _Build:
         made_otherwise = entry.source.startswith(_GENERATED) and (
             entry.source != self.gen_source or entry.seed != cfg.seed
             or (entry.width, entry.height) != (cfg.width, cfg.height))
+        if entry.video is not None:
+            fps, frames = clip_rate(cfg)
+            made_otherwise |= (entry.video.get("fps"), entry.video.get("frames")) != (fps, frames)
         if entry.url != url or made_otherwise:
             self.counters.add("other_source")
 
@@ -208,6 +239,41 @@ class _Build:
             outcome, error = "failed", f"{error}; then {type(exc).__name__}: {exc}"
         self._fail(index, error, outcome)
 
+    def _generate_clip(self, index: int) -> None:
+        """Generate clip ``index`` and write it in place, keeping the manifest true throughout (as
+        ``_store``): the old entry goes before its file is replaced, the new one once it is whole."""
+        cfg = self.config
+        name = f"clip_{index:04d}.mp4"
+        try:
+            clip = generate_face_clip(index, cfg.width, cfg.height, seconds=cfg.clip_seconds,
+                                      fps=cfg.clip_fps, seed=cfg.seed)
+            old = self.manifest.get(index)
+            self.manifest.drop(index)
+            try:  # written to a temporary file, renamed when whole; stopped by Ctrl-C
+                truth = write_face_clip(clip, self.folder / name,
+                                        stop=lambda: self.downloader.closed)
+            except BaseException:
+                if old is not None and file_matches(self.folder / old.file, old):
+                    self.manifest.record(old)
+                raise
+            video = {"fps": truth["fps"], "frames": truth["frames"], "seconds": round(clip.seconds, 6),
+                     "faces": [[pixel_box(b, cfg.width, cfg.height) for b in frame]
+                               for frame in truth["faces"]]}
+            path = self.folder / name
+            self.manifest.record(ManifestEntry(index, name, None, self.gen_source, sha256_file(path),
+                                               path.stat().st_size, cfg.width, cfg.height, 0, None,
+                                               cfg.seed, None, video))
+            if old is not None and old.file != name:
+                (self.folder / old.file).unlink(missing_ok=True)
+            self.counters.add("generated")
+        except DatasetError:
+            raise  # the manifest cannot be written: the fetch cannot keep its records
+        except ClipStopped:
+            return  # the fetch was closed (Ctrl-C): no clip, no failure
+        except Exception as exc:  # noqa: BLE001 - one clip's failure must not stop the rest
+            self.counters.add("failed")
+            self._fail(index, f"{type(exc).__name__}: {exc}", "failed")
+
     def _store(self, entry: ManifestEntry, data: bytes) -> None:
         """Put ``data`` in place as image ``entry.index``, keeping the manifest true throughout.
 
@@ -253,6 +319,8 @@ def build_folder(config: FetchConfig, folder: Path, *, progress: bool = True) ->
             if any(folder.iterdir()):
                 raise DatasetError(f"{folder} holds files ParaBlur did not make and no images: "
                                    "a dataset is built only in a new or empty folder")
+    if loaded is not None:
+        check_kind(config.fallback, loaded[1].values(), str(folder))
 
     urls, source = plan(config)
     folder.mkdir(parents=True, exist_ok=True)
@@ -261,10 +329,12 @@ def build_folder(config: FetchConfig, folder: Path, *, progress: bool = True) ->
     wanted = new_meta(config, urls, source)
     counters = _Counters()
     downloader = Downloader(config, on_retry=lambda: counters.add("retried"))
-    bar = tqdm(total=len(urls), desc="fetch", unit="img", file=sys.stderr,
+    clips = config.fallback == CLIP_FALLBACK
+    bar = tqdm(total=len(urls), desc="fetch", unit="clip" if clips else "img", file=sys.stderr,
                disable=not progress, dynamic_ncols=True)
-    pool = ThreadPoolExecutor(max_workers=config.download_workers,
-                              thread_name_prefix="parablur-fetch")
+    # Clips are made on the CPU (drawn and encoded): no more at once than there are cores.
+    workers = min(config.download_workers, default_workers()) if clips else config.download_workers
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="parablur-fetch")
     try:
         # Saved before any download: marks a new folder as ParaBlur's, and keeps every
         # valid image's record through whatever happens next.
@@ -295,4 +365,5 @@ def build_folder(config: FetchConfig, folder: Path, *, progress: bool = True) ->
         dataset_checksum=dataset_checksum([e.sha256 for e in used]),
         elapsed_s=time.perf_counter() - start, source=source, local=False,
         unreachable_hosts=downloader.breaker.open_hosts, folder=str(folder),
-        kept=len(entries) - len(used), other_source=counters.other_source)
+        kept=len(entries) - len(used), other_source=counters.other_source,
+        media="clips" if clips else "images")

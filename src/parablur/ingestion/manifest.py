@@ -1,4 +1,4 @@
-"""The dataset's manifest.json: what each image is, where it came from, and its checksum.
+"""The dataset's manifest.json: what each image (or clip) is, where it came from, and its checksum.
 
 The manifest is also ParaBlur's mark of ownership: only a folder whose manifest.json
 carries ParaBlur's format marker and a version this code reads is ever written to.
@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..config import CLIP_FALLBACK, FALLBACKS
 from ..errors import DatasetError
 from ..files import sha256_file, write_atomic
 
@@ -24,8 +25,14 @@ if TYPE_CHECKING:
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "parablur-manifest"
 MANIFEST_VERSION = 1
-# The only file names ParaBlur writes into a dataset: img_<index, 4+ digits>.<stored suffix>.
+# The only file names ParaBlur writes into a dataset: img_<index, 4+ digits>.<stored suffix>,
+# and clip_<index>.mp4 for a generated clip (an entry with ``video``).
 _OWN_NAME = re.compile(r"^img_(\d{4,})\.(jpg|png|webp|bmp)$")
+_OWN_CLIP = re.compile(r"^clip_(\d{4,})\.(mp4)$")
+# An array of numbers, or of such arrays, that json.dumps(indent=...) spread over lines: raw
+# newlines occur only between JSON tokens, never inside a string, so these match structure only.
+_NUMBERS = re.compile(r"\[\n\s*(-?[\d.eE+-]+(?:,\n\s*-?[\d.eE+-]+)*)\n\s*\]")
+_ROWS = re.compile(r"\[\n\s*(\[[^\n\]]*\](?:,\n\s*\[[^\n\]]*\])*)\n\s*\]")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -50,6 +57,8 @@ class ManifestEntry:
     last_error: str | None
     seed: int | None = None  # of a generated image (absent from older manifests)
     faces: list[list[int]] | None = None  # true face boxes [x, y, w, h] of a generated face image
+    # A generated clip's truth: {"fps", "frames", "seconds", "faces": per frame, its boxes [x, y, w, h]}.
+    video: dict | None = None
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -81,14 +90,27 @@ def _entry(item: object) -> ManifestEntry:
     ints = (entry.index, entry.bytes, entry.width, entry.height, entry.attempts)
     if not all(type(v) is int and v >= 0 for v in ints):
         raise ValueError(f"image entry {entry.index!r} has a non-integer count")
-    name = _OWN_NAME.match(entry.file) if isinstance(entry.file, str) else None
-    if name is None or entry.file != f"img_{entry.index:04d}.{name.group(2)}":
+    pattern, stem = (_OWN_NAME, "img") if entry.video is None else (_OWN_CLIP, "clip")
+    name = pattern.match(entry.file) if isinstance(entry.file, str) else None
+    if name is None or entry.file != f"{stem}_{entry.index:04d}.{name.group(2)}":
         raise ValueError(f"image entry {entry.index} names {entry.file!r}, not a file ParaBlur "
                          "writes")
+    if entry.video is not None:
+        _check_video(entry)
     if not isinstance(entry.sha256, str) or not _SHA256.match(entry.sha256) \
             or not isinstance(entry.source, str):
         raise ValueError(f"image entry {entry.index} has no valid sha256 or source")
     return entry
+
+
+def _check_video(entry: ManifestEntry) -> None:
+    """A clip's truth as ParaBlur writes it: a box list for each of its frames (else ValueError)."""
+    video = entry.video
+    frames = video.get("frames") if isinstance(video, dict) else None
+    faces = video.get("faces") if isinstance(video, dict) else None
+    if type(frames) is not int or frames < 1 or not isinstance(faces, list) or len(faces) != frames \
+            or not all(isinstance(boxes, list) for boxes in faces):
+        raise ValueError(f"clip entry {entry.index} has no box list for each of its frames")
 
 
 def load_manifest(folder: Path) -> tuple[dict, dict[int, ManifestEntry]] | None:
@@ -168,7 +190,8 @@ def _manifest_of(where: Path | Store) -> tuple[dict, dict[int, ManifestEntry]] |
 
 def dataset_settings(folder: Path | Store) -> dict:
     """The image count and fallback kind of a dataset ParaBlur made in ``folder`` or a store
-    (an empty dict for any other): what a command pointed at it uses unless told otherwise.
+    (an empty dict for any other), and for a faces-video dataset its clips' width, height,
+    clip_seconds and clip_fps: what a command pointed at it uses unless told otherwise.
 
     A store that cannot be used raises ``StorageError`` (the same first request ``fetch``
     makes, so the same one line).
@@ -186,9 +209,37 @@ def dataset_settings(folder: Path | Store) -> dict:
         out["num_images"] = asked  # as made, or as a fetch grew it (``reused_meta``)
     elif entries:
         out["num_images"] = len(entries)
-    if meta.get("fallback") in ("scene", "noise", "faces"):
+    if meta.get("fallback") in FALLBACKS:
         out["fallback"] = meta["fallback"]
+    if out.get("fallback") == CLIP_FALLBACK:  # the size, length and rate its clips were made at
+        for key, low in (("width", 16), ("height", 16), ("clip_seconds", 0), ("clip_fps", 1)):
+            value = meta.get(key)
+            if type(value) in (int, float) and value > low:
+                out[key] = value
     return out
+
+
+def check_kind(fallback: str, entries: Iterable[ManifestEntry], where: str) -> None:
+    """Refuse to add images to a dataset of clips, or clips to a dataset of images (DatasetError)."""
+    clips = fallback == CLIP_FALLBACK
+    for entry in entries:
+        if (entry.video is not None) != clips:
+            have, want = ("faces-video clips", f"--fallback {fallback} makes images") if not clips \
+                else ("images", "--fallback faces-video makes clips")
+            raise DatasetError(f"{where} is a dataset of {have}: {want}; fetch them into another "
+                               "--input-dir")
+
+
+def clip_truth(folder: Path | Store) -> dict[str, dict]:
+    """The truth of every generated clip of a dataset (a folder, or a store's prefix), by file:
+    {"fps", "frames", "seconds", "faces": each frame's boxes}; empty for any other dataset."""
+    try:
+        loaded = _manifest_of(folder)
+    except ForeignManifest:
+        return {}
+    if loaded is None:
+        return {}
+    return {e.file: e.video for e in loaded[1].values() if e.video is not None}
 
 
 def true_faces(folder: Path | Store) -> dict[str, list[list[int]]]:
@@ -201,6 +252,14 @@ def true_faces(folder: Path | Store) -> dict[str, list[list[int]]]:
     if loaded is None:
         return {}
     return {e.file: e.faces for e in loaded[1].values() if e.faces is not None}
+
+
+def compact_json(doc: object) -> str:
+    """``doc`` as indented JSON, but each box (an array of numbers) on one line, and each list of
+    boxes too: a clip's truth takes a line per frame, not a line per number."""
+    text = json.dumps(doc, indent=1)
+    text = _NUMBERS.sub(lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]", text)
+    return _ROWS.sub(lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",\n")) + "]", text)
 
 
 class Manifest:
@@ -253,6 +312,6 @@ class Manifest:
             "images": entries,
         }
         try:
-            write_atomic(self.path, (json.dumps(doc, indent=1) + "\n").encode("utf-8"))
+            write_atomic(self.path, (compact_json(doc) + "\n").encode("utf-8"))
         except OSError as exc:
             raise DatasetError(f"cannot write {self.path}: {exc.strerror or exc}") from exc

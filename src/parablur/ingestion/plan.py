@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import FetchConfig
+from ..config import CLIP_FALLBACK, FetchConfig
 from ..errors import DatasetError
 
 
@@ -26,8 +26,16 @@ def read_url_list(path: Path) -> list[str]:
     return urls
 
 
-def plan(config: FetchConfig) -> tuple[list[str], str]:
-    """The URL of each image (image *i* from ``urls[i]``) and the source they are named by."""
+CLIP_SOURCE = "faces-video (generated, never downloaded)"
+
+
+def plan(config: FetchConfig) -> tuple[list[str | None], str]:
+    """The URL of each image (image *i* from ``urls[i]``) and the source they are named by.
+
+    faces-video clips are never downloaded (the image source gives photos): no URL at all.
+    """
+    if config.fallback == CLIP_FALLBACK:
+        return [None] * config.num_images, CLIP_SOURCE
     if config.url_list is not None:
         urls = read_url_list(config.url_list)[: config.num_images]
         return urls, f"url list {config.url_list}"
@@ -39,7 +47,10 @@ def fetch_meta(config: FetchConfig) -> dict:
     return new_meta(config, *plan(config))
 
 
-def new_meta(config: FetchConfig, urls: list[str], source: str) -> dict:
+def new_meta(config: FetchConfig, urls: list[str | None], source: str) -> dict:
     """``fetch_meta`` of a plan already made (``plan(config)``)."""
-    return {"source": source, "num_images": len(urls), "width": config.width,
+    meta = {"source": source, "num_images": len(urls), "width": config.width,
             "height": config.height, "seed": config.seed, "fallback": config.fallback}
+    if config.fallback == CLIP_FALLBACK:
+        meta.update(clip_seconds=config.clip_seconds, clip_fps=config.clip_fps)
+    return meta

@@ -8,7 +8,8 @@ dataset with one HEAD per image and transfers nothing. Otherwise the valid image
 already in the store are downloaded into the staging folder (so that the local fetch
 reuses them), the rest are downloaded or generated, and only new or changed images are
 uploaded. A prefix that holds images without a ParaBlur manifest is the user's: used
-read-only, as a folder would be.
+read-only, as a folder would be (clips count as images here). faces-video clips
+(``clip_NNNN.mp4``) go the same way as images.
 """
 
 from __future__ import annotations
@@ -19,11 +20,18 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from ..config import FetchConfig
+from ..config import CLIP_FALLBACK, FetchConfig
 from ..errors import DatasetError
 from ..storage import Store
 from .folder_fetch import build_folder
-from .manifest import MANIFEST_NAME, ForeignManifest, dataset_checksum, load_manifest, sha256_bytes
+from .manifest import (
+    MANIFEST_NAME,
+    ForeignManifest,
+    check_kind,
+    dataset_checksum,
+    load_manifest,
+    sha256_bytes,
+)
 from .plan import fetch_meta
 from .summary import FetchSummary
 
@@ -46,6 +54,8 @@ def fetch_to_store(config: FetchConfig, store: Store, *, progress: bool = True) 
                 return _users_prefix(config, store, str(exc).replace(str(staging), store.url), start)
         elif next(store.list_images(), None) is not None:
             return _users_prefix(config, store, None, start)
+        if loaded is not None:
+            check_kind(config.fallback, loaded[1].values(), store.url)
         store.probe_write()
         wanted = fetch_meta(config)
         if loaded is not None and not config.force_download:
@@ -98,7 +108,8 @@ def _reuse_as_is(config: FetchConfig, store: Store, loaded, wanted: dict,
                         generated=0, retried=0, failed=0,
                         dataset_checksum=dataset_checksum([e.sha256 for e in used]),
                         elapsed_s=time.perf_counter() - start, source=wanted["source"],
-                        local=False, folder=store.url, kept=len(entries) - len(used))
+                        local=False, folder=store.url, kept=len(entries) - len(used),
+                        media="clips" if config.fallback == CLIP_FALLBACK else "images")
 
 
 def _users_prefix(config: FetchConfig, store: Store, foreign: str | None,

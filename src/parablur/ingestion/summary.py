@@ -32,6 +32,7 @@ class FetchSummary:
     kept: int = 0
     other_source: int = 0  # reused images that came from another source than the one asked
     foreign_manifest: str | None = None  # why a folder with a manifest.json is the user's
+    media: str = "images"  # or "clips": a faces-video dataset (``images`` lists its clips)
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (paths as strings)."""
@@ -46,16 +47,23 @@ class FetchSummary:
                      "(your own images, read-only; nothing downloaded or generated)"]
             if self.foreign_manifest:
                 lines.append(f"Not a dataset ParaBlur created: {self.foreign_manifest}")
+        elif self.media == "clips":
+            lines = [f"Dataset of {len(self.images)} clips from {self.source}: {self.reused} reused, "
+                     f"{self.generated} generated, {self.failed} failed in {self.elapsed_s:.1f} s"]
         else:
             lines = [f"Dataset of {len(self.images)} images from {self.source}: "
                      f"{self.downloaded} downloaded, {self.reused} reused, "
                      f"{self.generated} generated, {self.failed} failed "
                      f"({self.retried} retries) in {self.elapsed_s:.1f} s"]
+        if not self.local:
             if self.kept:
                 lines.append(f"Using the first {len(self.images)} of "
-                             f"{len(self.images) + self.kept} images in {self.folder}; "
+                             f"{len(self.images) + self.kept} {self.media} in {self.folder}; "
                              f"the other {self.kept} are kept")
-            if self.other_source:
+            if self.other_source and self.media == "clips":
+                lines.append(f"{self.other_source} of the reused clips were made with another size, "
+                             "seed, length or frame rate than asked (--force-download makes them again)")
+            elif self.other_source:
                 lines.append(f"{self.other_source} of the reused images came from another "
                              f"source than {self.source} (--force-download fetches them again)")
             if self.unreachable_hosts:
@@ -69,6 +77,7 @@ class FetchSummary:
                                  f"{hits[0]['reason']})")
             for failure in self.failures:
                 if failure.get("outcome") == "failed":
-                    lines.append(f"image {failure['index']} FAILED: {failure['reason']}")
+                    item = "clip" if self.media == "clips" else "image"
+                    lines.append(f"{item} {failure['index']} FAILED: {failure['reason']}")
         lines.append(f"Dataset checksum: {self.dataset_checksum}")
         return "\n".join(lines)
