@@ -243,3 +243,26 @@ def test_a_clips_lines_round_trip_through_the_record_file(tmp_path):
     assert back.tag("c.mp4") == log.tag("c.mp4")
     assert [f["frame"] for f in back.get("c.mp4")["frames"]] == [0, 1, 2]
     assert back.get("a.jpg") == {"image": "a.jpg", "faces": []}
+
+
+def test_score_outputs_counts_the_face_frames_an_output_still_shows(tmp_path, face_clip, face_model):
+    """The source itself shows every face-frame; a fully blurred clip none; a missing output
+    counts as the source."""
+    from parablur.workloads.faces import FaceWorkload
+
+    src = LocalStore(_inputs(tmp_path, face_clip))
+    truth = {"sub/talk.mp4": face_clip[1]}
+    workload = FaceWorkload(FaceParams(model=face_model))
+    same = workload.score_outputs(src, src, truth)
+    assert same["exposed"] == same["face_frames"] > 0 and same["exposed_face_frames"] == 1.0
+    missing = workload.score_outputs(src, LocalStore(tmp_path / "none"), truth)
+    assert missing["face_frames"] == same["face_frames"] and missing["exposed_face_frames"] == 1.0
+    out = tmp_path / "blurred"
+    (out / "sub").mkdir(parents=True)
+    info = video.probe(src.path("sub/talk.mp4"))
+    segment = video.plan_segments(info, 100.0)[0]
+    video.encode_segment(src.path("sub/talk.mp4"), info, segment,
+                         lambda img, i, t: cv2.GaussianBlur(img, (0, 0), 12), tmp_path / "s.nut")
+    video.join(src.path("sub/talk.mp4"), info, [tmp_path / "s.nut"], out / "sub" / "talk.mp4")
+    hidden = workload.score_outputs(src, LocalStore(out), truth)
+    assert hidden["exposed"] == 0 and hidden["face_frames"] == same["face_frames"]

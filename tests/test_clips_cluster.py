@@ -4,6 +4,7 @@ large outputs go up in parts (SeaweedFS)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -147,3 +148,26 @@ def _small(tmp_path: Path) -> Path:
     path = tmp_path / "small.bin"
     path.write_bytes(b"x" * 1000)
     return path
+
+
+def test_bench_on_face_clips_reports_frames_per_second_and_the_face_frames_hidden(
+        tmp_path, face_model, capsys):
+    code = cli.main(["bench", "--workload", "faces", "--face-model", str(face_model),
+                     "--fallback", "faces-video", "--num-images", "2", "--clip-seconds", "2",
+                     "--width", "320", "--height", "240", "--input-dir", str(tmp_path / "clips"),
+                     "--output-dir", str(tmp_path / "out"), "--trials", "1", "--warmup", "0",
+                     "--no-ceiling", "--no-report", "--no-dashboard", "--workers", "2",
+                     "--report-csv", str(tmp_path / "r.csv"), "--summary-json",
+                     str(tmp_path / "s.json")])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "frames/s sequential" in text and "true face-frames still exposed" in text
+    summary = json.loads((tmp_path / "s.json").read_text())
+    quality = summary["detection_quality"]
+    assert quality["clips"] == 2 and quality["face_frames"] > 0
+    assert 0 <= quality["exposed_face_frames"] <= 1
+    with open(tmp_path / "r.csv", newline="") as handle:
+        cells = next(csv.DictReader(handle))
+    assert int(cells["frames"]) == 2 * 2 * 30  # two clips of 2 s at 30 fps
+    assert float(cells["seq_frame_rate"]) > float(cells["seq_throughput"])
+    assert float(cells["exposed_face_frames"]) == pytest.approx(quality["exposed_face_frames"], rel=1e-4)

@@ -32,7 +32,7 @@ from .environment import snapshot
 from .errors import ConfigError, DatasetError, ImageError, ParaBlurError
 from .executors import Executor, create_executor
 from .imageinfo import read_size
-from .ingestion.manifest import true_faces
+from .ingestion.manifest import clip_truth, true_faces
 from .noise import NOISY_LOAD_CORES, Load, LoadSampler, dask_local_pids
 from .pipeline import STAGES, RunSummary, claimed, output_store, performance_report, run_images
 from .records import RecordLog
@@ -333,6 +333,8 @@ def format_round(rnd: RoundResult) -> str:
     if rnd.quality and rnd.quality.get("recall") is not None:
         parts.append(f"recall {rnd.quality['recall']:.3f}, "
                      f"{rnd.quality['false_positives_per_image']:.2f} false positives/image")
+    if rnd.quality and rnd.quality.get("exposed_face_frames") is not None:
+        parts.append(f"face-frames exposed {rnd.quality['exposed_face_frames'] * 100:.2f}%")
     if rnd.accuracy:
         parts.append(f"vs exact {rnd.accuracy.psnr_db:.1f} dB, max diff "
                      f"{rnd.accuracy.max_abs_diff:g}")
@@ -459,6 +461,10 @@ class Bench:
         sample = sample_of(images)
         names = set(images)
         truths = {k: v for k, v in true_faces(store).items() if k in names}
+        # Truths that only the outputs' pixels can be scored against (a clip's face-frames):
+        # scored once, on the first measured round (every round's outputs are verified equal).
+        pixel_truths = {k: v for k, v in clip_truth(store).items() if k in names}
+        pixel_scores: dict[int, dict | None] = {}
 
         def one(v: int, i: int, warm: bool) -> RoundResult:
             run = runs[v]
@@ -474,6 +480,12 @@ class Bench:
             if truths and job.workload.record_file:
                 records = RecordLog(output_store(run, "sequential"), job.workload.record_file)
                 quality = job.workload.score(records.lines, truths)
+            if pixel_truths and not warm:
+                if v not in pixel_scores:
+                    pixel_scores[v] = job.workload.score_outputs(
+                        store, output_store(run, "sequential"), pixel_truths)
+                if pixel_scores[v]:
+                    quality = {**(quality or {}), **pixel_scores[v]}
             rnd = replace(rnd, load=sampler.load, ceiling=ceiling, accuracy=accuracy,
                           quality=quality)
             rounds[v].append(rnd)
@@ -740,6 +752,13 @@ def format_summary(summary: BenchSummary) -> str:
         lines.append(f"detection: recall {q['recall']:.3f} ({q['found']} of {q['faces']} true faces "
                      f"found, IoU >= 0.3), {q['false_positives_per_image']:.2f} false positives "
                      f"per image, over {q['images']} images")
+    if q and q.get("exposed_face_frames") is not None:
+        off_edge = q.get("exposed_off_edge")
+        lines.append(f"face-frames: {q['exposed']} of {q['face_frames']} true face-frames still "
+                     f"exposed ({q['exposed_face_frames'] * 100:.2f}%; "
+                     + (f"{off_edge * 100:.2f}% of the faces off the frame's edge" if off_edge is not None
+                        else "no face off the frame's edge")
+                     + f"), {(1 - q['exposed_face_frames']) * 100:.2f}% hidden, over {q['clips']} clips")
     acc = summary.accuracy
     if acc:
         lines.append(f"accuracy: {summary.engine} against exact on {acc.images} sampled images: "

@@ -488,3 +488,15 @@ def compare(reference: Source, candidate: Source) -> str | None:
                 index += 1
         except av.FFmpegError as exc:
             return f"frame {index}: does not decode ({_one_line(exc)})"
+
+
+def decoded_frames(source: Source) -> Iterator[np.ndarray]:
+    """A clip's video frames as BGR arrays, decoded one at a time (one thread)."""
+    with _open(source) as container:
+        stream = _video_stream(container, source)
+        stream.thread_count = 1
+        try:
+            for frame in container.decode(stream):
+                yield frame.to_ndarray(format="bgr24")
+        except av.FFmpegError as exc:
+            raise MediaError(f"{_name(source)}: corrupt or truncated ({_one_line(exc)})") from exc

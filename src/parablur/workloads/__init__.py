@@ -51,6 +51,10 @@ class Workload(Protocol):
     def score(self, records: Mapping[str, dict], truths: Mapping[str, list]) -> dict | None:
         """The records against a dataset's ground truth (faces: recall, false positives), or None."""
 
+    def score_outputs(self, source: object, output: object, truths: Mapping[str, dict]) -> dict | None:
+        """The outputs of the ``source`` store in the ``output`` store against the true boxes of
+        a dataset's clips, by their pixels (faces: the face-frames still exposed), or None."""
+
 
 def workload_for(config: RunConfig) -> Workload:
     """The workload ``config.workload`` names, with the run's parameters."""

@@ -39,6 +39,9 @@ class BlurWorkload:
     def score(self, records: dict, truths: dict) -> dict | None:
         return None
 
+    def score_outputs(self, source, output, truths: dict) -> dict | None:
+        return None
+
     def decode_factor(self, size: tuple[int, int] | None) -> int:
         return get_engine(self.engine).reduced_decode_factor(self.sigma, self.passes, size)
 

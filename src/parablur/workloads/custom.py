@@ -137,6 +137,9 @@ class CustomWorkload:
     def score(self, records: dict, truths: dict) -> dict | None:
         return None
 
+    def score_outputs(self, source, output, truths: dict) -> dict | None:
+        return None
+
     def decode_factor(self, size: tuple[int, int] | None) -> int:
         return 1
 

@@ -9,6 +9,7 @@ OpenCV's thread count is the caller's to set (one thread keeps the output determ
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 from collections import OrderedDict
@@ -424,6 +425,31 @@ class FaceWorkload:
                               min_size=self.params.face_min_size)
                   for name, boxes in truths.items() if name in records]
         return summarize(scored).to_dict() if scored else None
+
+    def score_outputs(self, source, output, truths: dict) -> dict | None:
+        """The true face-frames of ``truths``' clips (``manifest.clip_truth``) that the outputs
+        still show (``face_quality.exposed_face_frames``), pooled over the clips; None without
+        a clip. A clip without its output counts as every face-frame exposed."""
+        from ..video import decoded_frames
+        from .face_quality import Exposure, exposed_face_frames
+
+        found: list[Exposure] = []
+        for name, truth in sorted(truths.items()):
+            with source.open(name) as a:
+                if output.info(name) is None:  # the source itself: every face-frame shows
+                    same, twin = itertools.tee(decoded_frames(a))
+                    found.append(exposed_face_frames(same, twin, truth["faces"]))
+                    continue
+                with output.open(name) as b:
+                    found.append(exposed_face_frames(decoded_frames(a), decoded_frames(b),
+                                                     truth["faces"]))
+        if not found:
+            return None
+        total = Exposure(*(sum(getattr(e, f) for e in found)
+                           for f in ("frames", "exposed", "total", "inner_exposed", "inner_total")))
+        return {"clips": len(found), "face_frames": total.total, "exposed": total.exposed,
+                "exposed_face_frames": total.exposed_fraction,
+                "exposed_off_edge": total.inner_exposed_fraction}
 
     def segment(self, source, info, segment, dest, video) -> tuple[int, list[dict]]:
         """A video segment (``parablur.clips``): faces detected, tracked across frames and hidden,
