@@ -66,6 +66,15 @@ def test_a_dask_run_equals_the_sequential_one_frame_for_frame(clips, tmp_path, f
         assert (seq / name).read_bytes() == (par / name).read_bytes()
         assert video.probe(par / name).frames == video.probe(clips / name).frames
     assert (seq / "detections.jsonl").read_text() == (par / "detections.jsonl").read_text()
+    # Workers that cannot reach the folders: the client ships each segment its clip, and
+    # writes the segments they send back.
+    assert cli.main(_args(str(clips), str(tmp_path / "shipped"), face_model, "--executor", "dask",
+                          "--workers", "2", "--no-dashboard", "--transfer", "bytes")) == 0
+    capsys.readouterr()
+    shipped = tmp_path / "shipped" / "dask"
+    for name in ("clip_0.mp4", "clip_1.mp4", "detections.jsonl"):
+        assert (shipped / name).read_bytes() == (seq / name).read_bytes(), name
+    assert not (shipped / PARTS).exists()
 
 
 def test_a_sigkilled_run_keeps_its_segments_and_the_rerun_gives_the_same_files(
