@@ -31,8 +31,9 @@ _LEGACY_MARKERS = (".parablur-outputs.json",)
 _MARKER_COMMAND = re.compile(r"Made by ParaBlur \(parablur ([a-z]+)\)")
 
 
-def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename.
+def write_atomic(path: Path, data: bytes | Path, *, durable: bool = True) -> None:
+    """Write ``data`` (bytes, or a file's content: a copy) to ``path`` through a temporary
+    file and a rename.
 
     ``durable`` also flushes the file and its folder to disk, so that it survives a
     power cut; outputs that can be recomputed skip that cost.
@@ -42,7 +43,11 @@ def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
     try:
         with open(tmp, "xb") as handle:
-            handle.write(data)
+            if isinstance(data, Path):
+                with open(data, "rb") as source:
+                    shutil.copyfileobj(source, handle, 1 << 20)
+            else:
+                handle.write(data)
             if durable:
                 handle.flush()
                 os.fsync(handle.fileno())

@@ -233,25 +233,22 @@ def check_kind(fallback: str, entries: Iterable[ManifestEntry], where: str) -> N
 def clip_truth(folder: Path | Store) -> dict[str, dict]:
     """The truth of every generated clip of a dataset (a folder, or a store's prefix), by file:
     {"fps", "frames", "seconds", "faces": each frame's boxes}; empty for any other dataset."""
-    try:
-        loaded = _manifest_of(folder)
-    except ForeignManifest:
-        return {}
-    if loaded is None:
-        return {}
-    return {e.file: e.video for e in loaded[1].values() if e.video is not None}
+    return {e.file: e.video for e in _own_entries(folder) if e.video is not None}
 
 
 def true_faces(folder: Path | Store) -> dict[str, list[list[int]]]:
     """The true face boxes of a generated face dataset (a folder, or a store's prefix), by
     image file; empty for any other."""
+    return {e.file: e.faces for e in _own_entries(folder) if e.faces is not None}
+
+
+def _own_entries(folder: Path | Store) -> list[ManifestEntry]:
+    """The entries of a dataset ParaBlur made (a folder, or a store's prefix); none otherwise."""
     try:
         loaded = _manifest_of(folder)
     except ForeignManifest:
-        return {}
-    if loaded is None:
-        return {}
-    return {e.file: e.faces for e in loaded[1].values() if e.faces is not None}
+        return []
+    return list(loaded[1].values()) if loaded is not None else []
 
 
 def compact_json(doc: object) -> str:

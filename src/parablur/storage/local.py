@@ -6,7 +6,6 @@ import contextlib
 import errno
 import hashlib
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -187,15 +186,7 @@ class LocalStore(Store):
         dest = self.root / key
         if self.root.resolve() not in dest.resolve().parents:  # a symlink planted below the root
             raise ObjectError(f"refusing to write outside the output folder: {key}")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
-        try:
-            shutil.copyfile(path, tmp)
-            os.replace(tmp, dest)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_atomic(dest, Path(path), durable=False)
         if metadata:
             record = sidecar_bytes(dest.stat().st_size, sha256_file(dest), metadata)
             write_atomic(self.root / sidecar_key(key), record, durable=False)
