@@ -15,7 +15,7 @@ from test_video import LEAKS, frames_of, make_clip, packets_of
 
 from parablur import video
 from parablur.cli import main
-from parablur.clips import PARTS, Assembler, auto_segment_s, frame_lines, process_part
+from parablur.clips import PARTS, Assembler, auto_segment_s, process_part
 from parablur.config import FaceParams, RunConfig, VideoParams
 from parablur.ingestion import face_clips
 from parablur.ingestion.face_clips import generate_face_clip, write_face_clip
@@ -24,6 +24,7 @@ from parablur.pipeline import plan_tasks
 from parablur.records import RecordLog
 from parablur.storage import LocalStore
 from parablur.worker import Job
+from parablur.workloads.video_faces import clip_lines
 
 W, H, FPS, SECONDS = 320, 240, 12, 3.0
 
@@ -219,14 +220,14 @@ def test_an_interrupted_clip_keeps_its_finished_segments_and_the_rerun_gives_the
 
 def test_track_ids_continue_across_a_cut():
     box = [10.0, 10.0, 40.0, 40.0]
-    seg0 = {"faces": [{"frame": 0, "pts": 0.0, "faces": [{"box": box, "score": 0.9, "track": 0,
+    seg0 = {"records": [{"frame": 0, "pts": 0.0, "faces": [{"box": box, "score": 0.9, "track": 0,
                                                          "tracked": False}]},
                       {"frame": 1, "pts": 0.1, "faces": [{"box": box, "score": 0.9, "track": 0,
                                                          "tracked": False}]}]}
-    seg1 = {"faces": [{"frame": 2, "pts": 0.2, "faces": [
+    seg1 = {"records": [{"frame": 2, "pts": 0.2, "faces": [
         {"box": [200.0, 10.0, 40.0, 40.0], "score": 0.8, "track": 0, "tracked": False},
         {"box": [11.0, 10.0, 40.0, 40.0], "score": 0.9, "track": 1, "tracked": False}]}]}
-    lines = [json.loads(x) for x in frame_lines("c.mp4", [seg0, seg1])]
+    lines = [json.loads(x) for x in clip_lines("c.mp4", [seg0, seg1])]
     assert [f["track"] for f in lines[2]["faces"]] == [1, 0]  # the continuing face keeps 0
     assert all(line["image"] == "c.mp4" for line in lines)
 
@@ -266,3 +267,101 @@ def test_score_outputs_counts_the_face_frames_an_output_still_shows(tmp_path, fa
     video.join(src.path("sub/talk.mp4"), info, [tmp_path / "s.nut"], out / "sub" / "talk.mp4")
     hidden = workload.score_outputs(src, LocalStore(out), truth)
     assert hidden["exposed"] == 0 and hidden["face_frames"] == same["face_frames"]
+
+
+STEPS = """
+import numpy as np
+
+def count_dark(image):
+    return 255 - image, {"dark": int((image < 64).sum())}
+"""
+
+
+def test_a_users_workload_with_records_keeps_one_line_per_frame(tmp_path, face_clip, capsys,
+                                                                  monkeypatch):
+    from conftest import user_package
+
+    inp = _inputs(tmp_path, face_clip)
+    with user_package(tmp_path / "pkg", "clipsteps", STEPS, monkeypatch):
+        code, text = _run(capsys, "--workload", "clipsteps.steps:count_dark", "--segment-s", "0.75",
+                          "--input-dir", str(inp), "--output-dir", str(tmp_path / "out"))
+    assert code == 0, text
+    out = tmp_path / "out" / "sequential"
+    records = _records(next(out.glob("*.jsonl")))
+    assert [r["frame"] for r in records] == list(range(int(SECONDS * FPS)))
+    assert all(r["image"] == "sub/talk.mp4" and isinstance(r["dark"], int) for r in records)
+    assert not (out / PARTS).exists()
+
+
+def test_a_clip_made_without_faces_is_redone_when_the_record_holds_lines_for_it(
+        tmp_path, face_clip, face_model, capsys):
+    """An output recorded without a line is not up to date while the record file holds lines
+    for it (left by another run, stopped before it saved its own)."""
+    inp = tmp_path / "in"
+    inp.mkdir()
+    make_clip(inp / "a.mp4")  # a pattern: no face
+    args = ["--workload", "faces", "--face-model", str(face_model), "--input-dir", str(inp),
+            "--output-dir", str(tmp_path / "out")]
+    code, text = _run(capsys, *args)
+    assert code == 0, text
+    record = tmp_path / "out" / "sequential" / "detections.jsonl"
+    assert not record.exists() or "a.mp4" not in record.read_text()
+    stale = json.dumps({"image": "a.mp4", "frame": 0, "pts": 0.0, "faces": []}, sort_keys=True)
+    record.write_text(stale + "\n")
+    code, text = _run(capsys, *args)
+    assert code == 0 and "1/1 images anonymized" in text, text
+    assert "a.mp4" not in record.read_text()
+
+
+def test_draw_boxes_draws_the_images_and_passes_over_the_clips(tmp_path, face_clip, face_model,
+                                                               capsys):
+    image, _ = generate_face_image(1, 400, 300, seed=2)
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(cv2.imencode(".jpg", image)[1].tobytes())
+    inp = _inputs(tmp_path, face_clip, photo)
+    args = ["--workload", "faces", "--face-model", str(face_model), "--draw-boxes",
+            "--input-dir", str(inp), "--output-dir", str(tmp_path / "out")]
+    for _ in range(2):  # made, then skipped as up to date: never drawn
+        code, text = _run(capsys, *args)
+        assert code == 0, text
+    boxes = tmp_path / "out" / "sequential-boxes"
+    assert (boxes / "photo.jpg").is_file() and not (boxes / "sub").exists()
+
+
+def test_a_container_that_cannot_hold_the_encoder_fails_the_clip_before_any_segment(
+        tmp_path, capsys):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    make_clip(inp / "a.webm", codec="libvpx-vp9", audio=False, metadata=False, rotation=0)
+    make_clip(inp / "b.mp4", audio=False, metadata=False, rotation=0)
+    code, text = _run(capsys, "--video-codec", "libx264", "--blur-radius", "2", "--input-dir",
+                      str(inp), "--output-dir", str(tmp_path / "out"))
+    assert code == 1
+    assert "a.webm: encode: the webm container cannot hold libx264 video" in text
+    out = tmp_path / "out" / "sequential"
+    assert (out / "b.mp4").is_file() and not (out / "a.webm").exists()
+    assert not (out / PARTS).exists()
+
+
+def test_an_encoder_that_cannot_encode_segments_is_refused_up_front(tmp_path, face_clip, capsys):
+    inp = _inputs(tmp_path, face_clip)
+    code, text = _run(capsys, "--video-codec", "png", "--input-dir", str(inp), "--output-dir",
+                      str(tmp_path / "out"))
+    assert code == 2 and "cannot encode the segments" in text and "Traceback" not in text
+    assert not (tmp_path / "out").exists()
+
+
+def test_segments_of_other_parameters_go_once_the_clip_is_joined(tmp_path, face_clip, face_model):
+    inp = LocalStore(_inputs(tmp_path, face_clip))
+    out = LocalStore(tmp_path / "out")
+    old = _job(face_model)
+    stale = Assembler(inp, out, old)
+    parts = [p for t in plan_tasks(inp, out, old, list(inp.scan_images())) for p in stale.expand(t)]
+    stale.settle(process_part(parts[0], old))  # a run with other parameters, stopped
+    assert list((tmp_path / "out" / PARTS).rglob("*.nut"))
+    new = _job(face_model, crf=23)
+    fresh = Assembler(inp, out, new)
+    results = [fresh.settle(process_part(p, new))
+               for t in plan_tasks(inp, out, new, list(inp.scan_images())) for p in fresh.expand(t)]
+    assert results[-1] is not None and results[-1].ok
+    assert not (tmp_path / "out" / PARTS).exists()

@@ -180,3 +180,37 @@ def test_bench_on_face_clips_reports_frames_per_second_and_the_face_frames_hidde
     assert int(cells["frames"]) == 2 * 2 * 30  # two clips of 2 s at 30 fps
     assert float(cells["seq_frame_rate"]) > float(cells["seq_throughput"])
     assert float(cells["exposed_face_frames"]) == pytest.approx(quality["exposed_face_frames"], rel=1e-4)
+
+
+DYING = """
+import os
+
+def die_on_small(image):
+    if image.shape[1] == 96:  # the small clip: its worker dies
+        os._exit(3)
+    return image
+"""
+
+
+def test_segments_whose_worker_dies_fail_their_clip_once(tmp_path, clips, capsys, monkeypatch):
+    from conftest import user_package
+    from test_video import make_clip
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    make_clip(inp / "a.mp4", audio=False, metadata=False, rotation=0)  # 96x64, 2 s
+    (inp / "b.mp4").write_bytes((clips / "clip_1.mp4").read_bytes())
+    with user_package(tmp_path / "pkg", "dyingsteps", DYING, monkeypatch) as path:
+        monkeypatch.setenv("PYTHONPATH", f"{path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+        code = cli.main(["run", "--quiet", "--workload", "dyingsteps.steps:die_on_small",
+                         "--segment-s", "0.5", "--executor", "processes", "--workers", "2",
+                         "--max-task-retries", "0", "--input-dir", str(inp), "--output-dir",
+                         str(tmp_path / "out"), "--summary-json", str(tmp_path / "s.json")])
+    capsys.readouterr()
+    assert code == 1
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert (summary["images"], summary["ok"], summary["failed"]) == (2, 1, 1)
+    assert [f["image"] for f in summary["failures"]] == ["a.mp4"]
+    out = tmp_path / "out" / "processes"
+    assert (out / "b.mp4").is_file() and not (out / "a.mp4").exists()
+    assert not (out / PARTS).exists()

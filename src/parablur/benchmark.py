@@ -303,7 +303,10 @@ def csv_row(rnd: RoundResult, name: str, run: RunConfig, size: tuple[int, int] |
         "steal_cores": rnd.load.steal_cores if rnd.load else None,
         "noisy": rnd.noisy if rnd.load else None,
         "workload": run.workload, "engine": run.engine,
-        "workload_params": json.dumps(Job.for_run(run).describe(), sort_keys=True),
+        # With clips among the inputs, their parameters too (two video settings never pool).
+        "workload_params": json.dumps({**Job.for_run(run).describe(),
+                                       **({"video": run.video.describe()} if par.frames != par.ok
+                                          else {})}, sort_keys=True),
         "psnr_db": rnd.accuracy.psnr_db if rnd.accuracy else None,
         "max_abs_diff": rnd.accuracy.max_abs_diff if rnd.accuracy else None,
         "recall": (rnd.quality or {}).get("recall"),

@@ -502,7 +502,7 @@ def _check_workload(run: RunConfig) -> None:
     if run.video.codec is not None:
         from .video import check_encoder
 
-        check_encoder(run.video.codec)
+        check_encoder(run.video.codec, run.video.crf)
     if run.cluster.is_remote:
         return
     if run.workload == "faces" and run.faces.model is not None:
@@ -527,8 +527,10 @@ def _cmd_run(a: argparse.Namespace) -> int:
     if summary.skipped == summary.images:
         print(f"{summary.executor}: all {summary.images} images of {summary.output_dir} are up "
               "to date, skipped (--force redoes them)")
+        for f in summary.failures:  # a debug copy (--draw-boxes) that could not be made
+            print(f"  failed: {f['image']}: {f['reason']}")
         _write_json(a.summary_json, summary.to_dict())
-        return 0
+        return 1 if summary.failed else 0
     # Clips among the inputs: their frames too (an image is one frame).
     frames = (f"{summary.frames} frames at {summary.frame_rate:.1f} frames/s, "
               if summary.frames != summary.ok else "")

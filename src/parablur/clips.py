@@ -28,6 +28,7 @@ stream copy: nothing is decoded) and reported as one result.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -36,6 +37,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .dataset import is_video_key
 from .errors import ParaBlurError
@@ -46,13 +48,18 @@ from .worker import (
     RECORD_LINE,
     RECORD_PARAMS,
     RECORD_RUN,
+    STAGES,
     ImageResult,
     ImageTask,
     Job,
     _recorded_input,
     failure_reason,
+    input_tag,
     worker_id,
 )
+
+if TYPE_CHECKING:
+    from .video import ClipInfo, Segment
 
 PARTS = ".parablur-parts"  # hidden prefix of the output location that holds clips' segments
 RECORD_SUFFIX = ".json"  # a segment's record, beside it
@@ -61,7 +68,6 @@ RECORD_SUFFIX = ".json"  # a segment's record, beside it
 AUTO_SEGMENTS = 16
 MIN_SEGMENT_S = 2.0
 MAX_SEGMENT_S = 10.0
-TRACK_MATCH_IOU = 0.3  # a track continues across a cut when its boxes on both sides overlap so
 
 
 def auto_segment_s(duration_s: float) -> float:
@@ -78,24 +84,35 @@ def auto_segment_s(duration_s: float) -> float:
 class Part:
     """One segment of a clip, as its task carries it to a worker."""
 
-    info: object  # video.ClipInfo (kept untyped here: importing PyAV is the worker's business)
-    segment: object  # video.Segment
+    info: ClipInfo
+    segment: Segment
     count: int  # the clip's segments
     input_tag: str  # the clip's input tag, recorded with the segment
 
+    @property
+    def index(self) -> int:
+        return self.segment.index
+
 
 def video_params_tag(job: Job) -> str:
-    """The tag of what a clip's output depends on: the job's and the video parameters."""
-    from .worker import params_tag
+    """The tag of what a clip's output depends on: the workload and its parameters, the video
+    parameters and ParaBlur's version (not the JPEG quality of images)."""
+    from . import __version__
 
-    text = json.dumps([params_tag(job), job.video.describe()], sort_keys=True)
+    workload = {k: v for k, v in job.describe().items() if k != "jpeg_quality"}
+    text = json.dumps([workload, job.video.describe(), __version__], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def parts_prefix(output: str) -> str:
+    """The hidden prefix of every segment of the clip whose output is ``output``."""
+    return f"{PARTS}/{output}"
 
 
 def part_key(output: str, params: str, input_tag: str, index: int) -> str:
     """The hidden key of segment ``index`` of the clip whose output is ``output``."""
     digest = hashlib.sha256(f"{params}:{input_tag}".encode()).hexdigest()[:16]
-    return f"{PARTS}/{output}/{digest}-{index:05d}.nut"
+    return f"{parts_prefix(output)}/{digest}-{index:05d}.nut"
 
 
 # -- the worker's side ----------------------------------------------------------------------
@@ -108,7 +125,7 @@ def process_part(task: ImageTask, job: Job) -> ImageResult:
 
     part: Part = task.part  # type: ignore[assignment]
     index = part.segment.index
-    stages = {"read_s": 0.0, "decode_s": 0.0, "blur_s": 0.0, "encode_s": 0.0, "write_s": 0.0}
+    stages = dict.fromkeys(STAGES, 0.0)
     stage = "read"
     try:
         t0 = time.perf_counter()
@@ -125,10 +142,10 @@ def process_part(task: ImageTask, job: Job) -> ImageResult:
         with source, tempfile.TemporaryDirectory(prefix="parablur-segment-") as tmp:
             dest = Path(tmp) / f"segment{SEGMENT_SUFFIX}"
             t1 = time.perf_counter()
-            frames, faces = _anonymize(job, source, part.info, part.segment, dest)
+            frames, records = _anonymize(job, source, part.info, part.segment, dest)
             stages["blur_s"] = time.perf_counter() - t1
             encoded = dest.read_bytes()
-        line = json.dumps({"segment": index, "frames": frames, "faces": faces}, sort_keys=True)
+        line = json.dumps({"segment": index, "frames": frames, "records": records}, sort_keys=True)
         stage = "write"
         t2 = time.perf_counter()
         meta = {RECORD_INPUT: part.input_tag, RECORD_PARAMS: task.params, RECORD_LINE: line_tag(line)}
@@ -204,6 +221,8 @@ class Assembler:
         self.inp, self.out, self.job = inp, out, job
         self._params: str | None = None
         self._clips: dict[str, _Clip] = {}
+        self._checked: dict[tuple[str, str], str | None] = {}  # (muxer, encoder) -> why not
+        self.assembled: set[str] = set()  # the names whose output is made of parts
 
     @property
     def params(self) -> str:
@@ -216,6 +235,7 @@ class Assembler:
         output is up to date (reported skipped), one that fails when the clip cannot be probed."""
         if not is_video_key(task.src) or task.annotate is not None:
             return [task]
+        self.assembled.add(task.name)
         task = replace(task, params=self.params)
         try:
             tag = task.input_tag or self._input_tag(task.src)
@@ -230,6 +250,9 @@ class Assembler:
                 info = probe(handle)
         except Exception as exc:  # noqa: BLE001 - one clip's failure is reported, the rest go on
             return [replace(task, error=f"probe: {failure_reason(exc)}")]
+        unfit = self._unfit(task.src, info)
+        if unfit:
+            return [replace(task, error=unfit)]
         segments = plan_segments(info, self.job.video.segment_s or auto_segment_s(info.duration))
         keys = [part_key(task.dst, self.params, tag, s.index) for s in segments]
         self._clips[task.name] = _Clip(task, info, keys)
@@ -241,7 +264,20 @@ class Assembler:
         info = self.inp.info(key)
         if info is None:
             raise ParaBlurError(f"{key}: vanished")
-        return f"etag:{info.size}:{info.etag}" if info.etag else ""
+        return input_tag(info)
+
+    def _unfit(self, key: str, info: ClipInfo) -> str | None:
+        """Why the clip's container cannot hold the encoder's video (before any segment is made)."""
+        from .video import encoder_for, muxer_for, muxer_refuses
+
+        try:
+            encoder = encoder_for(info, self.job.video.codec)
+        except ParaBlurError as exc:
+            return f"encode: {exc}"
+        muxer = muxer_for(key, info)
+        if (muxer, encoder) not in self._checked:
+            self._checked[muxer, encoder] = muxer_refuses(muxer, encoder)
+        return self._checked[muxer, encoder]
 
     def settle(self, img: ImageResult) -> ImageResult | None:
         """An image's result as it is; a segment's held (None) until its clip's last, then the
@@ -261,20 +297,20 @@ class Assembler:
             return None
         del self._clips[img.name]
         results = [clip.results[i] for i in range(len(clip.keys))]
-        stages = {s: sum(getattr(r, s) for r in results)
-                  for s in ("read_s", "decode_s", "blur_s", "encode_s", "write_s")}
-        failed = [(i, r) for i, r in enumerate(results) if not r.ok]
+        stages = {s: sum(getattr(r, s) for r in results) for s in STAGES}
+        failed = [r for r in results if not r.ok]
         if failed:
-            self._remove(clip.keys)
-            return ImageResult(img.name, False, failed[0][1].error, worker=img.worker, **stages)
+            self._remove(clip.task.dst)
+            return ImageResult(img.name, False, failed[0].error, worker=img.worker, **stages)
         t0 = time.perf_counter()
         try:
             line = self._join(clip, results)
         except Exception as exc:  # noqa: BLE001 - one clip's failure is reported, the rest go on
             return ImageResult(img.name, False, f"join: {failure_reason(exc)}", worker=img.worker,
                                **stages)
+        finally:
+            self._remove(clip.task.dst)
         stages["write_s"] += time.perf_counter() - t0
-        self._remove(clip.keys)
         return ImageResult(img.name, True, worker=img.worker, line=line, frames=clip.info.frames,
                            **stages)
 
@@ -283,7 +319,9 @@ class Assembler:
         from .video import join
 
         task = clip.task
-        lines = frame_lines(task.name, [json.loads(r.line or "{}") for r in results])
+        segments = [json.loads(r.line or "{}") for r in results]
+        own = getattr(self.job.workload, "join_records", None)
+        lines = own(task.name, segments) if own is not None else frame_records(task.name, segments)
         text = "\n".join(lines) if lines else None
         meta = {RECORD_INPUT: task.input_tag, RECORD_PARAMS: task.params}
         if text is not None:
@@ -302,66 +340,19 @@ class Assembler:
             self.out.upload(task.dst, dest, metadata=meta)
         return text
 
-    def _remove(self, keys: Sequence[str]) -> None:
-        """Remove a clip's segments and their records (ParaBlur's own hidden objects)."""
-        for key in keys:
-            for k in (key + RECORD_SUFFIX, key):
-                try:
-                    if self.out.info(k) is not None:
-                        self.out.delete(k)
-                except (OSError, ParaBlurError):
-                    pass  # left for the next run to reuse or replace
+    def _remove(self, output: str) -> None:
+        """Remove every segment of the clip whose output is ``output``, and their records (the
+        hidden prefix is ParaBlur's own: segments of other parameters or runs go too)."""
+        with contextlib.suppress(OSError, ParaBlurError):
+            self.out.delete_tree(parts_prefix(output))
 
 
-def frame_lines(name: str, segments: Sequence[dict]) -> list[str]:
-    """A clip's record lines, one per frame with faces (``record_line``, "image" the clip's key),
-    in frame order, its segments' track ids made clip-wide.
-
-    A track that crosses a cut has a box in the last frame before it and in the first frame
-    after it; the two overlap (the segments computed them from the same overlapping frames),
-    so a track after a cut takes the id of the track before it whose box it overlaps most
-    (IoU >= ``TRACK_MATCH_IOU``, each used once); any other gets the next free id.
-    """
-    lines: list[str] = []
-    next_id = 0
-    before: dict[int, list[float]] = {}  # clip-wide id -> box in the last frame of the previous segment
-    last_frame = -2
-    for seg in segments:
-        entries = sorted(seg.get("faces", []), key=lambda e: e["frame"])
-        ids: dict[int, int] = {}
-        first = entries[0] if entries else None
-        if first is not None and first["frame"] == last_frame + 1 and before:
-            pairs = sorted(((_iou(f["box"], box), f["track"], gid)
-                            for f in first["faces"] for gid, box in before.items()), reverse=True)
-            used: set[int] = set()
-            for score, local, gid in pairs:
-                if score < TRACK_MATCH_IOU or local in ids or gid in used:
-                    continue
-                ids[local] = gid
-                used.add(gid)
-        before = {}
-        for entry in entries:
-            faces = []
-            for face in entry["faces"]:
-                if face["track"] not in ids:
-                    ids[face["track"]] = next_id
-                    next_id += 1
-                faces.append({**face, "track": ids[face["track"]]})
-            lines.append(record_line(name, {**entry, "faces": faces}))
-        if entries:
-            last = entries[-1]
-            last_frame = last["frame"]
-            before = {ids[f["track"]]: f["box"] for f in last["faces"]}
-        else:
-            last_frame = -2
-    return lines
+def frame_records(name: str, segments: Sequence[dict]) -> list[str]:
+    """A clip's record lines as a workload that keeps one record per frame gives them: one line
+    per frame with a record, in frame order (``record_line``; "image" the clip's key)."""
+    return [record_line(name, entry) for seg in segments
+            for entry in sorted(seg.get("records", []), key=lambda e: e["frame"])]
 
 
-def _iou(a: Sequence[float], b: Sequence[float]) -> float:
-    from .workloads.face_quality import iou
-
-    return iou(a, b)
-
-
-__all__ = ["AUTO_SEGMENTS", "PARTS", "Assembler", "Part", "auto_segment_s", "frame_lines",
+__all__ = ["AUTO_SEGMENTS", "PARTS", "Assembler", "Part", "auto_segment_s", "frame_records",
            "part_key", "process_part", "video_params_tag"]

@@ -30,9 +30,17 @@ from .imageinfo import read_size
 from .records import RecordLog
 from .storage import ObjectInfo, Store, open_store
 from .storage.base import PROBE_PREFIX, PROBE_READ_BYTES
-from .worker import BatchResult, ImageResult, ImageTask, Job, failure_reason, params_tag, up_to_date
-
-STAGES = ("read_s", "decode_s", "blur_s", "encode_s", "write_s")
+from .worker import (
+    STAGES,
+    BatchResult,
+    ImageResult,
+    ImageTask,
+    Job,
+    failure_reason,
+    input_tag,
+    params_tag,
+    up_to_date,
+)
 
 
 @dataclass(frozen=True)
@@ -225,8 +233,7 @@ def plan_tasks(inp: Store, out: Store, job: Job, items: Iterable[ObjectInfo], *,
     params = params_tag(job)
     run = uuid.uuid4().hex
     for item in items:
-        tag = f"etag:{item.size}:{item.etag}" if item.etag else ""
-        yield ImageTask(item.key, item.key, item.key, inp, out, input_tag=tag, params=params,
+        yield ImageTask(item.key, item.key, item.key, inp, out, input_tag=input_tag(item), params=params,
                         skip_done=skip_done, line=log.tag(item.key) if log is not None else "",
                         run=run)
 
@@ -306,7 +313,7 @@ def run_images(executor: Executor, config: RunConfig, inp: Store, out: Store, *,
             return None
         if log is not None:
             note_record(log, img)
-        if img.ok and boxes is not None and img.frames == 1:  # a clip's boxes are not drawn
+        if img.ok and boxes is not None and img.name not in parts.assembled:  # images only
             seen.add(img.name)
         return img
 

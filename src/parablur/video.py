@@ -274,9 +274,10 @@ def encoder_for(info: ClipInfo, codec: str | None = None) -> str:
     return _FALLBACK_ENCODER
 
 
-def check_encoder(name: str) -> None:
-    """Refuse (``ConfigError``, one line) an encoder this FFmpeg build does not have, or one that
-    does not encode video."""
+def check_encoder(name: str, crf: int = 18) -> None:
+    """Refuse (``ConfigError``, one line) an encoder this FFmpeg build does not have, one that
+    does not encode video, or one that does not open with the options a segment gives it
+    (tried on one small frame)."""
     from parablur.errors import ConfigError
 
     try:
@@ -286,6 +287,36 @@ def check_encoder(name: str) -> None:
                           "libx265, libvpx-vp9 or libsvtav1)") from None
     if codec.type != "video":
         raise ConfigError(f"video-codec: {name!r} is a {codec.type} encoder, not a video one")
+    try:
+        context = av.CodecContext.create(codec)
+        context.width, context.height = 64, 64
+        context.pix_fmt = _pix_fmt(codec, "yuv420p")
+        context.time_base = Fraction(1, 25)
+        context.options = _options(name, crf)
+        frame = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="bgr24")
+        context.encode(frame.reformat(format=context.pix_fmt))
+        context.encode(None)
+    except (av.FFmpegError, ValueError) as exc:
+        raise ConfigError(f"video-codec: {name!r} cannot encode the segments "
+                          f"({_one_line(exc)}); try libx264, libx265, libvpx-vp9 or libsvtav1") from None
+
+
+def muxer_refuses(muxer: str, encoder: str) -> str | None:
+    """Why the container ``muxer`` cannot hold video from ``encoder``, or None when it can."""
+    import io
+
+    try:
+        with av.open(io.BytesIO(), "w", format=muxer) as out:
+            out.add_stream(encoder)
+    except (av.FFmpegError, ValueError) as exc:
+        return f"encode: the {muxer} container cannot hold {encoder} video ({_one_line(exc)}); " \
+               "choose another --video-codec"
+    return None
+
+
+def _options(name: str, crf: int) -> dict[str, str]:
+    """The fixed options of encoder ``name`` with quality ``crf`` (``ENCODER_OPTIONS``)."""
+    return {k: v.format(crf=crf) for k, v in ENCODER_OPTIONS.get(name, {"crf": "{crf}"}).items()}
 
 
 def _has_codec(name: str, mode: str) -> bool:
@@ -352,7 +383,7 @@ def encode_segment(
     name = encoder_for(info, codec)
     encoder = _codec(name, "w")
     first_index = info.frame_pts.index(segment.start_pts)
-    options = {k: v.format(crf=crf) for k, v in ENCODER_OPTIONS.get(name, {"crf": "{crf}"}).items()}
+    options = _options(name, crf)
     written = 0
     with av.open(os.fspath(dest), "w", format="nut", container_options=_BITEXACT) as out:
         stream = out.add_stream(name, options=options)
@@ -401,7 +432,12 @@ def _video_packets(segment_files: list[str | os.PathLike[str]]) -> Iterator[av.P
 
 def _muxer(source: Source, info: ClipInfo, dest: Path) -> str:
     """The muxer that writes the source's container format (by the source's suffix, else its demuxer)."""
-    suffix = Path(source).suffix.lower() if isinstance(source, str | os.PathLike) else dest.suffix.lower()
+    return muxer_for(os.fspath(source) if isinstance(source, str | os.PathLike) else dest.name, info)
+
+
+def muxer_for(name: str, info: ClipInfo) -> str:
+    """The muxer of a clip named ``name``: its suffix's container, else its demuxer's."""
+    suffix = Path(name).suffix.lower()
     if suffix in _MUXERS:
         return _MUXERS[suffix]
     demuxer = info.format_name.split(",")

@@ -34,10 +34,13 @@ from .records import line_tag, record_line
 from .workloads import BlurWorkload, Workload
 
 if TYPE_CHECKING:
-    from .storage import Store
+    from .storage import ObjectInfo, Store
 
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
               "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+
+# The stages of an image (``ImageResult``'s seconds), in order.
+STAGES = ("read_s", "decode_s", "blur_s", "encode_s", "write_s")
 
 # JPEG inputs are decoded with EXIF orientation applied and CMYK converted;
 # lossless formats keep alpha and 16-bit depth.
@@ -190,6 +193,11 @@ class ImageTask:
         """A task that is a batch of its own (a segment takes seconds, not milliseconds)."""
         return self.part is not None
 
+    @property
+    def part_index(self) -> int | None:
+        """Which part of its output this task makes (None: the whole output)."""
+        return getattr(self.part, "index", None) if self.part is not None else None
+
 
 @dataclass(frozen=True)
 class ImageResult:
@@ -330,7 +338,7 @@ def process_image(task: ImageTask, job: Job, *, prefetched: Future | None = None
         from .clips import process_part
 
         return process_part(task, job)
-    stages = {"read_s": 0.0, "decode_s": 0.0, "blur_s": 0.0, "encode_s": 0.0, "write_s": 0.0}
+    stages = dict.fromkeys(STAGES, 0.0)
     stage = "read"
     if task.done:
         return ImageResult(task.name, True, worker=worker_id(), skipped=True)
@@ -436,12 +444,19 @@ def _recorded_input(task: ImageTask) -> tuple[str | None, bool]:
     if info is None or not task.params or info.metadata.get(RECORD_PARAMS) != task.params:
         return None, False
     by_run = bool(task.run) and info.metadata.get(RECORD_RUN) == task.run
-    made_with = info.metadata.get(RECORD_LINE)
-    if made_with and (by_run or made_with != task.line):
+    made_with = info.metadata.get(RECORD_LINE) or ""
+    if (made_with and by_run) or made_with != task.line:
         # The client does not hold this output's line (lost, left by another run, or made by
-        # this run's lost attempt and never received): redo the output and the line together.
+        # this run's lost attempt and never received), or holds a line for an output made
+        # without one: redo the output and the line together.
         return None, False
     return info.metadata.get(RECORD_INPUT) or None, by_run
+
+
+def input_tag(item: ObjectInfo) -> str:
+    """An input's tag from a listing or a HEAD: its size and the store's ETag ("" without one:
+    the worker then tags it by the SHA-256 of the bytes it reads)."""
+    return f"etag:{item.size}:{item.etag}" if item.etag else ""
 
 
 def failure_reason(exc: Exception) -> str:

@@ -34,7 +34,8 @@ class Executor(Protocol):
 
 def failed_batch(batch: Batch, reason: str) -> BatchResult:
     """A result that records every image of ``batch`` as failed for ``reason``."""
-    return BatchResult(tuple(ImageResult(t.name, False, reason) for t in batch), 0.0, "", 0.0)
+    return BatchResult(tuple(ImageResult(t.name, False, reason, part=t.part_index) for t in batch),
+                       0.0, "", 0.0)
 
 
 def window_size(workers: int) -> int:

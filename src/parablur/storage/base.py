@@ -269,6 +269,19 @@ class Store(ABC):
         key = check_key(key)
         self._call("delete", key, lambda: self._delete(key), per_object=True)
 
+    def delete_tree(self, prefix: str) -> None:
+        """Remove every object below ``prefix``, which must be one of ParaBlur's hidden prefixes
+        (a clip's segments: ``clips.PARTS``), below a root this command holds."""
+        prefix = check_key(prefix)
+        if not prefix.startswith(".parablur-"):
+            raise ValueError(f"delete_tree removes only ParaBlur's hidden prefixes, not {prefix!r}")
+        self._call("delete", prefix, lambda: self._delete_tree(prefix), per_object=False)
+
+    def _delete_tree(self, prefix: str) -> None:
+        for page in self.child(prefix)._pages(1000):
+            for item in page:
+                self._delete(f"{prefix}/{item.key}")
+
     def info(self, key: str) -> ObjectInfo | None:
         """The object's size, tag and metadata, or None if there is no object at ``key``.
 

@@ -298,6 +298,11 @@ class FsspecStore(Store):
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm_file(self._full(sidecar_key(key)))
 
+    def _delete_tree(self, prefix: str) -> None:
+        path = self._full(prefix)
+        if self.fs.exists(path):
+            self.fs.rm(path, recursive=True)
+
     def _open(self, key: str) -> IO[bytes]:
         return self.fs.open(self._full(key), "rb", block_size=OPEN_BLOCK_BYTES, cache_type="readahead")
 

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -178,6 +179,20 @@ class LocalStore(Store):
                 folder.rmdir()
             except OSError:
                 break
+
+    def _delete_tree(self, prefix: str) -> None:
+        folder = self.root / prefix
+        if self.root.resolve() not in folder.resolve().parents:  # a symlink planted below the root
+            raise ObjectError(f"refusing to delete outside the output folder: {prefix}")
+        if folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder)
+        parent = folder.parent
+        while parent != self.root and self.root in parent.parents:  # the folders it alone kept
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
 
     def _open(self, key: str) -> IO[bytes]:
         return open(self.root / key, "rb")

@@ -451,6 +451,13 @@ class FaceWorkload:
                 "exposed_face_frames": total.exposed_fraction,
                 "exposed_off_edge": total.inner_exposed_fraction}
 
+    def join_records(self, name: str, segments: list[dict]) -> list[str]:
+        """A clip's record lines from its segments' (``parablur.clips``): one per frame with
+        faces, the segments' track ids made clip-wide (``video_faces.clip_lines``)."""
+        from .video_faces import clip_lines
+
+        return clip_lines(name, segments)
+
     def segment(self, source, info, segment, dest, video) -> tuple[int, list[dict]]:
         """A video segment (``parablur.clips``): faces detected, tracked across frames and hidden,
         the segment encoded to ``dest``; its frames and the record of each frame with faces."""

@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from parablur.config import FaceParams
+from parablur.records import record_line
 from parablur.video import ClipInfo, Segment, Source, _frames, encode_segment
+from parablur.workloads.face_quality import iou
 from parablur.workloads.faces import Gaussian, anonymize_regions, default_gaussian, detect_faces
 from parablur.workloads.tracking import (
     LEAD_FRAMES,
@@ -37,7 +40,9 @@ from parablur.workloads.tracking import (
     track_segment,
 )
 
-__all__ = ["SegmentRecord", "anonymize_segment", "max_fps", "window"]
+__all__ = ["SegmentRecord", "anonymize_segment", "clip_lines", "max_fps", "window"]
+
+TRACK_MATCH_IOU = 0.3  # a track continues across a cut when its boxes on both sides overlap so
 
 
 @dataclass(frozen=True)
@@ -131,3 +136,47 @@ def anonymize_segment(source: Source, info: ClipInfo, segment: Segment, dest: st
     written = encode_segment(source, info, segment, hide, dest, codec=codec, crf=crf)
     return SegmentRecord(segment.index, written, (lo, hi), detected, records, detect_s,
                          time.perf_counter() - started)
+
+
+def clip_lines(name: str, segments: Sequence[dict]) -> list[str]:
+    """A clip's record lines, one per frame with faces (``record_line``, "image" the clip's key),
+    in frame order, its segments' track ids made clip-wide.
+
+    A track that crosses a cut has a box in the last frame before it and in the first frame
+    after it; the two overlap (the segments computed them from the same overlapping frames),
+    so a track after a cut takes the id of the track before it whose box it overlaps most
+    (IoU >= ``TRACK_MATCH_IOU``, each used once); any other gets the next free id.
+    """
+    lines: list[str] = []
+    next_id = 0
+    before: dict[int, list[float]] = {}  # clip-wide id -> box in the last frame of the previous segment
+    last_frame = -2
+    for seg in segments:
+        entries = sorted(seg.get("records", []), key=lambda e: e["frame"])
+        ids: dict[int, int] = {}
+        first = entries[0] if entries else None
+        if first is not None and first["frame"] == last_frame + 1 and before:
+            pairs = sorted(((iou(f["box"], box), f["track"], gid)
+                            for f in first["faces"] for gid, box in before.items()), reverse=True)
+            used: set[int] = set()
+            for score, local, gid in pairs:
+                if score < TRACK_MATCH_IOU or local in ids or gid in used:
+                    continue
+                ids[local] = gid
+                used.add(gid)
+        before = {}
+        for entry in entries:
+            faces = []
+            for face in entry["faces"]:
+                if face["track"] not in ids:
+                    ids[face["track"]] = next_id
+                    next_id += 1
+                faces.append({**face, "track": ids[face["track"]]})
+            lines.append(record_line(name, {**entry, "faces": faces}))
+        if entries:
+            last = entries[-1]
+            last_frame = last["frame"]
+            before = {ids[f["track"]]: f["box"] for f in last["faces"]}
+        else:
+            last_frame = -2
+    return lines
