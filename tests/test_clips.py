@@ -365,3 +365,29 @@ def test_segments_of_other_parameters_go_once_the_clip_is_joined(tmp_path, face_
                for t in plan_tasks(inp, out, new, list(inp.scan_images())) for p in fresh.expand(t)]
     assert results[-1] is not None and results[-1].ok
     assert not (tmp_path / "out" / PARTS).exists()
+
+
+def test_a_segment_task_carries_only_its_frames_and_makes_what_the_whole_clip_would(
+        tmp_path, face_clip, face_model):
+    """However long the clip, a task holds its segment's pts plus the tracking overlap; the
+    segment it makes is the one made from the whole clip's description."""
+    from parablur.workloads.video_faces import anonymize_segment, overlap_frames
+
+    inp = LocalStore(_inputs(tmp_path, face_clip))
+    job = _job(face_model)
+    assembler = Assembler(inp, LocalStore(tmp_path / "out"), job)
+    parts = [p for t in plan_tasks(inp, assembler.out, job, list(inp.scan_images()))
+             for p in assembler.expand(t)]
+    source = inp.path("sub/talk.mp4")
+    full = video.probe(source)
+    overlap = overlap_frames(full)
+    middle = parts[1].part
+    assert len(middle.info.frame_pts) <= middle.segment.frames + 2 * overlap + 1
+    first = parts[0].part
+    assert len(first.info.frame_pts) == first.segment.frames + overlap + 1 < full.frames
+    assert middle.info.frames == full.frames
+    made = [anonymize_segment(source, info, middle.segment, tmp_path / f"{n}.nut",
+                              params=job.workload.params, model=face_model)
+            for n, info in (("sliced", middle.info), ("whole", full))]
+    assert made[0].faces == made[1].faces and made[0].window == made[1].window
+    assert (tmp_path / "sliced.nut").read_bytes() == (tmp_path / "whole.nut").read_bytes()

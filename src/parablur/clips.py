@@ -256,8 +256,14 @@ class Assembler:
         segments = plan_segments(info, self.job.video.segment_s or auto_segment_s(info.duration))
         keys = [part_key(task.dst, self.params, tag, s.index) for s in segments]
         self._clips[task.name] = _Clip(task, info, keys)
-        return [replace(task, dst=key, part=Part(info, s, len(segments), tag))
-                for s, key in zip(segments, keys, strict=True)]
+        own = getattr(self.job.workload, "overlap_frames", None)
+        overlap = own(info, self.job.video) if own is not None else 0
+        tasks = []
+        for segment, key in zip(segments, keys, strict=True):
+            first = info.index_of(segment.start_pts)  # each task carries only its frames' pts
+            sliced = info.around(first - overlap, first + segment.frames - 1 + overlap)
+            tasks.append(replace(task, dst=key, part=Part(sliced, segment, len(segments), tag)))
+        return tasks
 
     def _input_tag(self, key: str) -> str:
         """A clip's input tag where the listing gave none (a folder: its SHA-256)."""

@@ -32,7 +32,7 @@ from __future__ import annotations
 import heapq
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import IO
@@ -117,11 +117,44 @@ class ClipInfo:
     streams: tuple[OtherStream, ...]
     stream_index: int
     format_name: str
+    # A slice of the clip (``around``): its ``frame_pts`` start at this frame of the clip, which
+    # has ``total_frames`` frames and a smallest pts step of ``min_step`` (0: a whole clip).
+    first_frame: int = 0
+    total_frames: int = 0
+    min_step: int = 0
 
     @property
     def frames(self) -> int:
-        """The number of video frames."""
-        return len(self.frame_pts)
+        """The number of video frames of the clip."""
+        return self.total_frames or len(self.frame_pts)
+
+    @property
+    def smallest_step(self) -> int | None:
+        """The clip's smallest step between two frames' pts (None for a clip of one frame)."""
+        if self.min_step:
+            return self.min_step
+        steps = np.diff(np.asarray(self.frame_pts, dtype=np.int64))
+        steps = steps[steps > 0]
+        return int(steps.min()) if steps.size else None
+
+    def pts_at(self, index: int) -> int:
+        """The pts of frame ``index`` of the clip (within the slice this info holds)."""
+        if not self.first_frame <= index < self.first_frame + len(self.frame_pts):
+            raise IndexError(f"frame {index} is outside this slice of the clip")
+        return self.frame_pts[index - self.first_frame]
+
+    def index_of(self, pts: int) -> int:
+        """The clip's index of the frame with this pts."""
+        return self.first_frame + self.frame_pts.index(pts)
+
+    def around(self, first: int, last: int) -> ClipInfo:
+        """This clip's description with only frames ``first``..``last`` (clip indices, clamped)
+        and the one after: what a segment task needs, however long the clip."""
+        lo, hi = max(first, self.first_frame), min(last + 1, self.first_frame + len(self.frame_pts) - 1)
+        pts = self.frame_pts[lo - self.first_frame: hi - self.first_frame + 1]
+        return replace(self, frame_pts=pts,
+                       keyframe_pts=tuple(k for k in self.keyframe_pts if pts[0] <= k <= pts[-1]),
+                       first_frame=lo, total_frames=self.frames, min_step=self.smallest_step or 0)
 
 
 @dataclass(frozen=True)
@@ -382,7 +415,7 @@ def encode_segment(
     """Decode a segment, pass each frame through ``frame_fn``, encode it to ``dest``; return its frames."""
     name = encoder_for(info, codec)
     encoder = _codec(name, "w")
-    first_index = info.frame_pts.index(segment.start_pts)
+    first_index = info.index_of(segment.start_pts)
     options = _options(name, crf)
     written = 0
     with av.open(os.fspath(dest), "w", format="nut", container_options=_BITEXACT) as out:

@@ -458,6 +458,12 @@ class FaceWorkload:
 
         return clip_lines(name, segments)
 
+    def overlap_frames(self, info, video) -> int:
+        """Frames a segment task needs beyond each end of its segment: the tracking overlap."""
+        from .video_faces import overlap_frames
+
+        return overlap_frames(info, video.track_gap_s)
+
     def segment(self, source, info, segment, dest, video) -> tuple[int, list[dict]]:
         """A video segment (``parablur.clips``): faces detected, tracked across frames and hidden,
         the segment encoded to ``dest``; its frames and the record of each frame with faces."""

@@ -65,16 +65,20 @@ class SegmentRecord:
 
 def max_fps(info: ClipInfo) -> float:
     """The clip's highest frame rate, from its smallest pts step (its nominal rate if one frame)."""
-    steps = np.diff(np.asarray(info.frame_pts, dtype=np.int64))
-    steps = steps[steps > 0]
-    if steps.size:
-        return float(1 / (int(steps.min()) * info.time_base))
+    step = info.smallest_step
+    if step:
+        return float(1 / (step * info.time_base))
     return float(info.rate) if info.rate else 30.0
+
+
+def overlap_frames(info: ClipInfo, max_gap_s: float = MAX_GAP_S, lead_frames: int = LEAD_FRAMES) -> int:
+    """Frames a segment decodes beyond each of its ends for tracking (``tracking.required_overlap``)."""
+    return required_overlap(max_fps(info), max_gap_s, lead_frames)
 
 
 def window(info: ClipInfo, segment: Segment, overlap: int) -> tuple[int, int, int, int]:
     """Frame indices (first, last) of the segment and (lo, hi) of it plus ``overlap`` on each side."""
-    first = info.frame_pts.index(segment.start_pts)
+    first = info.index_of(segment.start_pts)
     last = first + segment.frames - 1
     return first, last, max(0, first - overlap), min(info.frames - 1, last + overlap)
 
@@ -82,8 +86,8 @@ def window(info: ClipInfo, segment: Segment, overlap: int) -> tuple[int, int, in
 def _detections(source: Source, info: ClipInfo, lo: int, hi: int, params: FaceParams, model: Path,
                 detect_every: int) -> tuple[list[Frame], int]:
     """The window's frames as (index, pts seconds, detections), decoding one frame at a time."""
-    end = info.frame_pts[hi + 1] if hi + 1 < info.frames else None
-    span = Segment(-1, info.frame_pts[lo], end, hi - lo + 1)
+    end = info.pts_at(hi + 1) if hi + 1 < info.frames else None
+    span = Segment(-1, info.pts_at(lo), end, hi - lo + 1)
     frames: list[Frame] = []
     detected = 0
     for offset, frame in enumerate(_frames(source, info, span)):
@@ -115,7 +119,7 @@ def anonymize_segment(source: Source, info: ClipInfo, segment: Segment, dest: st
     if detect_every < 1:
         raise ValueError(f"detect_every must be >= 1, got {detect_every}")
     started = time.perf_counter()
-    overlap = required_overlap(max_fps(info), max_gap_s, lead_frames)
+    overlap = overlap_frames(info, max_gap_s, lead_frames)
     first, last, lo, hi = window(info, segment, overlap)
     frames, detected = _detections(source, info, lo, hi, params, model, detect_every)
     masks = dict(track_segment(frames, first, last, max_gap_s, lead_frames))
