@@ -27,10 +27,10 @@ Both tools get the same JPEGs: ParaBlur's generated face scenes (``parablur fetc
    re-encoded); does each tool's output still carry it (read with Pillow)?
 
 deface runs in a virtualenv of its own (``--deface-venv``, default
-benchmarks/.deface-venv, git-ignored), made here with ``python3 -m venv`` and pip
-when missing: ``deface==1.5.0`` without its dependencies, then what it imports at run
-time (onnx is needed too: without it deface silently falls back to OpenCV's DNN
-backend; opencv-python-headless stands in for opencv-python). deface runs with
+benchmarks/.deface-venv, git-ignored), made by ``deface_env.ensure_deface`` when missing:
+``deface==1.5.0`` without its dependencies, then what it imports at run time (onnx is
+needed too: without it deface silently falls back to OpenCV's DNN backend;
+opencv-python-headless stands in for opencv-python). deface runs with
 ``--execution-provider CPUExecutionProvider`` (by default it names onnxruntime's
 AzureExecutionProvider first, which hands every node to the CPU anyway).
 """
@@ -41,49 +41,32 @@ import argparse
 import datetime
 import json
 import os
-import platform
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
+from deface_env import (
+    HERE,
+    check_deface_log,
+    child_env,
+    deface_cmd,
+    ensure_deface,
+    machine,
+    parablur_cmd,
+    pinned,
+    timed,
+    versions,
+)
 
 from parablur.workloads.face_quality import iou as _iou
 
-HERE = Path(__file__).resolve().parent
-DEFACE = "deface==1.5.0"
-DEFACE_RUNTIME = ["numpy", "onnxruntime", "onnx", "opencv-python-headless", "imageio", "imageio-ffmpeg",
-                  "scikit-image", "tqdm"]
 IOU_EXPOSED = 0.3
 UNTOUCHED_MAD = 8.0
 CHANGED_PX = 2
-
-
-def ensure_deface(venv: Path) -> Path:
-    """The deface executable of ``venv``, made with python3 -m venv and pip when missing."""
-    exe = venv / "bin" / "deface"
-    if not exe.is_file():
-        subprocess.run(["python3", "-m", "venv", str(venv)], check=True)
-        pip = [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check"]
-        subprocess.run([*pip, "--no-deps", DEFACE], check=True)
-        subprocess.run([*pip, *DEFACE_RUNTIME], check=True)
-    return exe
-
-
-def parablur_cmd(*args: str) -> list[str]:
-    """ParaBlur from this tree's sources, with the running Python."""
-    return [sys.executable, "-m", "parablur", *args]
-
-
-def child_env() -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    env["PYTHONPATH"] = str(HERE.parent / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    return env
 
 
 def make_dataset(folder: Path, n: int, width: int, height: int, seed: int) -> tuple[list[str], dict]:
@@ -99,29 +82,15 @@ def make_dataset(folder: Path, n: int, width: int, height: int, seed: int) -> tu
     return sorted(truths)[:n], truths
 
 
-def timed(cmd: list[str], log: Path) -> dict:
-    """Run ``cmd``; its wall time and CPU time (user + system of the child)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    with open(log, "w") as out:
-        subprocess.run(cmd, check=True, env=child_env(), stdout=out, stderr=subprocess.STDOUT)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3)}
-
-
 def run_deface(exe: Path, src: Path, files: list[str], work: Path, cpu: int, extra=()) -> tuple[dict, dict]:
     """deface over a fresh folder holding ``files`` (it writes X_anonymized.jpg beside each input)."""
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     for f in files:
         shutil.copy2(src / f, work / f)
-    cmd = ["taskset", "-c", str(cpu), str(exe), "--execution-provider", "CPUExecutionProvider", *extra,
-           str(work)]
+    cmd = pinned(cpu, deface_cmd(exe, *extra, str(work)))
     t = timed(cmd, work.with_suffix(".log"))
-    if "Running on CPUExecutionProvider" not in work.with_suffix(".log").read_text():
-        raise RuntimeError(f"deface did not run on onnxruntime's CPU provider: see {work}.log")
+    check_deface_log(work.with_suffix(".log"))
     return t | {"cmd": cmd}, {f: work / f.replace(".jpg", "_anonymized.jpg") for f in files}
 
 
@@ -131,9 +100,9 @@ def run_parablur(src: Path, files: list[str], work: Path, cpu: int) -> tuple[dic
     (work / "in").mkdir(parents=True)
     for f in files:
         shutil.copy2(src / f, work / "in" / f)
-    cmd = ["taskset", "-c", str(cpu), *parablur_cmd("run", "--workload", "faces", "--executor", "sequential",
-                                                    "--input-dir", str(work / "in"),
-                                                    "--output-dir", str(work / "out"), "--quiet")]
+    cmd = pinned(cpu, parablur_cmd("run", "--workload", "faces", "--executor", "sequential",
+                                   "--input-dir", str(work / "in"), "--output-dir", str(work / "out"),
+                                   "--quiet"))
     t = timed(cmd, work.with_suffix(".log"))
     return t | {"cmd": cmd}, {f: work / "out" / "sequential" / f for f in files}
 
@@ -250,25 +219,6 @@ def metadata(exe: Path, src: Path, files: list[str], work: Path, cpu: int) -> di
             "parablur": run_parablur(tagged, files, work / "exif-parablur", cpu)}
     return {tool: {"gps_kept": sum(_gps_of(p) for p in outs.values()), "of": len(files)}
             for tool, (_, outs) in runs.items()}
-
-
-def versions(exe: Path) -> dict:
-    probe = ("import importlib.metadata as m, json; print(json.dumps({p: m.version(p) for p in "
-             "('deface', 'onnxruntime', 'onnx', 'opencv-python-headless', 'numpy', 'imageio', 'pillow')}))")
-    theirs = json.loads(subprocess.run([str(exe.parent / "python"), "-c", probe], check=True,
-                                       capture_output=True, text=True).stdout)
-    import importlib.metadata as m
-
-    ours = {"parablur": m.version("parablur"), "opencv (parablur)": cv2.__version__,
-            "numpy (parablur)": np.__version__, "python": platform.python_version()}
-    return {"deface venv": theirs, "parablur venv": ours}
-
-
-def machine() -> dict:
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                  if line.startswith("model name")), platform.processor())
-    return {"nproc": os.cpu_count(), "affinity": sorted(os.sched_getaffinity(0)), "cpu_model": model,
-            "kernel": platform.release()}
 
 
 def main(argv: list[str] | None = None) -> dict:
