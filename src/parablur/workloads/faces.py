@@ -34,11 +34,12 @@ NMS_IOU = 0.3  # boxes from different levels that overlap more than this are one
 YUNET_TOP_K = 5000
 # Small faces score low when seen near RUN_MIN_FACE: candidates of the finest level that
 # score CANDIDATE_SCORE..threshold and are at most REFINE_MAX_RUN_SIZE there are looked at
-# again in a REFINE_SIDE-square close-up, REFINE_CONTEXT times their size, from the full image.
-CANDIDATE_SCORE = 0.05
+# again in a REFINE_SIDE-square close-up, REFINE_CONTEXT times their size, from the full image
+# (the face at about 48 px, where YuNet scores it well; measured in docs/faces.md, "Video recall").
+CANDIDATE_SCORE = 0.08
 REFINE_MAX_RUN_SIZE = 2 * RUN_MIN_FACE
-REFINE_SIDE = 64
-REFINE_CONTEXT = 2.5
+REFINE_SIDE = 96
+REFINE_CONTEXT = 2.0
 REFINE_BELOW_SCALE = 0.75  # finer levels need no second look
 MAX_REFINE = 64
 
