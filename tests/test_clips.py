@@ -368,10 +368,15 @@ def test_segments_of_other_parameters_go_once_the_clip_is_joined(tmp_path, face_
 
 
 def test_a_segment_task_carries_only_its_frames_and_makes_what_the_whole_clip_would(
-        tmp_path, face_clip, face_model):
+        tmp_path, face_clip, face_model, monkeypatch):
     """However long the clip, a task holds its segment's pts plus the tracking overlap; the
     segment it makes is the one made from the whole clip's description."""
+    from parablur.workloads import tracking
     from parablur.workloads.video_faces import anonymize_segment, overlap_frames
+
+    # The 3 s clip is shorter than a segment plus twice the overlap that entering and leaving
+    # faces need (tracking.EDGE_EXIT_S = 1 s): a shorter reach keeps a segment's slice short.
+    monkeypatch.setattr(tracking, "EDGE_EXIT_S", 0.5)
 
     inp = LocalStore(_inputs(tmp_path, face_clip))
     job = _job(face_model)

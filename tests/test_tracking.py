@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from parablur.workloads import tracking
 from parablur.workloads.tracking import (
+    EDGE_EXIT_S,
     LEAD_FRAMES,
     MAX_GAP_S,
     SMOOTH_FRAMES,
+    VELOCITY_S,
     Detection,
     gap_frames,
     link,
@@ -154,17 +157,17 @@ def _canon(faces):
     return sorted((tuple(round(v, 9) for v in f.box), f.tracked) for f in faces)
 
 
-def test_segments_with_required_overlap_equal_whole_clip():
-    frames = _two_face_clip()
-    whole = track_faces(frames)
+def check_segments_equal_whole_clip(frames, size=None, step=23):
+    whole = track_faces(frames, size=size)
     overlap = required_overlap(FPS)
     g = gap_frames(FPS)
-    assert overlap == SMOOTH_FRAMES // 2 + max(g, LEAD_FRAMES) + 2 * g
+    edge = gap_frames(FPS, EDGE_EXIT_S) + gap_frames(FPS, VELOCITY_S)
+    assert overlap == SMOOTH_FRAMES // 2 + max(g, LEAD_FRAMES, edge) + 2 * g
     n = len(frames)
-    for start in range(0, n, 23):
-        end = min(n, start + 23) - 1
+    for start in range(0, n, step):
+        end = min(n, start + step) - 1
         window = frames[max(0, start - overlap): end + overlap + 1]
-        seg = track_segment(window, start, end)
+        seg = track_segment(window, start, end, size=size)
         assert [index for index, _ in seg] == list(range(start, end + 1))
         ids: dict[int, int] = {}
         for index, faces in seg:
@@ -173,6 +176,10 @@ def test_segments_with_required_overlap_equal_whole_clip():
                 match = [w.track for w in whole[index] if np.allclose(w.box, f.box)]
                 assert ids.setdefault(f.track, match[0]) == match[0]
         assert len(set(ids.values())) == len(ids)
+
+
+def test_segments_with_required_overlap_equal_whole_clip():
+    check_segments_equal_whole_clip(_two_face_clip())
 
 
 def test_segments_with_too_small_overlap_may_differ():
@@ -187,3 +194,111 @@ def test_segments_with_too_small_overlap_may_differ():
         for index, faces in track_segment(window, start, end):
             differs |= _canon(faces) != _canon(whole[index])
     assert differs
+
+
+# -- faces entering and leaving the frame ------------------------------------------------
+
+W, H = 640, 360
+
+
+def visible(box, size=(W, H)) -> float:
+    """The share of ``box`` inside a frame of ``size``."""
+    x, y, w, h = box
+    iw = max(0.0, min(size[0], x + w) - max(0.0, x))
+    ih = max(0.0, min(size[1], y + h) - max(0.0, y))
+    return iw * ih / (w * h)
+
+
+def detected_while(boxes_at, n, least=0.7, size=(W, H)):
+    """Frames of a clip where a face is detected only while ``least`` of its box is in the frame
+    (as YuNet loses a face cut by the edge), at its clipped box."""
+    frames = []
+    for i in range(n):
+        dets = []
+        for b in boxes_at(i / FPS):
+            if visible(b, size) >= least:
+                x0, y0 = max(0.0, b[0]), max(0.0, b[1])
+                x1, y1 = min(size[0], b[0] + b[2]), min(size[1], b[1] + b[3])
+                dets.append(Detection((x0, y0, x1 - x0, y1 - y0), 0.9))
+        frames.append((i, i / FPS, dets))
+    return frames
+
+
+def covered(mask, box, size=(W, H)) -> float:
+    """The share of the part of ``box`` inside the frame that the mask box ``mask`` covers."""
+    x0, y0 = max(0.0, box[0]), max(0.0, box[1])
+    x1, y1 = min(size[0], box[0] + box[2]), min(size[1], box[1] + box[3])
+    iw = max(0.0, min(x1, mask[0] + mask[2]) - max(x0, mask[0]))
+    ih = max(0.0, min(y1, mask[1] + mask[3]) - max(y0, mask[1]))
+    return iw * ih / ((x1 - x0) * (y1 - y0))
+
+
+def test_a_face_leaving_the_frame_stays_hidden_until_it_is_out():
+    def box(t):  # 80 px, moving right at 60 px/s, out of the frame after about 4 s
+        return (400 + 60 * t, 140, 80, 80)
+
+    n = 125
+    frames = detected_while(lambda t: [box(t)], n, least=0.75)
+    last_seen = max(i for i, _, d in frames if d)
+    truth = [i for i in range(n) if visible(box(i / FPS)) >= 0.5]  # in the clip's truth
+    present = [i for i in range(n) if visible(box(i / FPS)) > 0]  # any of it in the frame
+    assert truth[-1] > last_seen + LEAD_FRAMES  # what a plain lead-out leaves exposed
+    out = track_faces(frames, size=(W, H))
+    for i in truth:
+        assert len(out[i]) == 1 and covered(out[i][0].box, box(i / FPS)) > 0.9, i
+    for i in range(last_seen + 1, present[-1] + 1):  # carried on at the track's velocity
+        assert out[i] and out[i][0].tracked and covered(out[i][0].box, box(i / FPS)) > 0.5, i
+    assert all(not out[i] for i in range(present[-1] + SMOOTH_FRAMES, n))
+    # without the frame's size: LEAD_FRAMES at the last box, as before
+    plain = track_faces(frames)
+    assert [i for i in range(n) if plain[i]][-1] == last_seen + LEAD_FRAMES
+
+
+def test_a_face_entering_the_frame_is_hidden_before_it_is_found():
+    def box(t):  # 80 px coming down into the frame from above at 60 px/s
+        return (300, -70 + 60 * t, 80, 80)
+
+    n = 60
+    frames = detected_while(lambda t: [box(t)], n, least=0.75)
+    first_seen = min(i for i, _, d in frames if d)
+    truth = [i for i in range(n) if visible(box(i / FPS)) >= 0.5]
+    assert first_seen - LEAD_FRAMES > truth[0]
+    out = track_faces(frames, size=(W, H))
+    for i in truth:
+        assert len(out[i]) == 1 and covered(out[i][0].box, box(i / FPS)) > 0.9, i
+    plain = track_faces(frames)
+    assert [i for i in range(n) if plain[i]][0] == first_seen - LEAD_FRAMES
+
+
+def test_a_face_resting_on_the_edge_keeps_its_mask_at_most_edge_exit_s():
+    n = 100  # a face still, a third of it outside the frame, found in frames 0..29 only
+    frames = [(i, i / FPS, [Detection((W - 54, 100, 54, 80), 0.9)] if i < 30 else []) for i in range(n)]
+    out = track_faces(frames, size=(W, H))
+    held = [i for i in range(n) if out[i]]
+    assert held == list(range(0, 29 + round(EDGE_EXIT_S * FPS) + 1))
+
+
+def test_a_track_ending_inside_the_frame_keeps_only_its_lead_out():
+    frames = [(i, i / FPS, [Detection(moving(i / FPS), 0.8)] if 10 <= i <= 19 else []) for i in range(40)]
+    assert track_faces(frames, size=(W, H)) == track_faces(frames)
+
+
+def test_edge_handling_off_is_the_plain_lead(monkeypatch):
+    frames = detected_while(lambda t: [(400 + 150 * t, 140, 80, 80)], 60)
+    monkeypatch.setattr(tracking, "EDGE_EXIT_S", 0.0)
+    assert track_faces(frames, size=(W, H)) == track_faces(frames)
+    assert required_overlap(FPS) == SMOOTH_FRAMES // 2 + 3 * gap_frames(FPS)
+
+
+def test_segments_of_faces_crossing_the_edges_equal_whole_clip():
+    def boxes(t):
+        return [(-60 + 200 * t, 100, 70, 70),  # enters from the left, leaves on the right
+                (500, 300 - 90 * t, 60, 60),  # enters from below
+                (W - 40 - 30 * t, 20, 64, 64)]  # starts cut by the right edge, moves in
+
+    rng = np.random.default_rng(5)
+    frames = detected_while(boxes, 150)
+    frames = [(i, t, [Detection(tuple(np.add(d.box, rng.normal(0, 1.5, 4))), d.score) for d in dets])
+              for i, t, dets in frames]
+    assert any(f.tracked for faces in track_faces(frames, size=(W, H)) for f in faces)
+    check_segments_equal_whole_clip(frames, size=(W, H), step=19)

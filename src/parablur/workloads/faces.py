@@ -2,7 +2,8 @@
 
 Pure functions of a decoded image (gray, BGR or BGRA; 8 or 16 bits). Detection runs
 on a pyramid chosen from ``face_min_size`` so that faces from that size up to the
-whole frame are seen at sizes YuNet handles, and its boxes are mapped back to full
+whole frame are seen at sizes YuNet handles, each level padded with its mirror image so
+that faces cut by the image's edge are found too, and its boxes are mapped back to full
 resolution. Anonymization touches no pixel outside the grown masks.
 OpenCV's thread count is the caller's to set (one thread keeps the output deterministic).
 """
@@ -34,13 +35,29 @@ NMS_IOU = 0.3  # boxes from different levels that overlap more than this are one
 YUNET_TOP_K = 5000
 # Small faces score low when seen near RUN_MIN_FACE: candidates of the finest level that
 # score CANDIDATE_SCORE..threshold and are at most REFINE_MAX_RUN_SIZE there are looked at
-# again in a REFINE_SIDE-square close-up, REFINE_CONTEXT times their size, from the full image.
-CANDIDATE_SCORE = 0.05
+# again in a REFINE_SIDE-square close-up, REFINE_CONTEXT times their size, from the full image
+# (the face at about 48 px, where YuNet scores it well; measured in docs/faces.md, "Video recall").
+CANDIDATE_SCORE = 0.08
 REFINE_MAX_RUN_SIZE = 2 * RUN_MIN_FACE
-REFINE_SIDE = 64
-REFINE_CONTEXT = 2.5
+REFINE_SIDE = 96
+REFINE_CONTEXT = 2.0
 REFINE_BELOW_SCALE = 0.75  # finer levels need no second look
 MAX_REFINE = 64
+# Faces cut by the image's edge: YuNet takes half a face for none, but half a face beside its
+# mirror image for a face. Each level is padded on every side with its mirror image, at least
+# EDGE_PAD run pixels, the padded size rounded up to a multiple of EDGE_ALIGN (EDGE_PAD = 0: no
+# padding). A detection is kept when at least EDGE_MIN_INSIDE of its box lies in the image, then
+# clipped to it; one that reaches past the edge must be seen again (score >= EDGE_CONFIRM_SCORE,
+# IoU >= EDGE_CONFIRM_IOU) in a close-up of the image itself (not mirrored; EDGE_CONFIRM_SIDE px,
+# EDGE_CONFIRM_CONTEXT times its size), so that a pattern made by the mirror (a disc halved by
+# the edge becomes a head) is not taken for a face.
+EDGE_PAD = 16
+EDGE_ALIGN = 16
+EDGE_MIN_INSIDE = 0.4
+EDGE_CONFIRM_SCORE = 0.05
+EDGE_CONFIRM_IOU = 0.3
+EDGE_CONFIRM_SIDE = 96
+EDGE_CONFIRM_CONTEXT = 2.0
 
 # Anonymization: blur sigma and mosaic cell as fractions of the face's longer side.
 BLUR_SIGMA_PER_FACE = 0.5
@@ -63,7 +80,11 @@ _DETECTORS_KEPT = 8
 
 @dataclass(frozen=True)
 class Face:
-    """One detection in pixels of the full image: box, score and the five YuNet landmarks."""
+    """One detection in pixels of the full image: box, score and the five YuNet landmarks.
+
+    The box is clipped to the image; the landmarks of a face cut by the image's edge can lie
+    outside it (where the face goes on).
+    """
 
     box: tuple[int, int, int, int]  # x, y, width, height
     score: float
@@ -155,6 +176,30 @@ def _rows(found: np.ndarray | None, sx: float, sy: float, dx: float = 0.0,
     return list(rows)
 
 
+def _pads(size: tuple[int, int]) -> tuple[int, int]:
+    """The mirrored padding (x, y) on each side of a level of ``size`` (a mirror holds n - 1 px)."""
+    if EDGE_PAD <= 0:
+        return 0, 0
+    x, y = (min((-(-(n + 2 * EDGE_PAD) // EDGE_ALIGN) * EDGE_ALIGN - n) // 2, n - 1) for n in size)
+    return x, y
+
+
+def _inside(box: Sequence[float], width: int, height: int) -> float:
+    """The share of ``box``'s area that lies inside a ``width`` x ``height`` image."""
+    x, y, w, h = box
+    if w <= 0 or h <= 0:
+        return 0.0
+    iw = max(0.0, min(float(width), x + w) - max(0.0, x))
+    ih = max(0.0, min(float(height), y + h) - max(0.0, y))
+    return iw * ih / (w * h)
+
+
+def _confirmed(image: np.ndarray, box: Sequence[float], model: Path) -> bool:
+    """Whether a face found past the image's edge (on the mirror) is seen in the image itself."""
+    rows = _look_closer(image, box, EDGE_CONFIRM_CONTEXT, EDGE_CONFIRM_SIDE, model, EDGE_CONFIRM_SCORE)
+    return any(iou(row[:4], box) >= EDGE_CONFIRM_IOU for row in rows)
+
+
 def _look_closer(image: np.ndarray, box: Sequence[float], context: float, side: int,
                  model: Path, threshold: float) -> list[np.ndarray]:
     """Detections in a square ``context`` times the box's size around it, seen at ``side`` px."""
@@ -182,7 +227,9 @@ def detect_faces(image: np.ndarray, params: FaceParams, model: Path) -> list[Fac
 
     On the finest level, small candidates scored between CANDIDATE_SCORE and the
     threshold are looked at again in a close-up from the full image, where small faces
-    score high and most doubtful blobs do not.
+    score high and most doubtful blobs do not. Each level is padded with its mirror image
+    (EDGE_PAD), where a face cut by the edge is completed; such a face is kept when the
+    image itself confirms it (``_confirmed``), its box clipped to the image.
     """
     height, width = image.shape[:2]
     rows: list[np.ndarray] = []
@@ -197,12 +244,20 @@ def detect_faces(image: np.ndarray, params: FaceParams, model: Path) -> list[Fac
         else:
             level = cv2.resize(level, size, interpolation=cv2.INTER_AREA)
             finest = False
-        detector = _detector(model, size)
+        px, py = _pads(size)
+        padded = cv2.copyMakeBorder(level, py, py, px, px, cv2.BORDER_REFLECT_101) if px or py else level
+        detector = _detector(model, padded.shape[1::-1])
         detector.setScoreThreshold(float(min(params.threshold, CANDIDATE_SCORE) if finest
                                          else params.threshold))
-        _, found = detector.detect(level)
-        for row in _rows(found, width / size[0], height / size[1]):
+        _, found = detector.detect(padded)
+        sx, sy = width / size[0], height / size[1]
+        for row in _rows(found, sx, sy, -px * sx, -py * sy):
+            inside = _inside(row[:4], width, height) if px or py else 1.0
+            if inside < EDGE_MIN_INSIDE:
+                continue
             if row[14] >= params.threshold:
+                if inside < 1 and not _confirmed(image, row[:4], model):
+                    continue
                 rows.append(row)
             elif max(row[2], row[3]) * scale <= REFINE_MAX_RUN_SIZE:
                 doubtful.append(row)

@@ -122,7 +122,7 @@ def anonymize_segment(source: Source, info: ClipInfo, segment: Segment, dest: st
     overlap = overlap_frames(info, max_gap_s, lead_frames)
     first, last, lo, hi = window(info, segment, overlap)
     frames, detected = _detections(source, info, lo, hi, params, model, detect_every)
-    masks = dict(track_segment(frames, first, last, max_gap_s, lead_frames))
+    masks = dict(track_segment(frames, first, last, max_gap_s, lead_frames, size=(info.width, info.height)))
     del frames
     detect_s = time.perf_counter() - started
 
