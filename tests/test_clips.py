@@ -63,8 +63,8 @@ def _records(path: Path) -> list[dict]:
 
 
 def test_auto_segments_depend_on_the_clip_alone():
-    assert auto_segment_s(3.0) == 2.0  # short clips: the shortest segments
-    assert auto_segment_s(64.0) == 4.0  # a minute: about 16 segments
+    assert auto_segment_s(3.0) == 6.0  # short clips: the shortest segments
+    assert auto_segment_s(128.0) == 8.0  # two minutes: about 16 segments
     assert auto_segment_s(3600.0) == 10.0  # an hour: the longest
 
 

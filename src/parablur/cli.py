@@ -186,7 +186,7 @@ def _add_run_flags(p: argparse.ArgumentParser, *, single_executor: bool, sweep: 
                         "the encoder of the input's codec family, else libx264)")
     v.add_argument("--segment-s", type=float, default=None, metavar="SECONDS",
                    help="seconds per segment, cut at the next keyframe (default: about 1/16 of "
-                        "the clip, 2 to 10 s; never depends on the workers, so that every "
+                        "the clip, 6 to 10 s; never depends on the workers, so that every "
                         "executor writes the same bytes)")
     v.add_argument("--track-gap", type=float, default=0.3, metavar="SECONDS",
                    help="faces: a face the detector misses for up to this long between two "
