@@ -234,8 +234,7 @@ def quality(data: Path, truth: dict, outputs: dict[str, Path]) -> dict:
     per_clip, exposures, controls = {}, [], []
     for f, out in outputs.items():
         c = checks(data / f, out)
-        source = video.probe(data / f)
-        size = (source.width, source.height)
+        size = tuple(int(v) for v in c["size"][0].split("x"))
         c["scored"] = True
         try:
             seen = exposed_face_frames(bgr_frames(data / f), bgr_frames(out, size), truth[f]["faces"])
