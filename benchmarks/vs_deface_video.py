@@ -21,10 +21,10 @@ frame; one dataset per size (default 1280x720 and 1920x1080).
    deface first, ...), every size in each round; medians and the per-round ratio are
    reported, never one run. ``--no-pin`` runs both unpinned, to see how many cores each
    takes by itself.
-2. Face-frames left exposed, scored on both tools' outputs (of the first round; both tools
-   are deterministic) by ``face_quality.exposed_face_frames``: source and output decoded
-   with PyAV a frame at a time, a true face (longer side >= 32 px) in a frame is exposed
-   when the output's mean absolute difference over its box is at most 8. An output whose
+2. Face-frames left exposed, scored on both tools' outputs (of the first round) by
+   ``face_quality.exposed_face_frames``: source and output decoded with PyAV a frame at a
+   time, a true face (longer side >= 32 px) in a frame is exposed when the output's mean
+   absolute difference over its box is at most 8. An output whose
    frame size is not the source's (imageio, which deface writes with, rescales a side that
    is not a multiple of 16: 1080 becomes 1088) is scaled back to the source's size first;
    ``rescale_control`` scores the source itself sent through the same two rescales, i.e.
