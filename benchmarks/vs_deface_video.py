@@ -292,7 +292,7 @@ def targets(sizes: dict) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--sizes", nargs="+", default=["1280x720", "1920x1080"], help="WxH of the clips")
     p.add_argument("--clips", type=int, default=1, help="clips per size")
     p.add_argument("--seconds", type=float, default=4.0, help="length of each clip (30 fps)")
