@@ -21,10 +21,10 @@ frame; one dataset per size (default 1280x720 and 1920x1080).
    deface first, ...), every size in each round; medians and the per-round ratio are
    reported, never one run. ``--no-pin`` runs both unpinned, to see how many cores each
    takes by itself.
-2. Face-frames left exposed, scored on both tools' outputs (of the first round; both tools
-   are deterministic) by ``face_quality.exposed_face_frames``: source and output decoded
-   with PyAV a frame at a time, a true face (longer side >= 32 px) in a frame is exposed
-   when the output's mean absolute difference over its box is at most 8. An output whose
+2. Face-frames left exposed, scored on both tools' outputs (of the first round) by
+   ``face_quality.exposed_face_frames``: source and output decoded with PyAV a frame at a
+   time, a true face (longer side >= 32 px) in a frame is exposed when the output's mean
+   absolute difference over its box is at most 8. An output whose
    frame size is not the source's (imageio, which deface writes with, rescales a side that
    is not a multiple of 16: 1080 becomes 1088) is scaled back to the source's size first;
    ``rescale_control`` scores the source itself sent through the same two rescales, i.e.
@@ -234,8 +234,7 @@ def quality(data: Path, truth: dict, outputs: dict[str, Path]) -> dict:
     per_clip, exposures, controls = {}, [], []
     for f, out in outputs.items():
         c = checks(data / f, out)
-        source = video.probe(data / f)
-        size = (source.width, source.height)
+        size = tuple(int(v) for v in c["size"][0].split("x"))
         c["scored"] = True
         try:
             seen = exposed_face_frames(bgr_frames(data / f), bgr_frames(out, size), truth[f]["faces"])
@@ -293,7 +292,7 @@ def targets(sizes: dict) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--sizes", nargs="+", default=["1280x720", "1920x1080"], help="WxH of the clips")
     p.add_argument("--clips", type=int, default=1, help="clips per size")
     p.add_argument("--seconds", type=float, default=4.0, help="length of each clip (30 fps)")
