@@ -133,3 +133,22 @@ def test_a_folder_of_other_files_is_not_made_a_dataset(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "ParaBlur did not make" in err[0]
     assert sorted(p.name for p in docs.iterdir()) == [".notes.part", "thesis.pdf"]
+
+
+@pytest.mark.parametrize("kind", ["scene", "faces-video"])
+def test_a_users_file_under_a_name_parablur_would_use_is_never_overwritten(tmp_path, kind):
+    """A file the user put in ParaBlur's dataset folder, named as the next image or clip would
+    be, is left as it is: that image fails with the reason, the rest are made."""
+    folder = tmp_path / "data"
+    extra = dict(fallback=kind, clip_seconds=1.0, width=160, height=120) if kind == "faces-video" \
+        else {}
+    fetch_dataset(small_config(folder, num_images=1, source_url=offline_url(), **extra),
+                  progress=False)
+    name = "clip_0001.mp4" if kind == "faces-video" else "img_0001.jpg"
+    (folder / name).write_bytes(b"the user's own file")
+    grown = fetch_dataset(small_config(folder, num_images=3, source_url=offline_url(), **extra),
+                          progress=False)
+    assert (folder / name).read_bytes() == b"the user's own file"
+    assert [f["index"] for f in grown.failures if f["outcome"] == "failed"] == [1]
+    assert any("is in the way" in f["reason"] for f in grown.failures)
+    assert (folder / name.replace("0001", "0002")).is_file()

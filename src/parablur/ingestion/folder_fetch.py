@@ -248,6 +248,7 @@ class _Build:
             clip = generate_face_clip(index, cfg.width, cfg.height, seconds=cfg.clip_seconds,
                                       fps=cfg.clip_fps, seed=cfg.seed)
             old = self.manifest.get(index)
+            self._refuse_foreign(name, old)
             self.manifest.drop(index)
             try:  # written to a temporary file, renamed when whole; stopped by Ctrl-C
                 truth = write_face_clip(clip, self.folder / name,
@@ -282,6 +283,7 @@ class _Build:
         write that fails leaves the old file as it was, and its entry is restored.
         """
         old = self.manifest.get(entry.index)
+        self._refuse_foreign(entry.file, old)
         self.manifest.drop(entry.index)
         try:
             write_atomic(self.folder / entry.file, data)
@@ -292,6 +294,14 @@ class _Build:
         self.manifest.record(entry)
         if old is not None and old.file != entry.file:
             (self.folder / old.file).unlink(missing_ok=True)
+
+    def _refuse_foreign(self, name: str, old: ManifestEntry | None) -> None:
+        """Refuse to write ``name`` over a file the manifest does not name (a user's file put in
+        the dataset folder under a name ParaBlur would use): it is left as it is."""
+        path = self.folder / name
+        if (path.exists() or path.is_symlink()) and (old is None or old.file != name):
+            raise FileExistsError(f"{name} is in the way: a file ParaBlur did not make (not in its "
+                                  "manifest), left as it is; move it to make this one")
 
     def _fail(self, index: int, reason: str, outcome: str) -> None:
         with self._lock:
