@@ -152,3 +152,18 @@ def test_a_users_file_under_a_name_parablur_would_use_is_never_overwritten(tmp_p
     assert [f["index"] for f in grown.failures if f["outcome"] == "failed"] == [1]
     assert any("is in the way" in f["reason"] for f in grown.failures)
     assert (folder / name.replace("0001", "0002")).is_file()
+
+
+def test_a_users_object_in_a_store_dataset_is_never_uploaded_over(tmp_path):
+    import uuid
+
+    from parablur.storage import open_store
+
+    url = f"memory://parablur-own-{uuid.uuid4().hex[:8]}/data"
+    fetch_dataset(small_config(url, num_images=1, source_url=offline_url()), progress=False)
+    store = open_store(url)
+    store.write("img_0001.jpg", b"the user's own object")
+    grown = fetch_dataset(small_config(url, num_images=3, source_url=offline_url()), progress=False)
+    assert store.read("img_0001.jpg") == b"the user's own object"
+    assert [f["index"] for f in grown.failures if f["outcome"] == "failed"] == [1]
+    assert store.info("img_0002.jpg") is not None

@@ -70,6 +70,12 @@ def fetch_to_store(config: FetchConfig, store: Store, *, progress: bool = True) 
                 data = store.read(entry.file)
                 (staging / entry.file).write_bytes(data)
                 held[entry.file] = (sha256_bytes(data), info.etag)
+        # The store's other objects stand in the staging folder as empty files, so that the
+        # build refuses to make an image or clip under a name a user's object has (it would be
+        # uploaded over it); they are never uploaded.
+        for key in store.list_images():
+            if "/" not in key and key not in held and not (staging / key).exists():
+                (staging / key).touch()
         summary = build_folder(config, staging, progress=progress)
         _, entries = load_manifest(staging) or ({}, {})
         etags: dict[str, str | None] = {}
