@@ -35,6 +35,7 @@ import math
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import replace
 from fractions import Fraction
@@ -147,8 +148,10 @@ class _Build:
     """The images of one fetch into a folder ParaBlur manages, shared by the download threads."""
 
     def __init__(self, config: FetchConfig, folder: Path, manifest: Manifest,
-                 downloader: Downloader, counters: _Counters) -> None:
+                 downloader: Downloader, counters: _Counters, owned: Iterable[str] = ()) -> None:
         self.config = config
+        # The files the manifest named when the fetch began, valid or not: ParaBlur's to replace.
+        self.owned = frozenset(owned)
         self.folder = folder
         self.manifest = manifest
         self.downloader = downloader
@@ -299,7 +302,8 @@ class _Build:
         """Refuse to write ``name`` over a file the manifest does not name (a user's file put in
         the dataset folder under a name ParaBlur would use): it is left as it is."""
         path = self.folder / name
-        if (path.exists() or path.is_symlink()) and (old is None or old.file != name):
+        if (path.exists() or path.is_symlink()) and name not in self.owned \
+                and (old is None or old.file != name):
             raise FileExistsError(f"{name} is in the way: a file ParaBlur did not make (not in its "
                                   "manifest), left as it is; move it to make this one")
 
@@ -354,7 +358,8 @@ def build_folder(config: FetchConfig, folder: Path, *, progress: bool = True) ->
         reused = loaded is not None and bool(valid) and not config.force_download
         manifest = Manifest(folder, reused_meta(loaded[0], wanted) if reused else wanted, valid)
         manifest.save()
-        build = _Build(config, folder, manifest, downloader, counters)
+        build = _Build(config, folder, manifest, downloader, counters,
+                       owned=(e.file for e in loaded[1].values()) if loaded is not None else ())
         futures = [pool.submit(build.one, i, url) for i, url in enumerate(urls)]
         for future in as_completed(futures):
             future.result()
