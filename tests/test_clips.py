@@ -17,7 +17,6 @@ from parablur import video
 from parablur.cli import main
 from parablur.clips import PARTS, Assembler, auto_segment_s, process_part
 from parablur.config import FaceParams, RunConfig, VideoParams
-from parablur.ingestion import face_clips
 from parablur.ingestion.face_clips import generate_face_clip, write_face_clip
 from parablur.ingestion.faces import generate_face_image
 from parablur.pipeline import plan_tasks
@@ -32,15 +31,9 @@ W, H, FPS, SECONDS = 320, 240, 12, 3.0
 @pytest.fixture(scope="module")
 def face_clip(tmp_path_factory) -> tuple[Path, dict]:
     """A 3 s 320x240 12 fps face clip with AAC audio and keyframes every 0.75 s."""
-    mp = pytest.MonkeyPatch()
-    mp.setattr(face_clips, "GOP_SECONDS", 0.75)
-    try:
-        clip = generate_face_clip(2, W, H, seconds=SECONDS, fps=FPS, seed=11, face_min_size=48)
-        path = tmp_path_factory.mktemp("clips") / "talk.mp4"
-        manifest = write_face_clip(clip, path)
-    finally:
-        mp.undo()
-    return path, manifest
+    clip = generate_face_clip(2, W, H, seconds=SECONDS, fps=FPS, seed=11, face_min_size=48)
+    path = tmp_path_factory.mktemp("clips") / "talk.mp4"
+    return path, write_face_clip(clip, path, gop_s=0.75)
 
 
 def _inputs(tmp_path: Path, face_clip, *extra: Path) -> Path:

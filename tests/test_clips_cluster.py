@@ -20,7 +20,6 @@ from seaweed import BUCKET
 
 from parablur import cli, video
 from parablur.clips import PARTS
-from parablur.ingestion import face_clips
 from parablur.ingestion.face_clips import generate_face_clip, write_face_clip
 from parablur.storage import base as store_base
 from parablur.storage import open_store
@@ -32,15 +31,10 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory) -> Path:
     """Two face clips (6 s and 3 s, 320x240, 12 fps, keyframes every 0.75 s) in a folder."""
-    mp = pytest.MonkeyPatch()
-    mp.setattr(face_clips, "GOP_SECONDS", 0.75)
     folder = tmp_path_factory.mktemp("clips")
-    try:
-        for i, seconds in enumerate((6.0, 3.0)):
-            clip = generate_face_clip(i, 320, 240, seconds=seconds, fps=12, seed=21, face_min_size=48)
-            write_face_clip(clip, folder / f"clip_{i}.mp4")
-    finally:
-        mp.undo()
+    for i, seconds in enumerate((6.0, 3.0)):
+        clip = generate_face_clip(i, 320, 240, seconds=seconds, fps=12, seed=21, face_min_size=48)
+        write_face_clip(clip, folder / f"clip_{i}.mp4", gop_s=0.75)
     return folder
 
 

@@ -11,7 +11,6 @@ import pytest
 
 from parablur import video
 from parablur.config import FaceParams
-from parablur.ingestion import face_clips
 from parablur.ingestion.face_clips import generate_face_clip, write_face_clip
 from parablur.workloads.face_quality import exposed_face_frames
 from parablur.workloads.tracking import required_overlap
@@ -26,14 +25,9 @@ MIN_DIFF = 8.0  # a hidden box's mean absolute difference to the source, at leas
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     """A 2 s, 12 fps, 320x240 face clip with keyframes every 9 frames (so 3 segments of 0.5+ s)."""
-    mp = pytest.MonkeyPatch()
-    mp.setattr(face_clips, "GOP_SECONDS", 0.75)
-    try:
-        faces = generate_face_clip(1, W, H, seconds=SECONDS, fps=FPS, seed=5, face_min_size=40)
-        path = tmp_path_factory.mktemp("vf") / "clip.mp4"
-        manifest = write_face_clip(faces, path)
-    finally:
-        mp.undo()
+    faces = generate_face_clip(1, W, H, seconds=SECONDS, fps=FPS, seed=5, face_min_size=40)
+    path = tmp_path_factory.mktemp("vf") / "clip.mp4"
+    manifest = write_face_clip(faces, path, gop_s=0.75)
     info = video.probe(path)
     return path, info, manifest
 

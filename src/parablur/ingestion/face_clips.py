@@ -10,8 +10,8 @@ clip's memory does not grow with its length.
 Every face's true box in a frame is its box in the scene carried through the same camera transform
 as the pixels (an exact affine map), clipped to the frame; a face more than half outside the frame is
 not in that frame's truth. ``write_face_clip`` writes the clip as an .mp4 (H.264 yuv420p at a constant
-frame rate, a keyframe every ``GOP_SECONDS``, and an AAC chirp of the same duration) and returns the
-truth in a JSON-ready form for a manifest entry.
+frame rate, a keyframe every ``gop_s`` seconds (``GOP_SECONDS`` by default), and an AAC chirp of
+the same duration) and returns the truth in a JSON-ready form for a manifest entry.
 """
 
 from __future__ import annotations
@@ -256,7 +256,8 @@ def generate_face_clip(index: int, width: int, height: int, *, seconds: float, f
 
 
 def write_face_clip(clip: FaceClip, dest: str | os.PathLike[str], *, codec: str = "libx264",
-                    crf: int = 23, stop: Callable[[], bool] | None = None) -> dict:
+                    crf: int = 23, gop_s: float = GOP_SECONDS,
+                    stop: Callable[[], bool] | None = None) -> dict:
     """Write ``clip`` to ``dest`` (.mp4: video and AAC audio); return its truth (``FaceClip.manifest``).
 
     ``dest`` is written under a hidden temporary name beside it and renamed when whole. ``stop``
@@ -271,7 +272,7 @@ def write_face_clip(clip: FaceClip, dest: str | os.PathLike[str], *, codec: str 
     # Named as files.write_atomic names its temporary files, so files.remove_stale_temps clears
     # what a killed writer leaves, and two writers never share one.
     tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
-    gop = max(1, round(GOP_SECONDS * clip.fps))
+    gop = max(1, round(gop_s * clip.fps))
     options = {k: v.format(crf=crf) for k, v in ENCODER_OPTIONS.get(codec, {"crf": "{crf}"}).items()}
     if codec == "libx264":  # keyframes exactly every gop frames, none at scene cuts
         options["x264-params"] += f":keyint={gop}:min-keyint={gop}:scenecut=0"

@@ -263,12 +263,6 @@ class Store(ABC):
         meta = check_metadata(metadata)
         self._call("write", key, lambda: self._upload(key, Path(path), meta), per_object=True)
 
-    def delete(self, key: str) -> None:
-        """Remove the object at ``key``: only ever one ParaBlur made below a root it holds (a
-        clip's segment once the clip is joined)."""
-        key = check_key(key)
-        self._call("delete", key, lambda: self._delete(key), per_object=True)
-
     def delete_tree(self, prefix: str) -> None:
         """Remove every object below ``prefix``, which must be one of ParaBlur's hidden prefixes
         (a clip's segments: ``clips.PARTS``), below a root this command holds."""
@@ -277,10 +271,8 @@ class Store(ABC):
             raise ValueError(f"delete_tree removes only ParaBlur's hidden prefixes, not {prefix!r}")
         self._call("delete", prefix, lambda: self._delete_tree(prefix), per_object=False)
 
-    def _delete_tree(self, prefix: str) -> None:
-        for page in self.child(prefix)._pages(1000):
-            for item in page:
-                self._delete(f"{prefix}/{item.key}")
+    @abstractmethod
+    def _delete_tree(self, prefix: str) -> None: ...
 
     def info(self, key: str) -> ObjectInfo | None:
         """The object's size, tag and metadata, or None if there is no object at ``key``.

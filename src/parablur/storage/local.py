@@ -172,13 +172,6 @@ class LocalStore(Store):
         path = self.root / key
         path.unlink()
         (self.root / sidecar_key(key)).unlink(missing_ok=True)
-        for folder in path.parents:  # the folders the object alone kept, up to the root
-            if folder == self.root or self.root not in folder.parents:
-                break
-            try:
-                folder.rmdir()
-            except OSError:
-                break
 
     def _delete_tree(self, prefix: str) -> None:
         folder = self.root / prefix
