@@ -3,6 +3,7 @@ photos and a real clip; what it refuses; what it never touches."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
@@ -17,11 +18,13 @@ from parablur.review import (
     CROP_SIDE,
     NEAR_THRESHOLD,
     ORIGINALS_PREFIX,
+    PAGE_ENTRIES,
     PAGE_NAME,
     REVIEW_PREFIX,
     STRIP_FRAMES,
     make_entry,
     ordered,
+    render,
 )
 
 GRACE_HOPPER = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
@@ -34,6 +37,7 @@ class Page(HTMLParser):
     def __init__(self, text: str) -> None:
         super().__init__()
         self.figures: list[dict] = []
+        self.sections: list[dict] = []
         self.first_text: str | None = None
         self._in_body = False
         self._track: dict | None = None
@@ -44,7 +48,11 @@ class Page(HTMLParser):
         a = dict(attrs)
         if tag == "body":
             self._in_body = True
+        elif tag == "section":
+            self.sections.append({"hidden": "hidden" in a, "figures": 0})
         elif tag == "figure":
+            if self.sections:
+                self.sections[-1]["figures"] += 1
             self.figures.append({"attrs": a, "thumbs": [], "marks": [], "crops": [], "originals": [],
                                  "tracks": []})
         elif not self.figures:
@@ -141,9 +149,7 @@ def test_review_page_every_output_doubtful_first_crops_and_strips(reviewed: Path
     assert order[:len(doubtful)] == doubtful and "coffee.jpg" in doubtful  # no face found
     assert "no face found" in figures["coffee.jpg"]["attrs"]["data-doubts"]
     assert page.first_text.startswith("ParaBlur review")  # no warning: no faces shown
-    records = {}
-    import json
-
+    records: dict[str, list] = {}
     for line in (reviewed / "detections.jsonl").read_text().splitlines():
         item = json.loads(line)
         records.setdefault(item["image"], []).append(item)
@@ -154,7 +160,7 @@ def test_review_page_every_output_doubtful_first_crops_and_strips(reviewed: Path
         assert fig["originals"] == []
         for i, crop in enumerate(fig["crops"]):
             src = reviewed / crop["src"]
-            assert src.is_file() and crop["loading"] == "lazy"
+            assert src.is_file()
             assert f"-{i * CROP_SIDE}px" in crop["style"]
             assert cv2.imread(str(src)).shape[:2] == (CROP_SIDE, CROP_SIDE * len(faces))
         thumb = fig["thumbs"][0]
@@ -275,3 +281,28 @@ def test_review_after_a_processes_run_as_a_new_user_would(photos: Path, face_mod
     assert "making the thumbnails of 1 of 4 outputs" in done.stderr
     assert set(Page((out / PAGE_NAME).read_text(encoding="utf-8")).by_name()) == {
         "grace_hopper.jpg", "astronaut.jpg", "coffee.jpg", "clip.mp4"}
+
+
+def test_a_large_page_is_paged_and_only_the_first_page_loads_its_images():
+    """10,000 entries: every one on the page once, the doubtful first across the pages; the
+    pages after the first are hidden and name their images by data-src (the script loads them)."""
+    face = {"box": [10, 10, 40, 40], "score": 0.9, "mask_scale": 1.3}
+    entries = ordered(make_entry(f"img_{i:05d}.jpg", {"faces": [dict(face, score=0.55 if i % 7 == 0 else 0.9)]
+                                                      if i % 5 else [], "size": [200, 100],
+                                                      "params": {"threshold": 0.5}}, "t")
+                      for i in range(10_000))
+    text = render(entries, title="big", show_originals=False, made_at="now")
+    page = Page(text)
+    names = [f["attrs"]["data-image"] for f in page.figures]
+    assert sorted(names) == [f"img_{i:05d}.jpg" for i in range(10_000)]
+    doubtful = sum(1 for f in page.figures if "d" in f["attrs"]["class"].split())
+    assert doubtful == sum(1 for i in range(10_000) if i % 5 == 0 or i % 7 == 0)
+    assert all("d" in f["attrs"]["class"].split() for f in page.figures[:doubtful])
+    assert [s["figures"] for s in page.sections] == [PAGE_ENTRIES] * (10_000 // PAGE_ENTRIES) + (
+        [10_000 % PAGE_ENTRIES] if 10_000 % PAGE_ENTRIES else [])
+    assert [s["hidden"] for s in page.sections] == [False] + [True] * (len(page.sections) - 1)
+    first = page.figures[:PAGE_ENTRIES]
+    later = page.figures[PAGE_ENTRIES:]
+    assert all("src" in img and "data-src" not in img for f in first for img in f["thumbs"] + f["crops"])
+    assert all("data-src" in img and "src" not in img for f in later for img in f["thumbs"] + f["crops"])
+    assert len(text) / 10_000 < 1500  # bytes per entry
