@@ -4,14 +4,15 @@
    each, scores spread over the threshold, some found by a second look or past the edge),
    its thumbnails written as ``run --review``'s workers write them (``review.write_assets``).
    ``parablur review`` on it is timed (median of ``--rounds``) and the page's size reported.
-2. ``parablur review`` making every thumbnail itself on ``--missing`` of those images (a run
-   without ``--review``): seconds per image.
+2. ``parablur review`` making every thumbnail itself on ``--missing`` images of
+   ``--missing-width`` pixels (a run without ``--review``): milliseconds per image.
 3. The workers' extra cost with ``--review``: ``write_assets`` on a 2000x2000 output, against the
    faces workload on the same image (median of 5 each).
 4. Chromium (``chromium --headless --screenshot``) opens the page: the wall time of the whole
    screenshot (browser start included), and the screenshot saved for a look.
 
     python benchmarks/review_page.py [--images 10000] [--shot /tmp/review-shot.png]
+    python benchmarks/review_page.py --page OUT/sequential/review.html --shot /tmp/shot.png
 """
 
 from __future__ import annotations
@@ -30,18 +31,19 @@ import cv2
 import numpy as np
 
 
-def photos() -> list[np.ndarray]:
-    """Real photos from wheels (scikit-image, matplotlib), small."""
+def photos(width: int = 320) -> list[np.ndarray]:
+    """Real photos from wheels (scikit-image, matplotlib), ``width`` pixels wide."""
     import matplotlib
     from skimage import data
 
     hopper = cv2.imread(str(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"))
     found = [hopper] + [cv2.cvtColor(getattr(data, n)(), cv2.COLOR_RGB2BGR)
                         for n in ("astronaut", "coffee", "chelsea", "rocket")]
-    return [cv2.resize(img, (320, round(320 * img.shape[0] / img.shape[1]))) for img in found]
+    return [cv2.resize(img, (width, round(width * img.shape[0] / img.shape[1])),
+                       interpolation=cv2.INTER_CUBIC) for img in found]
 
 
-def synthetic_output(folder: Path, n: int, *, assets: bool, seed: int = 0) -> None:
+def synthetic_output(folder: Path, n: int, *, assets: bool, seed: int = 0, width: int = 320) -> None:
     """A folder laid out as ``run --workload faces`` leaves it (outputs, records, marker), with
     the thumbnails of ``--review`` when ``assets``."""
     from parablur.files import OUTPUT_MARKER, marker_text
@@ -53,7 +55,7 @@ def synthetic_output(folder: Path, n: int, *, assets: bool, seed: int = 0) -> No
     store = LocalStore(folder)
     folder.mkdir(parents=True)
     (folder / OUTPUT_MARKER).write_text(marker_text("run"))
-    images = photos()
+    images = photos(width)
     encoded = [cv2.imencode(".jpg", im, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes() for im in images]
     lines = []
     for i in range(n):
@@ -61,7 +63,7 @@ def synthetic_output(folder: Path, n: int, *, assets: bool, seed: int = 0) -> No
         h, w = images[k].shape[:2]
         faces = []
         for _ in range(int(rng.integers(0, 5))):
-            side = float(rng.uniform(16, 80))
+            side = float(rng.uniform(16, 80)) * width / 320
             x, y = float(rng.uniform(0, w - side)), float(rng.uniform(0, h - side))
             face = {"box": [round(x, 1), round(y, 1), round(side, 1), round(side * 1.2, 1)],
                     "score": round(float(rng.uniform(0.5, 0.99)), 4), "mask_scale": 1.3,
@@ -127,7 +129,8 @@ def screenshot(page: Path, shot: Path, size: str = "1400,2000") -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=int, default=10_000)
-    p.add_argument("--missing", type=int, default=500, help="images whose thumbnails review makes")
+    p.add_argument("--missing", type=int, default=100, help="images whose thumbnails review makes")
+    p.add_argument("--missing-width", type=int, default=2000, help="their width in pixels")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--shot", type=Path, default=Path("/tmp/review-shot.png"))
     p.add_argument("--page", type=Path, default=None, help="only screenshot this page")
@@ -144,7 +147,7 @@ def main() -> None:
         page = big / "review.html"
         browser = [screenshot(page, a.shot) for _ in range(a.rounds)]
         bare = Path(tmp) / "bare" / "sequential"
-        synthetic_output(bare, a.missing, assets=False, seed=1)
+        synthetic_output(bare, a.missing, assets=False, seed=1, width=a.missing_width)
         missing_s = cli("review", str(bare), "--quiet")
         result = {
             "images": a.images, "setup_s": round(made_s, 1),
@@ -152,7 +155,8 @@ def main() -> None:
             "page_bytes": page.stat().st_size,
             "page_bytes_per_image": round(page.stat().st_size / a.images),
             "chromium_screenshot_s_median": round(statistics.median(browser), 2),
-            "missing_images": a.missing, "review_making_thumbnails_s": round(missing_s, 2),
+            "missing_images": a.missing, "missing_width": a.missing_width,
+            "review_making_thumbnails_s": round(missing_s, 2),
             "per_missing_image_ms": round(missing_s / a.missing * 1e3, 1),
             "worker": {k: round(v, 1) if isinstance(v, float) else v for k, v in worker_cost().items()},
             "shot": str(a.shot),

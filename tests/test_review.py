@@ -197,10 +197,15 @@ def test_show_originals_warns_first_and_its_crops_go_with_the_next_page(reviewed
 
 
 def test_review_makes_the_missing_thumbnails_after_a_run_without_review(photos, face_model, tmp_path,
-                                                                        capsys):
+                                                                        reviewed, capsys):
     _run(photos, tmp_path / "anon", face_model)
     out = tmp_path / "anon" / "sequential"
     assert not (out / REVIEW_PREFIX).exists()
+    for name in ("grace_hopper.jpg", "astronaut.jpg", "coffee.jpg", "clip.mp4"):  # --review changes no byte
+        assert (out / name).read_bytes() == (reviewed / name).read_bytes()
+    capsys.readouterr()
+    _run(photos, tmp_path / "anon", face_model, "--review")  # nor what a rerun skips
+    assert "all 4 images" in capsys.readouterr().out
     assert main(["review", str(out), "--quiet"]) == 0
     captured = capsys.readouterr()
     assert "making the thumbnails of 4 of 4 outputs here" in captured.err

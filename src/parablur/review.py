@@ -388,7 +388,8 @@ def _clip_html(e: Entry, show_originals: bool) -> str:
                 f'{" class=q" if face_doubts(face, threshold) else ""} '
                 f'title="{html.escape(_face_title(f"frame {frame}", face, threshold))}">'
                 for col, (frame, _, face) in enumerate(track.strip()))
-            parts.append(f'<div class="s{cls}" data-track="{track.id}">{html.escape(note)}'
+            label = f"the ORIGINAL of {note}" if cls else note
+            parts.append(f'<div class="s{cls}" data-track="{track.id}">{html.escape(label)}'
                          f'<div>{tiles}</div></div>')
     return "".join(parts)
 
@@ -573,7 +574,7 @@ class _Make:
     kinds: tuple[str, ...]  # the kinds to write
 
     def __call__(self) -> None:
-        from .worker import check_header, decode
+        from .worker import Job, check_header, decode
 
         e = self.entry
         if e.clip:
@@ -581,7 +582,7 @@ class _Make:
                 found = clip_assets(handle, e.tracks, thumbnail="" in self.kinds)
         else:
             data = self.source.read(e.name)
-            check_header(data, 100_000_000)
+            check_header(data, Job().max_pixels)
             found = image_assets(decode(data, Path(e.name).suffix), e.record or {})
         for kind in self.kinds:
             if kind in found:
@@ -632,7 +633,7 @@ def review_location(out: Store, *, inp: Store | None = None, progress: bool = Fa
 def _kinds(e: Entry) -> tuple[str, ...]:
     """The review JPEGs an entry shows: a thumbnail, and its crops or its tracks' strips."""
     if e.clip:
-        return ("", ".tracks") if e.tracks else ()
+        return ("", ".tracks") if e.tracks else ("",)
     return ("", ".crops") if faces_of(e.record) else ("",)
 
 
