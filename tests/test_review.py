@@ -311,3 +311,15 @@ def test_a_large_page_is_paged_and_only_the_first_page_loads_its_images():
     assert all("src" in img and "data-src" not in img for f in first for img in f["thumbs"] + f["crops"])
     assert all("data-src" in img and "src" not in img for f in later for img in f["thumbs"] + f["crops"])
     assert len(text) / 10_000 < 1500  # bytes per entry
+
+
+def test_review_waits_for_no_run_it_refuses_one_under_way(reviewed: Path, capsys):
+    """A run holding the output's lock: review is one line, exit 2, and writes nothing."""
+    from parablur.storage import LocalStore
+
+    page = (reviewed / PAGE_NAME).read_bytes() if (reviewed / PAGE_NAME).exists() else None
+    with LocalStore(reviewed).lock("parablur run"):
+        assert main(["review", str(reviewed), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "parablur run" in err
+    assert ((reviewed / PAGE_NAME).read_bytes() if (reviewed / PAGE_NAME).exists() else None) == page

@@ -299,7 +299,7 @@ figure.d{border:2px solid #d08000}
 figure.v{width:auto;max-width:620px}
 .t{position:relative;display:block;width:fit-content;margin:auto;background:#ddd}
 .t img{display:block}
-.m{position:absolute;border:2px solid #00d0ff;box-sizing:border-box}
+.m{position:absolute;border:2px solid #00d0ff;box-sizing:border-box;min-width:8px;min-height:8px}
 .m.e{border-radius:50%}.m.q{border-color:#ff8000;border-style:dashed}
 figcaption{margin:6px 0;word-break:break-all}figcaption b{color:#a05000;font-weight:600}
 .c img,.s img{object-fit:none;object-position:0 0;margin:1px;vertical-align:top}
