@@ -178,25 +178,21 @@ def exif_orientation(data: bytes) -> int | None:
     return int(value) if isinstance(value, int) else None
 
 
-def _mcu_view(image: np.ndarray, mcu: tuple[int, int]) -> np.ndarray:
-    """``image`` padded to whole MCUs (edge values) and viewed as (rows, mcu_h, cols, mcu_w, ...)."""
-    h, w = image.shape[:2]
-    mw, mh = mcu
-    ph, pw = -h % mh, -w % mw
-    if ph or pw:
-        pad = ((0, ph), (0, pw)) + ((0, 0),) * (image.ndim - 2)
-        image = np.pad(image, pad, mode="edge")
-    H, W = image.shape[:2]
-    return image.reshape(H // mh, mh, W // mw, mw, *image.shape[2:])
-
-
 def changed_mcus(before: np.ndarray, after: np.ndarray, mcu: tuple[int, int]) -> np.ndarray:
-    """A (rows, cols) bool map of the MCUs in which ``after`` differs from ``before``."""
-    diff = cv2.absdiff(before, after)
-    if diff.ndim == 3:
-        diff = diff.max(axis=2)
-    view = _mcu_view(diff, mcu)
-    return view.max(axis=(1, 3)) > 0
+    """A (rows, cols) bool map of the MCUs in which ``after`` differs from ``before``.
+
+    The difference, its channels side by side on each row, is box-averaged (in float) over
+    each MCU's pixels: an average above zero means some sample differs.
+    """
+    h, w = before.shape[:2]
+    mw, mh = mcu
+    channels = 1 if before.ndim == 2 else before.shape[2]
+    diff = cv2.absdiff(before, after).reshape(h, w * channels)
+    rows, cols = -(-h // mh), -(-w // mw)
+    if rows * mh != h or cols * mw != w:
+        diff = cv2.copyMakeBorder(diff, 0, rows * mh - h, 0, (cols * mw - w) * channels,
+                                  cv2.BORDER_CONSTANT, value=0)
+    return cv2.resize(diff.astype(np.float32), (cols, rows), interpolation=cv2.INTER_AREA) > 0
 
 
 def _mostly_changed(before: np.ndarray, after: np.ndarray, mcu: tuple[int, int]) -> bool:
@@ -269,27 +265,36 @@ def _rewrite(source: bytes, after: np.ndarray, changed: np.ndarray, frame: Frame
             return f"{src.jpeg_color_space} JPEG"
         coefs = _components(src)
         count, labels, stats, _ = cv2.connectedComponentsWithStats(changed.astype(np.uint8), connectivity=8)
-        for label in range(1, count):
-            cx, cy, cw, ch = (int(v) for v in stats[label, :4])
-            x0, y0 = cx * mw, cy * mh
-            x1, y1 = min(frame.width, (cx + cw) * mw), min(frame.height, (cy + ch) * mh)
-            crop = after[y0:y1, x0:x1]
-            pixels = crop[:, :, None] if gray else cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
-            part = jpeglib.from_spatial(np.ascontiguousarray(pixels),
-                                        jpeglib.JCS_GRAYSCALE if gray else jpeglib.JCS_RGB)
-            part.samp_factor = src.samp_factor
-            part.write_spatial(crop_path, qt=src.qt, quant_tbl_no=src.quant_tbl_no)
-            new = jpeglib.read_dct(crop_path)
-            new.load()
+        boxes = [tuple(int(v) for v in stats[label, :4]) for label in range(1, count)]
+        # Every group's crop (whole MCUs, edges replicated as libjpeg pads an image) stacked in
+        # one image: one encode and one read for all of them.
+        width = max(cw for _, _, cw, _ in boxes) * mw
+        crops, tops, top = [], [], 0
+        for cx, cy, cw, ch in boxes:
+            crop = after[cy * mh:min(frame.height, (cy + ch) * mh), cx * mw:min(frame.width, (cx + cw) * mw)]
+            crops.append(cv2.copyMakeBorder(crop, 0, ch * mh - crop.shape[0], 0, width - crop.shape[1],
+                                            cv2.BORDER_REPLICATE))
+            tops.append(top)
+            top += ch
+        stack = np.concatenate(crops)
+        pixels = stack[:, :, None] if gray else cv2.cvtColor(stack, cv2.COLOR_BGR2RGB)
+        part = jpeglib.from_spatial(np.ascontiguousarray(pixels),
+                                    jpeglib.JCS_GRAYSCALE if gray else jpeglib.JCS_RGB)
+        part.samp_factor = src.samp_factor
+        part.write_spatial(crop_path, qt=src.qt, quant_tbl_no=src.quant_tbl_no)
+        new = jpeglib.read_dct(crop_path)
+        new.load()
+        for label, (cx, cy, cw, ch), at in zip(range(1, count), boxes, tops, strict=True):
             mask = labels[cy:cy + ch, cx:cx + cw] == label
             for (h, v), old, fresh in zip(factors, coefs, _components(new), strict=True):
                 r0, c0 = cy * v, cx * h
                 r1, c1 = min(old.shape[0], (cy + ch) * v), min(old.shape[1], (cx + cw) * h)
                 blocks = np.repeat(np.repeat(mask, v, axis=0), h, axis=1)[:r1 - r0, :c1 - c0]
-                if fresh.shape[0] < r1 - r0 or fresh.shape[1] < c1 - c0:
+                region = fresh[at * v:at * v + r1 - r0, :c1 - c0]
+                if region.shape[:2] != blocks.shape:
                     return "the library's block layout differs from the frame's"
-                region = old[r0:r1, c0:c1]
-                region[blocks] = fresh[:r1 - r0, :c1 - c0][blocks]
+                target = old[r0:r1, c0:c1]
+                target[blocks] = region[blocks]
         src.markers = []
         src.write_dct(out_path)
         with open(out_path, "rb") as fh:
