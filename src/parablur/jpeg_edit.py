@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+import threading
 from dataclasses import dataclass
 
 import cv2
@@ -39,6 +40,7 @@ MAX_CHANGED_SHARE = 0.9
 # libjpeg build of jpeglib used for coefficient reading and writing (the fastest measured).
 LIBJPEG = "turbo210"
 
+_LIBRARY = threading.Lock()
 _JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
 # Segments kept in an output made from the source's coded data: tables, frame, scans, restart
 # interval, and Adobe APP14 (its colour transform flag says how to read the components).
@@ -116,7 +118,10 @@ def edit(source: bytes | None, before: np.ndarray | None, after: np.ndarray,
     note = {"lossless": True, "mcus_reencoded": count, "mcus": int(changed.size)}
     if count == 0:
         return Edited(strip_metadata(source), note)
-    data = _rewrite(source, after, changed, frame)
+    try:
+        data = _rewrite(source, after, changed, frame)
+    except Exception as exc:  # libjpeg refused what OpenCV decoded (corrupt data): encode it whole
+        return _fallback(f"libjpeg could not edit it: {str(exc).strip() or type(exc).__name__}")
     if isinstance(data, str):
         return _fallback(data)
     return Edited(data, note)
@@ -181,8 +186,8 @@ def exif_orientation(data: bytes) -> int | None:
 def changed_mcus(before: np.ndarray, after: np.ndarray, mcu: tuple[int, int]) -> np.ndarray:
     """A (rows, cols) bool map of the MCUs in which ``after`` differs from ``before``.
 
-    The difference, its channels side by side on each row, is box-averaged (in float) over
-    each MCU's pixels: an average above zero means some sample differs.
+    The difference (channels side by side on each row, zero-padded to whole MCUs) is
+    max-pooled over each MCU's rows, then over its columns.
     """
     h, w = before.shape[:2]
     mw, mh = mcu
@@ -192,7 +197,8 @@ def changed_mcus(before: np.ndarray, after: np.ndarray, mcu: tuple[int, int]) ->
     if rows * mh != h or cols * mw != w:
         diff = cv2.copyMakeBorder(diff, 0, rows * mh - h, 0, (cols * mw - w) * channels,
                                   cv2.BORDER_CONSTANT, value=0)
-    return cv2.resize(diff.astype(np.float32), (cols, rows), interpolation=cv2.INTER_AREA) > 0
+    band = diff.reshape(rows, mh, cols * mw * channels).max(axis=1)
+    return band.reshape(rows, cols, mw * channels).max(axis=2) > 0
 
 
 def _mostly_changed(before: np.ndarray, after: np.ndarray, mcu: tuple[int, int]) -> bool:
@@ -254,7 +260,8 @@ def _rewrite(source: bytes, after: np.ndarray, changed: np.ndarray, frame: Frame
 
     mw, mh = frame.mcu
     factors = [(1, 1)] if len(frame.sampling) == 1 else list(frame.sampling)
-    with tempfile.TemporaryDirectory(prefix="parablur-jpeg-") as tmp, jpeglib.version(LIBJPEG):
+    # jpeglib's library choice is the process's: one edit at a time sets it, and restores it.
+    with _LIBRARY, tempfile.TemporaryDirectory(prefix="parablur-jpeg-") as tmp, jpeglib.version(LIBJPEG):
         src_path, crop_path, out_path = (os.path.join(tmp, n) for n in ("s.jpg", "c.jpg", "o.jpg"))
         with open(src_path, "wb") as fh:
             fh.write(source)
