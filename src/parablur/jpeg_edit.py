@@ -302,7 +302,9 @@ def _rewrite(source: bytes, after: np.ndarray, changed: np.ndarray, frame: Frame
                     return "the library's block layout differs from the frame's"
                 target = old[r0:r1, c0:c1]
                 target[blocks] = region[blocks]
-        src.markers = []
+        # Written from the arrays alone (no source file: libjpeg would decode it all again),
+        # with the source's tables and sampling factors and no marker segment.
+        src.content, src.markers = None, []
         src.write_dct(out_path)
         with open(out_path, "rb") as fh:
             return fh.read()
