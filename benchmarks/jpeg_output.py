@@ -10,6 +10,7 @@ Part 2, whole runs: ``parablur run --workload faces`` against ``parablur run --w
 seconds per image (``--summary-json``), medians.
 
     python benchmarks/jpeg_output.py --images 8 --rounds 5
+    python benchmarks/jpeg_output.py --images 8 --rounds 5 --fallback scene   # photos without faces
     python benchmarks/jpeg_output.py --input-dir my_jpegs --rounds 3
 """
 
@@ -100,6 +101,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--input-dir", type=Path, default=None,
                    help="JPEGs to time (default: `parablur fetch --fallback faces`, 2000x2000)")
     p.add_argument("--images", type=int, default=8, help="generated images (without --input-dir)")
+    p.add_argument("--fallback", default="faces", choices=("faces", "scene"),
+                   help="what the generated images show (scene: no face, the output is the source)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--face-min-size", type=int, default=None)
     p.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
@@ -108,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
         folder = a.input_dir
         if folder is None:
             folder = Path(tmp) / "faces"
-            subprocess.run([sys.executable, "-m", "parablur", "fetch", "--fallback", "faces",
+            subprocess.run([sys.executable, "-m", "parablur", "fetch", "--fallback", a.fallback,
                             "--num-images", str(a.images), "--input-dir", str(folder), "--quiet",
                             "--source-url", "http://127.0.0.1:9/x"], check=True, stdout=subprocess.DEVNULL)
         files = sorted(f for f in folder.iterdir() if f.suffix.lower() in (".jpg", ".jpeg"))
