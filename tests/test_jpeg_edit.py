@@ -187,6 +187,22 @@ def test_fallbacks_say_why(tmp_path: Path):
     assert result.data is None and result.note["reason"] == "arithmetic-coded JPEG"
 
 
+def test_rgb_coded_jpeg_falls_back_and_keeps_its_colours_when_untouched(tmp_path: Path):
+    """A JPEG whose components are R, G, B (Adobe transform 0), written by libjpeg: its Adobe
+    segment is kept when nothing changed; an edit would recode it as YCbCr, so it falls back."""
+    image = _decode(_hopper())
+    with jpeglib.version("turbo210"):
+        jpeg = jpeglib.from_spatial(np.ascontiguousarray(image[:, :, ::-1]), jpeglib.JCS_RGB)
+        jpeg.jpeg_color_space = jpeglib.JCS_RGB
+        jpeg.write_spatial(str(tmp_path / "rgb.jpg"), qt=90)
+    source = (tmp_path / "rgb.jpg").read_bytes()
+    before = _decode(source)
+    same = edit(source, before, before.copy(), ".jpg")
+    assert same.note["lossless"] is True and np.array_equal(_decode(same.data), before)
+    result = edit(source, before, _masked(before), ".jpg")
+    assert result.data is None and result.note["reason"] == "RGB-coded JPEG"
+
+
 def test_library_version_is_left_as_found():
     before_version = jpeglib.version.get()
     source = _hopper()

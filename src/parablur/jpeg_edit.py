@@ -268,8 +268,9 @@ def _rewrite(source: bytes, after: np.ndarray, changed: np.ndarray, frame: Frame
         src = jpeglib.read_dct(src_path)
         src.load()
         gray = len(factors) == 1
-        if src.jpeg_color_space != (jpeglib.JCS_GRAYSCALE if gray else jpeglib.JCS_YCbCr):
-            return f"{src.jpeg_color_space} JPEG"
+        space = str(src.jpeg_color_space)  # jpeglib's colour spaces compare equal by channel count
+        if space != ("JCS_GRAYSCALE" if gray else "JCS_YCbCr"):
+            return f"{space.removeprefix('JCS_')}-coded JPEG"
         coefs = _components(src)
         count, labels, stats, _ = cv2.connectedComponentsWithStats(changed.astype(np.uint8), connectivity=8)
         boxes = [tuple(int(v) for v in stats[label, :4]) for label in range(1, count)]
