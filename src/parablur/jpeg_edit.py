@@ -162,7 +162,8 @@ def _unsupported(source: bytes, frame: Frame | None) -> str | None:
     if frame.precision != 8:
         return f"{frame.precision}-bit JPEG"
     if len(frame.sampling) not in (1, 3):
-        return f"{len(frame.sampling)}-component JPEG (CMYK or YCCK)"
+        count = len(frame.sampling)
+        return f"{count}-component JPEG" + (" (CMYK or YCCK)" if count == 4 else "")
     if any((h, v) != (1, 1) for h, v in frame.sampling[1:]):
         return "chroma sampled at more than one sample per MCU"
     orientation = exif_orientation(source)
