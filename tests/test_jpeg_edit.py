@@ -106,6 +106,26 @@ def test_untouched_blocks_keep_coefficients_and_pixels(name: str, tmp_path: Path
     assert cv2.absdiff(out[region], after[region]).mean() < 3
 
 
+@pytest.mark.parametrize("sampling", [cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420,
+                                      cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422])
+def test_masks_in_partial_edge_mcus(sampling: int):
+    """Masks on the corners of a 497x501 photo, whose last MCU row and column are partial."""
+    source = _astronaut([SF, sampling])
+    before = _decode(source)
+    after = anonymize_regions(before, [(440, 430, 70, 80), (0, 0, 30, 30), (470, 0, 40, 30)])
+    out = _decode(edit(source, before, after, ".jpg").data)
+    frame = read_frame(source)
+    changed = changed_mcus(before, after, frame.mcu)
+    inside = np.kron(changed, np.ones(frame.mcu[::-1], np.uint8))[:before.shape[0], :before.shape[1]]
+    assert inside[-1, -1] and inside[0, 0] and inside[0, -1]
+    away = cv2.dilate(inside, np.ones((3, 3), np.uint8)) == 0
+    assert np.array_equal(out[away], before[away])
+    for corner in ((slice(440, None), slice(440, None)), (slice(0, 30), slice(0, 30)),
+                   (slice(0, 30), slice(470, None))):
+        assert cv2.absdiff(out[corner], after[corner]).mean() < 3
+        assert cv2.absdiff(out[corner], before[corner]).mean() > 3
+
+
 def test_ring_is_needed_with_subsampled_chroma():
     """The measured 1-pixel ring is real in 4:2:0: a decoder's upsampling reaches across MCUs."""
     source = _hopper()
