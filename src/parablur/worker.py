@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from . import process_state
+from . import jpeg_edit, process_state
 from .config import BlurParams, RunConfig, VideoParams
 from .engines import decode_reduced
 from .errors import ImageError, ParaBlurError
@@ -315,6 +315,23 @@ def encode(image: np.ndarray, suffix: str, params: BlurParams | Job) -> bytes:
     return buf.tobytes()
 
 
+def encode_output(source: bytes, before: np.ndarray | None, out: np.ndarray, dst: str, job: Job,
+                  record: dict | None) -> tuple[bytes, dict | None]:
+    """The output's bytes, and the workload's record with how they were written.
+
+    A JPEG written from a JPEG is an edit of its source where that applies (``jpeg_edit``: the
+    blocks the workload left alone keep the source's coefficients); otherwise ``out`` is
+    encoded whole. A record gains ``"jpeg": {"lossless": ..., ...}`` when the input or the
+    output is a JPEG. ``before`` is the decoded input (None when it was decoded smaller).
+    """
+    suffix = Path(dst).suffix
+    edited = jpeg_edit.edit(source, before, out, suffix)
+    encoded = edited.data if edited.data is not None else encode(out, suffix, job)
+    if record is not None and edited.note is not None:
+        record = {**record, "jpeg": edited.note}
+    return encoded, record
+
+
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -361,12 +378,15 @@ def process_image(task: ImageTask, job: Job, *, prefetched: Future | None = None
             return ImageResult(task.name, True, worker=worker_id(), skipped=not by_run, **stages)
         size = check_header(data, job.max_pixels)
         image, full_shape = decode_for(job, data, Path(task.src).suffix, size)
-        del data
         t2 = time.perf_counter()
         stages["decode_s"] = t2 - t1
         stage = job.workload.name
         out, record = job.workload(image, full_shape)
-        del image
+        t3 = time.perf_counter()
+        stages["blur_s"] = t3 - t2
+        stage = "encode"
+        encoded, record = encode_output(data, None if full_shape else image, out, task.dst, job, record)
+        del data, image
         stage = "record"
         line = record_line(task.name, record) if record is not None else None
         if job.review and line is not None and not task.return_bytes:
@@ -374,10 +394,6 @@ def process_image(task: ImageTask, job: Job, *, prefetched: Future | None = None
             from .review import write_assets
 
             write_assets(task.store_out, task.dst, out, record, line_tag(line))
-        t3 = time.perf_counter()
-        stages["blur_s"] = t3 - t2
-        stage = "encode"
-        encoded = encode(out, Path(task.dst).suffix, job)
         del out
         t4 = time.perf_counter()
         stages["encode_s"] = t4 - t3
@@ -434,7 +450,8 @@ def params_tag(job: Job) -> str:
     """A short tag of what an output depends on: the job's parameters and ParaBlur's version."""
     from . import __version__
 
-    text = json.dumps([job.describe(), __version__], sort_keys=True, default=str)
+    text = json.dumps([job.describe(), __version__, {"jpeg_edit": jpeg_edit.FORMAT_VERSION}],
+                      sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
