@@ -130,6 +130,9 @@ class Job:
     overlap_io: bool = False
     # How a video clip is cut, tracked and encoded (its outputs' parameters, not an image's).
     video: VideoParams = field(default_factory=VideoParams)
+    # ``--review``: also write the review page's thumbnail and crops of each output with a
+    # record (``review.write_assets``); not an output's parameter.
+    review: bool = False
 
     @classmethod
     def blur(cls, params: BlurParams) -> Job:
@@ -143,7 +146,8 @@ class Job:
         from .workloads import workload_for
 
         p = config.blur
-        return cls(workload_for(config), p.jpeg_quality, p.max_pixels, p.overlap_io, config.video)
+        return cls(workload_for(config), p.jpeg_quality, p.max_pixels, p.overlap_io, config.video,
+                   config.review)
 
     def describe(self) -> dict:
         """What an output depends on: the workload and its parameters, and the encoding."""
@@ -382,9 +386,15 @@ def process_image(task: ImageTask, job: Job, *, prefetched: Future | None = None
         stages["blur_s"] = t3 - t2
         stage = "encode"
         encoded, record = encode_output(data, None if full_shape else image, out, task.dst, job, record)
-        del data, image, out
+        del data, image
         stage = "record"
         line = record_line(task.name, record) if record is not None else None
+        if job.review and line is not None and not task.return_bytes:
+            stage = "review"
+            from .review import write_assets
+
+            write_assets(task.store_out, task.dst, out, record, line_tag(line))
+        del out
         t4 = time.perf_counter()
         stages["encode_s"] = t4 - t3
         stage = "write"
