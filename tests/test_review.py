@@ -323,3 +323,24 @@ def test_review_waits_for_no_run_it_refuses_one_under_way(reviewed: Path, capsys
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "parablur run" in err
     assert ((reviewed / PAGE_NAME).read_bytes() if (reviewed / PAGE_NAME).exists() else None) == page
+
+
+def test_a_users_odd_record_values_are_shown_not_a_traceback():
+    """A MODULE:FUNCTION workload's record may hold anything: a face without a numeric score,
+    a non-numeric mask scale, size or params, a box with a NaN. The page is made (such a box
+    is left out), and the worker's thumbnails too (``run --review``)."""
+    import numpy as np
+
+    from parablur.review import image_assets
+
+    record = {"image": "a b/é #1.jpg", "size": ["wide", "tall"], "params": ["odd"],
+              "faces": [{"box": [60, 50, 100, 100], "score": None, "mask_scale": "big"},
+                        {"box": [10, 10, 5, 5], "score": "high"},
+                        {"box": [float("nan"), 1, 2, 3], "score": 0.9}]}
+    entry = make_entry(record["image"], record, "abc")
+    page = Page(render(ordered([entry]), title="t", show_originals=False, made_at="now"))
+    figure = page.by_name()["a b/é #1.jpg"]
+    assert len(figure["crops"]) == 2
+    assert [img["title"] for img in figure["crops"]] == ["face 1", "face 2"]
+    assets = image_assets(np.zeros((300, 400, 3), np.uint8), record)
+    assert set(assets) == {"", ".crops"}

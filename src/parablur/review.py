@@ -21,6 +21,7 @@ the page is made again without them.
 from __future__ import annotations
 
 import html
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -72,8 +73,14 @@ def faces_of(record: Mapping | None) -> list[dict]:
 
 
 def _is_box(box: object) -> bool:
-    return isinstance(box, list | tuple) and len(box) == 4 and all(
-        isinstance(v, int | float) for v in box)
+    return isinstance(box, list | tuple) and len(box) == 4 and all(_number(v) is not None for v in box)
+
+
+def _number(value: object) -> float | None:
+    """``value`` when a record holds a finite number there (a user's record may hold anything)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return value
+    return None
 
 
 def threshold_of(record: Mapping | None) -> float:
@@ -103,8 +110,8 @@ def mask_rects(record: Mapping, width: int, height: int) -> list[tuple[int, int,
     from .workloads.faces import region
 
     params = record.get("params")
-    scale = params.get("mask_scale", 1.0) if isinstance(params, dict) else 1.0
-    return [region(f["box"], float(f.get("mask_scale") or scale), width, height)
+    scale = _number(params.get("mask_scale")) if isinstance(params, dict) else None
+    return [region(f["box"], float(_number(f.get("mask_scale")) or scale or 1.0), width, height)
             for f in faces_of(record)]
 
 
@@ -331,7 +338,9 @@ def _crops(sheet: str, faces: Sequence[dict], threshold: float, cls: str = "c") 
 
 def _face_title(what: str, face: Mapping, threshold: float) -> str:
     why = face_doubts(face, threshold)
-    return f"{what}, score {face.get('score', 0):.2f}" + (f": {', '.join(why)}" if why else "")
+    score = _number(face.get("score"))
+    text = what + (f", score {score:.2f}" if score is not None else "")
+    return text + (f": {', '.join(why)}" if why else "")
 
 
 def _image_html(e: Entry, show_originals: bool) -> str:
@@ -340,11 +349,12 @@ def _image_html(e: Entry, show_originals: bool) -> str:
     threshold = threshold_of(record)
     size = record.get("size")
     thumb = asset_key(REVIEW_PREFIX, e.name, e.tag)
-    if isinstance(size, list) and len(size) == 2 and min(size) > 0:
+    if isinstance(size, list) and len(size) == 2 and all((_number(v) or 0) > 0 for v in size):
         w, h = size
         scale = min(1.0, THUMB_SIDE / max(w, h))
         tw, th = max(1, round(w * scale)), max(1, round(h * scale))
-        ellipse = " e" if (record.get("params") or {}).get("shape", "ellipse") == "ellipse" else ""
+        params = record.get("params")
+        ellipse = " e" if not isinstance(params, dict) or params.get("shape", "ellipse") == "ellipse" else ""
         marks = "".join(
             f'<i class="m{ellipse}{" q" if face_doubts(f, threshold) else ""}" style="left:{x0 / w:.1%};'
             f'top:{y0 / h:.1%};width:{(x1 - x0) / w:.1%};height:{(y1 - y0) / h:.1%}"></i>'
