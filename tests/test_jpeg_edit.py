@@ -334,3 +334,17 @@ def test_a_user_function_that_masks_its_input_in_place_is_not_undone(tmp_path: P
     assert out[:184, :184].max() < 8  # masked (JPEG noise only; chroma mixes at its edge), not the source
     note = json.loads(result.line)["jpeg"]
     assert note["lossless"] is True and note["mcus_reencoded"] > 0
+
+
+def test_a_turned_photo_over_pillows_pixel_limit_still_falls_back(monkeypatch):
+    """The Exif orientation is read even where Pillow refuses to open the image (over its
+    pixel limit, which a caller may lower, and which ``--max-pixels`` may exceed): OpenCV turns
+    such a photo, so a block-by-block edit would put its masks in the wrong place."""
+    exif = Image.Exif()
+    exif[0x0112] = 3  # turned half a turn: the decoded size is the frame's
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(_hopper())).save(buf, "JPEG", quality=90, exif=exif)
+    turned = _decode(buf.getvalue())
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    result = edit(buf.getvalue(), turned, _masked(turned), ".jpg")
+    assert result.data is None and "Exif orientation 3" in result.note["reason"]
