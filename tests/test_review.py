@@ -344,3 +344,17 @@ def test_a_users_odd_record_values_are_shown_not_a_traceback():
     assert [img["title"] for img in figure["crops"]] == ["face 1", "face 2"]
     assets = image_assets(np.zeros((300, 400, 3), np.uint8), record)
     assert set(assets) == {"", ".crops"}
+
+
+def test_show_originals_from_a_missing_input_dir_is_one_line_and_writes_nothing(reviewed: Path,
+                                                                                tmp_path: Path, capsys):
+    """A mistyped --input-dir is the user's mistake: one line, exit 2, and no page that says it
+    shows faces with none of them on it."""
+    page = (reviewed / PAGE_NAME).read_bytes() if (reviewed / PAGE_NAME).exists() else None
+    capsys.readouterr()
+    assert main(["review", str(reviewed), "--show-originals", "--input-dir", str(tmp_path / "typo"),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "input folder not found" in err and len(err.strip().splitlines()) == 1
+    assert ((reviewed / PAGE_NAME).read_bytes() if (reviewed / PAGE_NAME).exists() else None) == page
+    assert not (reviewed / ORIGINALS_PREFIX).exists()

@@ -655,6 +655,9 @@ def review(location: Path | str, *, options: Mapping | None = None, input_dir: P
     root = open_store(location, dict(options or {}))
     outs = output_locations(root)
     inp = open_store(input_dir, dict(options or {})) if input_dir is not None else None
+    if inp is not None and next(iter(inp.list_images()), None) is None:  # a missing folder: its line
+        raise DatasetError(f"--input-dir {inp.location()} holds no images: the originals are read from "
+                           "the run's --input-dir")
     for out in outs:  # every refusal before any page is written
         _record_file(out)
         check_page(out)
