@@ -358,3 +358,19 @@ def test_show_originals_from_a_missing_input_dir_is_one_line_and_writes_nothing(
     assert "input folder not found" in err and len(err.strip().splitlines()) == 1
     assert ((reviewed / PAGE_NAME).read_bytes() if (reviewed / PAGE_NAME).exists() else None) == page
     assert not (reviewed / ORIGINALS_PREFIX).exists()
+
+
+def test_a_failure_names_its_output_whole_when_the_name_holds_a_colon(face_model: Path, tmp_path: Path,
+                                                                      capsys):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    shutil.copy(GRACE_HOPPER, inp / "Meeting: day 1.jpg")
+    shutil.copy(GRACE_HOPPER, inp / "other.jpg")
+    _run(inp, tmp_path / "anon", face_model)
+    (inp / "Meeting: day 1.jpg").unlink()  # its original is gone since the run
+    summary = tmp_path / "summary.json"
+    assert main(["review", str(tmp_path / "anon"), "--show-originals", "--input-dir", str(inp),
+                 "--quiet", "--summary-json", str(summary)]) == 1
+    failures = json.loads(summary.read_text())["review"][0]["failures"]
+    assert [f["image"] for f in failures] == ["Meeting: day 1.jpg"]
+    assert failures[0]["reason"].startswith("cannot read ")

@@ -548,11 +548,11 @@ def _existing(store: Store, prefix: str) -> set[str]:
         return set()
 
 
-def _work(tasks: Sequence[Callable[[], None]], label: str, progress: bool) -> list[str]:
-    """Run ``tasks`` on a few threads (decoding and resizing release the GIL); their errors."""
+def _work(tasks: Sequence[Callable[[], None]], label: str, progress: bool) -> list[dict]:
+    """Run ``tasks`` on a few threads (decoding and resizing release the GIL); their failures."""
     from tqdm import tqdm
 
-    errors: list[str] = []
+    errors: list[dict] = []
     if not tasks:
         return errors
 
@@ -562,7 +562,7 @@ def _work(tasks: Sequence[Callable[[], None]], label: str, progress: bool) -> li
         except Exception as exc:  # noqa: BLE001 - one output that cannot be shown is reported
             from .worker import failure_reason
 
-            errors.append(f"{getattr(task, 'name', '?')}: {failure_reason(exc)}")
+            errors.append({"image": getattr(task, "name", "?"), "reason": failure_reason(exc)})
 
     with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool, \
             tqdm(total=len(tasks), desc=label, unit="img", disable=not progress or None,
@@ -634,8 +634,7 @@ def review_location(out: Store, *, inp: Store | None = None, progress: bool = Fa
         page = render(entries, title=title, show_originals=inp is not None,
                       made_at=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
         out.write(PAGE_NAME, page.encode("utf-8"))
-    failures = tuple({"image": text.split(": ", 1)[0], "reason": text.split(": ", 1)[-1]}
-                     for text in errors)
+    failures = tuple(errors)
     return ReviewSummary(out.location(PAGE_NAME), len(entries), sum(1 for e in entries if e.doubts),
                          len(todo), len(originals), time.perf_counter() - started, failures)
 
