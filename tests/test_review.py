@@ -374,3 +374,22 @@ def test_a_failure_names_its_output_whole_when_the_name_holds_a_colon(face_model
     failures = json.loads(summary.read_text())["review"][0]["failures"]
     assert [f["image"] for f in failures] == ["Meeting: day 1.jpg"]
     assert failures[0]["reason"].startswith("cannot read ")
+
+
+def test_run_review_with_a_long_file_name(face_model: Path, tmp_path: Path):
+    """An output whose name is near the longest a folder takes (255 bytes, less its temporary and
+    sidecar names: 217) still gets its
+    thumbnails: ``--review`` never fails an image that a run without it anonymizes."""
+    inp = tmp_path / "in"
+    inp.mkdir()
+    long_name = "é" * 100 + "x" * 12 + ".jpg"  # 216 bytes: its crops, while written, 258
+    shutil.copy(GRACE_HOPPER, inp / long_name)
+    _run(inp, tmp_path / "anon", face_model, "--review")
+    out = tmp_path / "anon" / "sequential"
+    assert (out / long_name).is_file()
+    assert main(["review", str(out), "--quiet"]) == 0
+    fig = Page((out / PAGE_NAME).read_text(encoding="utf-8")).by_name()[long_name]
+    from urllib.parse import unquote
+
+    for img in fig["thumbs"] + fig["crops"]:
+        assert (out / unquote(img["src"])).is_file()

@@ -20,6 +20,7 @@ the page is made again without them.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import math
 import os
@@ -50,6 +51,9 @@ RECORD_FILES = ("detections.jsonl", "records.jsonl")
 NEAR_THRESHOLD = 0.15
 THUMB_SIDE = 240  # a thumbnail's longer side, in pixels
 CROP_SIDE = 96  # a mask's crop: a square of this side, the crop fitted inside
+# The longest review JPEG name: most file systems take 255 bytes, less a store's temporary
+# name around it while it is written (".NAME.<8 hex>.part").
+NAME_BYTES = 200
 PAGE_ENTRIES = 120  # outputs per page of the review page (only the page shown loads its images)
 STRIP_FRAMES = 6  # frames in a track's strip, spread evenly over the track
 ASSET_QUALITY = 80  # JPEG quality of thumbnails and crops
@@ -119,8 +123,13 @@ def mask_rects(record: Mapping, width: int, height: int) -> list[tuple[int, int,
 
 def asset_key(prefix: str, output: str, tag: str, kind: str = "") -> str:
     """The hidden key of one of ``output``'s review JPEGs: its thumbnail (``kind`` ""), its
-    crops (".crops") or its tracks' strips (".tracks")."""
-    return f"{prefix}/{output}.{tag}{kind}.jpg"
+    crops (".crops") or its tracks' strips (".tracks"). A name too long to take the suffix
+    (over ``NAME_BYTES`` with it) is replaced by its digest."""
+    folder, _, name = output.rpartition("/")
+    leaf = f"{name}.{tag}{kind}.jpg"
+    if len(leaf.encode()) > NAME_BYTES:
+        leaf = f"{hashlib.sha256(name.encode()).hexdigest()[:32]}.{tag}{kind}.jpg"
+    return f"{prefix}/{folder}/{leaf}" if folder else f"{prefix}/{leaf}"
 
 
 def _jpeg(image: np.ndarray) -> bytes:
