@@ -378,8 +378,8 @@ def test_a_failure_names_its_output_whole_when_the_name_holds_a_colon(face_model
 
 def test_run_review_with_a_long_file_name(face_model: Path, tmp_path: Path):
     """An output whose name is near the longest a folder takes (255 bytes, less its temporary and
-    sidecar names: 217) still gets its
-    thumbnails: ``--review`` never fails an image that a run without it anonymizes."""
+    sidecar names: 217) still gets its thumbnails: ``--review`` never fails an image that a run
+    without it anonymizes."""
     inp = tmp_path / "in"
     inp.mkdir()
     long_name = "é" * 100 + "x" * 12 + ".jpg"  # 216 bytes: its crops, while written, 258
