@@ -319,8 +319,8 @@ def test_a_user_function_that_masks_its_input_in_place_is_not_undone(tmp_path: P
     must still see the masked blocks (it compares the output with the decoded input)."""
     from conftest import local_task, user_package
 
-    from parablur.workloads.custom import CustomWorkload
     from parablur.worker import Job, process_image
+    from parablur.workloads.custom import CustomWorkload
 
     source = "def redact(image):\n    image[:200, :200] = 0\n    return image, {'redacted': 1}\n"
     (tmp_path / "in").mkdir()
