@@ -393,3 +393,28 @@ def test_run_review_with_a_long_file_name(face_model: Path, tmp_path: Path):
 
     for img in fig["thumbs"] + fig["crops"]:
         assert (out / unquote(img["src"])).is_file()
+
+
+def test_an_output_redone_with_the_same_record_gets_new_crops(tmp_path: Path, monkeypatch):
+    """The page shows the output as it is now: an output redone without --review (here by a user's
+    function that no longer masks, with the same record) never keeps the crops of the masked one."""
+    from conftest import user_package
+
+    record = "{'faces': [{'box': [150, 100, 200, 200], 'score': 0.9}]}"
+    masks = (f"def hide(image):\n    out = image.copy()\n    out[100:300, 150:350] = 0\n"
+             f"    return out, {record}\n")
+    keeps = f"def hide(image):\n    return image.copy(), {record}\n"
+    inp = tmp_path / "in"
+    inp.mkdir()
+    cv2.imwrite(str(inp / "hopper.png"), cv2.imread(str(GRACE_HOPPER)))
+    out = tmp_path / "anon" / "sequential"
+    for package, source, extra in (("maskssteps", masks, ["--review"]), ("keepssteps", keeps, [])):
+        with user_package(tmp_path / package, package, source, monkeypatch):
+            assert main(["run", "--workload", f"{package}.steps:hide", "--input-dir", str(inp),
+                         "--output-dir", str(tmp_path / "anon"), "--quiet", *extra]) == 0
+    assert cv2.imread(str(out / "hopper.png"))[100:300, 150:350].mean() > 50  # not masked now
+    assert main(["review", str(out), "--quiet"]) == 0
+    from urllib.parse import unquote
+
+    crops = Page((out / PAGE_NAME).read_text(encoding="utf-8")).by_name()["hopper.png"]["crops"]
+    assert cv2.imread(str(out / unquote(crops[0]["src"]))).mean() > 50  # the page shows it unmasked

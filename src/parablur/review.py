@@ -7,8 +7,8 @@ thumbnail and, per track, a strip of frames cropped from the output clip. Crops 
 originals appear only with ``show_originals``, and the page then says so in its first line.
 
 The small JPEGs live under ParaBlur's hidden prefix ``REVIEW_PREFIX`` of the output location,
-named by the output's key and the tag of its record line (``records.line_tag``), so that an
-output redone with other detections gets new ones. ``parablur run --review`` has the workers
+named by the output's key, the tag of its record line (``records.line_tag``) and its size
+(``asset_tag``), so that a redone output gets new ones. ``parablur run --review`` has the workers
 write an image's thumbnail and crops from the output they hold in memory (``write_assets``);
 ``review`` makes only what is missing (a clip's strips, or everything after a run without
 ``--review``), reading the records, the listing and the outputs it must thumbnail.
@@ -120,6 +120,14 @@ def mask_rects(record: Mapping, width: int, height: int) -> list[tuple[int, int,
 
 
 # -- small JPEGs -----------------------------------------------------------------------------
+
+def asset_tag(line_tag: str, size: int) -> str:
+    """What an output's review JPEGs are named by: the tag of its record line and its size in
+    bytes, so that an output redone with the same record but other pixels (another function,
+    ParaBlur version or encoding) gets new ones. The size is in every listing; an output of
+    another content and the very same size and record (an uncompressed format) is not told apart."""
+    return f"{line_tag}-{size}"
+
 
 def asset_key(prefix: str, output: str, tag: str, kind: str = "") -> str:
     """The hidden key of one of ``output``'s review JPEGs: its thumbnail (``kind`` ""), its
@@ -617,8 +625,8 @@ def review_location(out: Store, *, inp: Store | None = None, progress: bool = Fa
     check_page(out)
     with out.lock("parablur review", echo=echo):
         log = RecordLog(out, record_file)
-        names = list(out.list_images())
-        entries = ordered(make_entry(n, log.get(n), log.tag(n)) for n in names)
+        sizes = {item.key: item.size for item in out.scan_images()}
+        entries = ordered(make_entry(n, log.get(n), asset_tag(log.tag(n), size)) for n, size in sizes.items())
         have = _existing(out, REVIEW_PREFIX)
         todo = []
         for e in entries:
