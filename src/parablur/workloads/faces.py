@@ -73,6 +73,10 @@ VERIFY_IOU = 0.3
 ESCALATE = 1.3
 MAX_ESCALATIONS = 2
 
+# How a face was found (its record's "look"): on the pyramid; by a close-up of a doubtful
+# small candidate; or past the image's edge, on the mirror, and confirmed in the image.
+LOOKS = ("pyramid", "close-up", "edge")
+
 _LOCAL = threading.local()
 _LOG_LEVEL = threading.Lock()
 _DETECTORS_KEPT = 8
@@ -80,7 +84,8 @@ _DETECTORS_KEPT = 8
 
 @dataclass(frozen=True)
 class Face:
-    """One detection in pixels of the full image: box, score and the five YuNet landmarks.
+    """One detection in pixels of the full image: box, score, the five YuNet landmarks and how
+    it was found (``look``: one of LOOKS).
 
     The box is clipped to the image; the landmarks of a face cut by the image's edge can lie
     outside it (where the face goes on).
@@ -89,10 +94,12 @@ class Face:
     box: tuple[int, int, int, int]  # x, y, width, height
     score: float
     landmarks: tuple[tuple[float, float], ...]  # right eye, left eye, nose, mouth right, mouth left
+    look: str = "pyramid"
 
     def to_dict(self) -> dict:
         return {"box": list(self.box), "score": round(self.score, 4),
-                "landmarks": [[round(x, 1), round(y, 1)] for x, y in self.landmarks]}
+                "landmarks": [[round(x, 1), round(y, 1)] for x, y in self.landmarks],
+                "look": self.look}
 
 
 def default_gaussian(image: np.ndarray, sigma: float) -> np.ndarray:
@@ -233,6 +240,7 @@ def detect_faces(image: np.ndarray, params: FaceParams, model: Path) -> list[Fac
     """
     height, width = image.shape[:2]
     rows: list[np.ndarray] = []
+    looks: list[str] = []
     doubtful: list[np.ndarray] = []
     level = None
     for scale in pyramid_scales(width, height, params.face_min_size):
@@ -259,11 +267,14 @@ def detect_faces(image: np.ndarray, params: FaceParams, model: Path) -> list[Fac
                 if inside < 1 and not _confirmed(image, row[:4], model):
                     continue
                 rows.append(row)
+                looks.append("pyramid" if inside >= 1 else "edge")
             elif max(row[2], row[3]) * scale <= REFINE_MAX_RUN_SIZE:
                 doubtful.append(row)
     doubtful.sort(key=lambda r: -r[14])
     for row in doubtful[:MAX_REFINE]:
-        rows += _look_closer(image, row[:4], REFINE_CONTEXT, REFINE_SIDE, model, params.threshold)
+        closer = _look_closer(image, row[:4], REFINE_CONTEXT, REFINE_SIDE, model, params.threshold)
+        rows += closer
+        looks += ["close-up"] * len(closer)
     if not rows:
         return []
     boxes = [[float(v) for v in r[:4]] for r in rows]
@@ -279,7 +290,8 @@ def detect_faces(image: np.ndarray, params: FaceParams, model: Path) -> list[Fac
         if x1 <= x0 or y1 <= y0:
             continue
         faces.append(Face((x0, y0, x1 - x0, y1 - y0), scores[i],
-                          tuple((float(mx), float(my)) for mx, my in rows[i][4:14].reshape(5, 2))))
+                          tuple((float(mx), float(my)) for mx, my in rows[i][4:14].reshape(5, 2)),
+                          looks[i]))
     return faces
 
 
