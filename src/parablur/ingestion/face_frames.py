@@ -50,8 +50,8 @@ MIN_FACE = 14.0  # the smallest true face height, px (drawn from 14.5: a resize 
 # Face heights (px) drawn per row: (low, high, weight). The last band gives a few large faces.
 BANDS = ((14.5, 20.0, 0.26), (20.0, 30.0, 0.25), (30.0, 45.0, 0.2), (45.0, 70.0, 0.19),
          (70.0, 160.0, 0.10))
-P_BLUR, P_DARK, P_OCCLUDED = 0.22, 0.2, 0.2  # per face tile
-P_CLUTTER, P_LFW = 0.3, 0.2  # per tile: clutter, an LFW face, else a photo tile
+P_BLUR, P_DARK, P_OCCLUDED = 0.15, 0.15, 0.12  # per face tile
+P_CLUTTER, P_LFW = 0.3, 0.1  # per tile: clutter, an LFW face, else a photo tile
 GAP = (2, 14)  # px between tiles
 MARGIN = 8  # px kept free at the frame's edges
 
@@ -193,22 +193,22 @@ def _occlude(rng: np.random.Generator, tile: np.ndarray, box: Box) -> str:
     x, y, w, h = box
     kind, a, b, c = int(rng.integers(3)), rng.random(), rng.random(), rng.random()
     colour = tuple(int(v) for v in rng.integers(0, 256, 3))
-    if kind == 0:  # a face mask over the mouth and nose: the lower 40 to 55% of the box
-        top = y + h * (0.45 + 0.15 * a)
+    if kind == 0:  # a face mask over the mouth and nose: the lower 40 to 50% of the box
+        top = y + h * (0.5 + 0.1 * a)
         cv2.ellipse(tile, (round(x + w / 2), round(top + (y + h - top) / 2)),
                     (round(w * 0.55), max(1, round((y + h - top) * 0.6))), 0, 0, 360, colour, -1,
                     cv2.LINE_AA)
         return "occluded:mask"
-    if kind == 1:  # a hand or object from one side: 30 to 45% of the width
-        cover = w * (0.3 + 0.15 * a)
-        cx = x + cover / 2 - w * 0.1 if b < 0.5 else x + w - cover / 2 + w * 0.1
+    if kind == 1:  # a hand or object from one side: 20 to 35% of the width
+        cover = w * (0.2 + 0.15 * a)
+        cx = x + cover / 2 - w * 0.15 if b < 0.5 else x + w - cover / 2 + w * 0.15
         cv2.ellipse(tile, (round(cx), round(y + h * (0.45 + 0.3 * c))),
-                    (max(1, round(cover / 2 + w * 0.1)), max(1, round(h * 0.35))), 0, 0, 360, colour, -1,
+                    (max(1, round(cover / 2 + w * 0.15)), max(1, round(h * 0.35))), 0, 0, 360, colour, -1,
                     cv2.LINE_AA)
         return "occluded:side"
-    bar = max(2, round(w * (0.15 + 0.1 * a)))  # a bar up from below, left of centre or right
+    bar = max(2, round(w * (0.12 + 0.08 * a)))  # a bar up from below, left of centre or right
     left = round(x + w * (0.25 + 0.5 * b) - bar / 2)
-    cv2.rectangle(tile, (left, round(y + h * (0.4 + 0.2 * c))), (left + bar, tile.shape[0]), colour, -1)
+    cv2.rectangle(tile, (left, round(y + h * (0.55 + 0.15 * c))), (left + bar, tile.shape[0]), colour, -1)
     return "occluded:bar"
 
 
@@ -223,8 +223,8 @@ def _motion_blur(rng: np.random.Generator, tile: np.ndarray, length: float) -> n
 
 
 def _dark(rng: np.random.Generator, tile: np.ndarray) -> np.ndarray:
-    """Low light: 20 to 45% of the light, and sensor noise."""
-    gain, sigma = rng.uniform(0.2, 0.45), rng.uniform(3.0, 9.0)
+    """Low light: 25 to 50% of the light, and sensor noise."""
+    gain, sigma = rng.uniform(0.25, 0.5), rng.uniform(2.0, 6.0)
     noise = rng.standard_normal(tile.shape, dtype=np.float32) * sigma
     return np.clip(tile.astype(np.float32) * gain + noise, 0, 255).astype(np.uint8)
 
@@ -238,7 +238,7 @@ def _degrade(rng: np.random.Generator, tile: np.ndarray, box: Box | None,
     if box is not None and u_occ < P_OCCLUDED:
         tags.append(_occlude(rng, tile, box))
     if u_blur < P_BLUR:
-        tile = _motion_blur(rng, tile, blur_length * (0.12 + 0.23 * u_len))
+        tile = _motion_blur(rng, tile, blur_length * (0.08 + 0.17 * u_len))
         tags.append("blur")
     if u_dark < P_DARK:
         tile = _dark(rng, tile)
