@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
             faces[band] += 1
             found[band] += j in matched
             kinds = {t.split(":")[0] for t in tags[1:]} or {"undegraded"}
-            for tag in {tags[0], *kinds}:
+            for tag in {tags[0].split(":")[0], *kinds}:
                 tag_faces[tag] += 1
                 tag_found[tag] += j in matched
     total_faces, total_found = sum(faces.values()), sum(found.values())
