@@ -33,8 +33,8 @@ def thirty_composites():
 
 
 @pytest.fixture
-def params(face_model) -> FaceParams:
-    return FaceParams(model=face_model)
+def params(face_model, centerface_model) -> FaceParams:
+    return FaceParams(model=face_model, centerface_model=centerface_model)
 
 
 def grown_mask(shape, faces: list[dict], params: FaceParams) -> np.ndarray:
@@ -176,7 +176,7 @@ def test_faces_cut_by_the_edge_are_found_on_the_mirror(thirty_composites, params
 def test_pyramid_covers_min_size_to_whole_frame():
     for width, height, min_size in ((2000, 2000, 32), (640, 480, 32), (4000, 3000, 16), (300, 300, 64)):
         scales = F.pyramid_scales(width, height, min_size)
-        assert scales[0] * min_size == pytest.approx(F.RUN_MIN_FACE)
+        assert scales[0] * min_size <= F.RUN_MIN_FACE  # seen, if faintly, then looked at closer
         assert F.RUN_MAX_FACE / scales[-1] >= max(width, height)
         for finer, coarser in itertools.pairwise(scales):
             assert F.RUN_MIN_FACE / coarser < F.RUN_MAX_FACE / finer  # levels overlap
@@ -224,7 +224,7 @@ def test_irreversible_the_detector_finds_almost_none_again(thirty_composites, fa
 
 def test_faces_still_seen_after_blurring_are_anonymized_again_larger(thirty_composites, face_model,
                                                                     monkeypatch):
-    params = FaceParams(model=face_model)
+    params = FaceParams(model=face_model, detector="yunet")  # the verification is YuNet's
 
     def redetected() -> tuple[int, int]:
         again = escalated = 0
@@ -251,7 +251,7 @@ def test_record_is_json_ready_boxes_in_image_pixels(composites, params):
         x, y, w, h = face["box"]
         assert all(isinstance(v, int) for v in face["box"])
         assert 0 <= x and 0 <= y and x + w <= SIZE and y + h <= SIZE and w > 0 and h > 0
-        assert params.threshold <= face["score"] <= 1
+        assert params.threshold <= face["score"] <= 1 or face["look"] == "close-up"  # two detectors
         assert len(face["landmarks"]) == 5 and face["look"] in F.LOOKS
         lx, ly = np.mean(face["landmarks"], axis=0)  # landmarks sit inside their face
         assert x <= lx <= x + w and y <= ly <= y + h
