@@ -13,8 +13,13 @@ every detection matching no face (of any size) is a false positive. With ``--tim
 detection on N frames is timed against the study's exact full-frame blur (``parablur.blur``,
 sigma 10, 61x61) on the same frames, interleaved, one OpenCV thread, medians of CPU time.
 
-    python benchmarks/small_faces.py --frames 30 --seed 1 --split tune
-    python benchmarks/small_faces.py --frames 30 --seed 2 --split held-out --timing-frames 8
+With ``--frames-from fallback`` the frames are those of ``parablur fetch --fallback faces``
+(``ingestion.face_frames.generate_face_frame``, saved at the frame's JPEG quality; its LFW faces
+are held out for seeds >= 1000), every face counted in the bands.
+
+    python benchmarks/small_faces.py --frames 16 --seed 1 --split tune
+    python benchmarks/small_faces.py --frames 30 --seed 2 --split held-out --timing-frames 6
+    python benchmarks/small_faces.py --frames 12 --seed 1000 --frames-from fallback
 """
 
 from __future__ import annotations
@@ -143,6 +148,17 @@ def frame(index: int, seed: int, split: str = "tune", size: int = 2000,
     return cv2.imdecode(data, cv2.IMREAD_COLOR), truths, kinds
 
 
+def _fallback(index: int, seed: int) -> tuple[np.ndarray, list, list[str]]:
+    """A frame of ``--fallback faces`` as the dataset stores it, its true boxes, "photo" for each."""
+    from parablur.ingestion.face_frames import generate_face_frame
+    from parablur.ingestion.generate import encode_jpeg
+
+    made = generate_face_frame(index, 2000, 2000, seed)
+    data = np.frombuffer(encode_jpeg(made.image, made.jpeg_quality), np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    return image, [tuple(b) for b in made.faces], ["photo"] * len(made.faces)
+
+
 def tally(found: list[list[dict]], truths: list[list[tuple]], kinds: list[list[str]],
           min_height: int = 16) -> dict:
     """Recall per size band of the faces in whole photos (at least ``min_height`` tall), recall of
@@ -190,6 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--frames", type=int, default=30)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--split", choices=sorted(SPLITS), default="tune")
+    p.add_argument("--frames-from", choices=("collage", "fallback"), default="collage")
     p.add_argument("--min-height", type=int, default=16, help="smallest face counted, px tall")
     p.add_argument("--face-min-size", type=int, default=None, help="default: FaceParams's")
     p.add_argument("--threshold", type=float, default=None, help="default: FaceParams's")
@@ -208,7 +225,8 @@ def main(argv: list[str] | None = None) -> dict:
     model = find_model()
     images, truths, kinds, found = [], [], [], []
     for i in range(a.frames):
-        image, boxes, sources = frame(i, a.seed, a.split)
+        made = frame(i, a.seed, a.split) if a.frames_from == "collage" else _fallback(i, a.seed)
+        image, boxes, sources = made
         images.append(image)
         truths.append(boxes)
         kinds.append(sources)
@@ -219,8 +237,9 @@ def main(argv: list[str] | None = None) -> dict:
         for i, image in enumerate(images):
             cv2.imwrite(str(out / f"frame_{i:03d}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
         (out / "truths.json").write_text(json.dumps({f"frame_{i:03d}.jpg": t for i, t in enumerate(truths)}))
-    result = {"seed": a.seed, "split": a.split, "params": {"face_min_size": params.face_min_size,
-                                                           "threshold": params.threshold},
+    result = {"seed": a.seed, "split": a.split, "frames_from": a.frames_from,
+              "params": {"face_min_size": params.face_min_size, "threshold": params.threshold,
+                         "detector": params.detector},
               **tally(found, truths, kinds, a.min_height)}
     result["looks"] = {}
     for dets in found:

@@ -28,10 +28,12 @@ Gaussian = Callable[[np.ndarray, float], np.ndarray]
 
 # YuNet finds faces of about RUN_MIN_FACE..RUN_MAX_FACE pixels in the image it runs on.
 # Each pyramid level covers that span; the first is scaled so that face_min_size lands on
-# FINEST_RUN_FACE (below RUN_MIN_FACE: YuNet still sees such faces, with low scores), the last
-# so that a face as large as the frame lands under RUN_MAX_FACE.
+# RUN_MIN_FACE, but at most FINEST_SCALE of the full size unless face_min_size would land under
+# FINEST_RUN_FACE (YuNet still sees faces that small, with low scores, and the close-ups find
+# them); the last so that a face as large as the frame lands under RUN_MAX_FACE.
 RUN_MIN_FACE = 16.0
 RUN_MAX_FACE = 240.0
+FINEST_SCALE = 2 / 3
 FINEST_RUN_FACE = 32 / 3  # a 16 px face on a level at 2/3 (docs/faces.md, "Small faces")
 NMS_IOU = 0.3  # boxes from different levels that overlap more than this are one face
 YUNET_TOP_K = 5000
@@ -54,6 +56,7 @@ CENTERFACE_CONFIRM = 0.4
 SURE_SCORE = 0.8
 CENTERFACE_PYRAMID = 0.3
 CENTERFACE_IOU = 0.3
+CENTERFACE_SIDE = 96  # CenterFace's close-ups, REFINE_CONTEXT times the box, at this size
 MOSAIC_GAP = 0  # px between the close-ups CenterFace sees side by side
 # CenterFace alone (the detector "centerface") runs once on the whole image, scaled so that
 # face_min_size is at least CENTERFACE_RUN_MIN px there.
@@ -127,7 +130,7 @@ def default_gaussian(image: np.ndarray, sigma: float) -> np.ndarray:
 
 def pyramid_scales(width: int, height: int, face_min_size: int) -> tuple[float, ...]:
     """Scales (run size / full size) at which to detect, finest first, for faces >= face_min_size."""
-    scale = FINEST_RUN_FACE / face_min_size
+    scale = min(RUN_MIN_FACE / face_min_size, max(FINEST_SCALE, FINEST_RUN_FACE / face_min_size))
     scales = [scale]
     while RUN_MAX_FACE / scale < max(width, height):
         scale *= RUN_MIN_FACE / RUN_MAX_FACE * 2  # levels overlap by a factor of 2
@@ -312,25 +315,26 @@ def _centerface_confirms(image: np.ndarray, asks: Sequence[tuple[Sequence[float]
     at once (one network call costs a third less than one per close-up); a detection belongs to
     the close-up that holds its centre.
     """
-    views = [_close_up(image, box, REFINE_CONTEXT, REFINE_SIDE) for box, _, _ in asks]
+    views = [_close_up(image, box, REFINE_CONTEXT, CENTERFACE_SIDE) for box, _, _ in asks]
     placed = [i for i, v in enumerate(views) if v is not None]
     out: list[list[float | None]] = [[None] * len(rows) for _, rows, _ in asks]
     if not placed:
         return out
-    step = REFINE_SIDE + MOSAIC_GAP
+    step = CENTERFACE_SIDE + MOSAIC_GAP
     columns = math.ceil(math.sqrt(len(placed)))
     rows_n = math.ceil(len(placed) / columns)
     mosaic = np.zeros((rows_n * step, columns * step, 3), np.uint8)
     for n, i in enumerate(placed):
         top, left = divmod(n, columns)
-        mosaic[top * step:top * step + REFINE_SIDE, left * step:left * step + REFINE_SIDE] = views[i][0]
+        y, x = top * step, left * step
+        mosaic[y:y + CENTERFACE_SIDE, x:x + CENTERFACE_SIDE] = views[i][0]
     found = _centerface(mosaic, model, min(t for _, _, t in asks))
     for det in found:
         cx, cy = det[0] + det[2] / 2, det[1] + det[3] / 2
         left, top = int(cx // step), int(cy // step)
         n = top * columns + left
-        if not (0 <= left < columns and n < len(placed)) or cx - left * step >= REFINE_SIDE \
-                or cy - top * step >= REFINE_SIDE:
+        if not (0 <= left < columns and n < len(placed)) or cx - left * step >= CENTERFACE_SIDE \
+                or cy - top * step >= CENTERFACE_SIDE:
             continue
         i = placed[n]
         _, sx, sy, x0, y0 = views[i]
