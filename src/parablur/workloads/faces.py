@@ -36,6 +36,7 @@ RUN_MAX_FACE = 240.0
 FINEST_SCALE = 2 / 3
 FINEST_RUN_FACE = 32 / 3  # a 16 px face on a level at 2/3 (docs/faces.md, "Small faces")
 NMS_IOU = 0.3  # boxes from different levels that overlap more than this are one face
+CONTAINED = 0.6  # a box with this share of its area inside a larger one is that face too
 YUNET_TOP_K = 5000
 # Small faces score low on the finest level: its candidates that score CANDIDATE_SCORE..threshold
 # and are at most REFINE_MAX_RUN_SIZE there (the MAX_REFINE best) are looked at again in a
@@ -209,6 +210,17 @@ def _pads(size: tuple[int, int]) -> tuple[int, int]:
         return 0, 0
     x, y = (min((-(-(n + 2 * EDGE_PAD) // EDGE_ALIGN) * EDGE_ALIGN - n) // 2, n - 1) for n in size)
     return x, y
+
+
+def _inside_share(box: Sequence[float], other: Sequence[float]) -> float:
+    """The share of ``box``'s area that lies inside ``other``."""
+    x, y, w, h = box
+    ox, oy, ow, oh = other
+    if w <= 0 or h <= 0:
+        return 0.0
+    iw = max(0.0, min(x + w, ox + ow) - max(x, ox))
+    ih = max(0.0, min(y + h, oy + oh) - max(y, oy))
+    return iw * ih / (w * h)
 
 
 def _inside(box: Sequence[float], width: int, height: int) -> float:
@@ -441,8 +453,13 @@ def _faces(image: np.ndarray, rows: list[np.ndarray], looks: list[str], params: 
     boxes = [[float(v) for v in r[:4]] for r in rows]
     scores = [float(r[14]) for r in rows]
     keep = cv2.dnn.NMSBoxes(boxes, scores, 0.0, NMS_IOU)  # every row was kept by its own rule
-    order = sorted((int(i) for i in np.asarray(keep).ravel()),
-                   key=lambda i: (-scores[i], boxes[i][1], boxes[i][0]))
+    # A box lying mostly inside a larger one is the same face seen at another scale (or a part of
+    # it): the larger is kept, its mask covering both.
+    kept: list[int] = []
+    for i in sorted((int(i) for i in np.asarray(keep).ravel()), key=lambda i: -boxes[i][2] * boxes[i][3]):
+        if not any(_inside_share(boxes[i], boxes[j]) >= CONTAINED for j in kept):
+            kept.append(i)
+    order = sorted(kept, key=lambda i: (-scores[i], boxes[i][1], boxes[i][0]))
     faces = []
     for i in order[: params.max_faces]:
         x, y, w, h = boxes[i]
