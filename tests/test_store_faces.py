@@ -260,7 +260,7 @@ def test_bench_faces_on_a_store_dataset_scores_recall_from_its_manifest(
     assert all(r["threads_identical"] for r in summary["rounds"])
     quality = summary["detection_quality"]
     assert quality["images"] == 4 and quality["recall"] >= 0.8
-    assert "detection: recall" in out
+    assert "quality: recall" in out
     assert sorted(k.rsplit("/", 1)[1] for k in seaweed.keys(f"{face_prefix}/in")) == \
         [*FACE_IMAGES, "manifest.json"]  # nothing fetched or generated into it
 
