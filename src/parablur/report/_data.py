@@ -37,6 +37,15 @@ def _accuracy(runs: Sequence[Run]) -> str:
     return f"{min(psnr):.1f} dB" + (f", max {diff:g}" if diff is not None else "")
 
 
+def _varying(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> tuple[list[int], str]:
+    """The columns whose cells differ between ``rows`` (the first column at least), and the
+    others as "header value, ..." for a note: a table stays as narrow as what it compares."""
+    shown = [i for i in range(len(headers)) if len({row[i] for row in rows}) > 1] or [0]
+    same = ", ".join(f"{headers[i]} {rows[0][i]}" for i in range(len(headers))
+                     if i not in shown and rows)
+    return shown, same
+
+
 @dataclass(frozen=True)
 class ReportData:
     """Everything the renderers show, computed once from the runs."""
@@ -228,12 +237,14 @@ class ReportData:
         )
 
     def group_table(self) -> Table:
+        configs = [g.config.cells() for g in self.groups]
+        shown, same = _varying(Config.headers(), configs)
         rows = []
-        for g in self.groups:
+        for g, cells in zip(self.groups, configs, strict=True):
             s = g.speedup
             rows.append(
                 (
-                    *g.config.cells(),
+                    *(cells[i] for i in shown),
                     str(len(g.runs)),
                     str(g.left_out),
                     str(g.noisy_left_out) + (" (figures over noisy rounds)" if g.noisy else ""),
@@ -241,8 +252,7 @@ class ReportData:
                     fmt(g.par_s.median if g.par_s else None, 2),
                     fmt(s.median) if s else MISSING,
                     fmt(s.iqr) if s else MISSING,
-                    fmt(s.minimum) if s else MISSING,
-                    fmt(s.maximum) if s else MISSING,
+                    f"{fmt(s.minimum)} to {fmt(s.maximum)}" if s else MISSING,
                     f"[{s.ci_low:.3f}, {s.ci_high:.3f}]" if s and s.ci_low is not None else MISSING,
                     fmt(g.efficiency),
                     fmt(g.karp_flatt),
@@ -254,7 +264,7 @@ class ReportData:
         return Table(
             "Runs grouped by configuration",
             (
-                *Config.headers(),
+                *(Config.headers()[i] for i in shown),
                 "trials used",
                 "unclean left out",
                 "loaded left out",
@@ -262,8 +272,7 @@ class ReportData:
                 "par s (median)",
                 "speedup median",
                 "IQR",
-                "min",
-                "max",
+                "min to max",
                 "95% CI of median",
                 "efficiency",
                 "Karp-Flatt",
@@ -277,7 +286,8 @@ class ReportData:
             "programs took cores the benchmark used (the CSV's noisy column) under 'loaded left "
             "out' (when no clean round was quiet, the figures are the loaded rounds' and say so). "
             f"Noise rule: a group is NOISY when IQR/median > {A.NOISE_IQR_RATIO} or the 95% CI "
-            f"of the median (percentile bootstrap) is wider than {A.NOISE_CI_RATIO} of the median.",
+            f"of the median (percentile bootstrap) is wider than {A.NOISE_CI_RATIO} of the median."
+            + (f" Same in every row: {same}." if same else ""),
         )
 
     def per_core_table(self) -> Table:
