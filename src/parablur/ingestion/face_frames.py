@@ -48,10 +48,12 @@ HELD_OUT_LFW = 20  # LFW faces 80..99 appear only in held-out frames
 JPEG_QUALITY = (50, 70)  # inclusive
 MIN_FACE = 14.0  # the smallest true face height, px (drawn from 14.5: a resize rounds)
 # Face heights (px) drawn per row: (low, high, weight). The last band gives a few large faces.
-BANDS = ((14.5, 20.0, 0.26), (20.0, 30.0, 0.25), (30.0, 45.0, 0.2), (45.0, 70.0, 0.19),
-         (70.0, 160.0, 0.10))
-P_BLUR, P_DARK, P_OCCLUDED = 0.22, 0.2, 0.2  # per face tile
-P_CLUTTER, P_LFW = 0.3, 0.2  # per tile: clutter, an LFW face, else a photo tile
+# Rows of small faces hold many more of them: these weights give about 30/30/20/20% of the faces
+# under 20, 20-30, 30-45 and 45 px and over.
+BANDS = ((14.5, 20.0, 0.15), (20.0, 30.0, 0.22), (30.0, 45.0, 0.24), (45.0, 70.0, 0.25),
+         (70.0, 160.0, 0.14))
+P_BLUR, P_DARK, P_OCCLUDED = 0.15, 0.15, 0.12  # per face tile
+P_CLUTTER, P_LFW = 0.3, 0.1  # per tile: clutter, an LFW face, else a photo tile
 GAP = (2, 14)  # px between tiles
 MARGIN = 8  # px kept free at the frame's edges
 
@@ -93,6 +95,7 @@ class FaceFrame:
     faces: list[Box]
     jpeg_quality: int
     tags: list[tuple[str, ...]] = field(default_factory=list)  # per face: its source and degradations
+    clutter: list[Box] = field(default_factory=list)  # the face-free tiles (no true box in them)
 
 
 def _skimage_data() -> Path | None:
@@ -165,15 +168,15 @@ def _photo_tile(rng: np.random.Generator, source: FaceSource, face_h: float) -> 
 
 
 def _lfw_tile(rng: np.random.Generator, crops: np.ndarray, pool: range,
-              face_h: float) -> tuple[np.ndarray, Box] | None:
-    """An LFW face on a plain mat, its face ``face_h`` px tall; None if that needs enlarging it
-    by more than a third."""
+              face_h: float) -> tuple[tuple[np.ndarray, Box] | None, tuple[str]]:
+    """An LFW face on a plain mat, its face ``face_h`` px tall (None if that needs enlarging it
+    by more than a third), and its tag ``lfw:INDEX``."""
     i = pool[int(rng.integers(len(pool)))]
     x, y, w, h = _LFW_BOXES[i]
     scale = face_h / h
     grey, flip = int(rng.integers(40, 216)), rng.random()
     if scale > 1.34:
-        return None
+        return None, (f"lfw:{i}",)
     side = max(8, round(25 * scale))
     s = side / 25
     face = cv2.resize(crops[i], (side, side), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
@@ -184,7 +187,7 @@ def _lfw_tile(rng: np.random.Generator, crops: np.ndarray, pool: range,
     if flip < 0.5:
         tile = np.ascontiguousarray(tile[:, ::-1])
         bx = 25 - (x + w)
-    return cv2.cvtColor(tile, cv2.COLOR_GRAY2BGR), (pad + bx * s, pad + y * s, w * s, h * s)
+    return (cv2.cvtColor(tile, cv2.COLOR_GRAY2BGR), (pad + bx * s, pad + y * s, w * s, h * s)), (f"lfw:{i}",)
 
 
 def _occlude(rng: np.random.Generator, tile: np.ndarray, box: Box) -> str:
@@ -193,22 +196,22 @@ def _occlude(rng: np.random.Generator, tile: np.ndarray, box: Box) -> str:
     x, y, w, h = box
     kind, a, b, c = int(rng.integers(3)), rng.random(), rng.random(), rng.random()
     colour = tuple(int(v) for v in rng.integers(0, 256, 3))
-    if kind == 0:  # a face mask over the mouth and nose: the lower 40 to 55% of the box
-        top = y + h * (0.45 + 0.15 * a)
+    if kind == 0:  # a face mask over the mouth and nose: the lower 40 to 50% of the box
+        top = y + h * (0.5 + 0.1 * a)
         cv2.ellipse(tile, (round(x + w / 2), round(top + (y + h - top) / 2)),
                     (round(w * 0.55), max(1, round((y + h - top) * 0.6))), 0, 0, 360, colour, -1,
                     cv2.LINE_AA)
         return "occluded:mask"
-    if kind == 1:  # a hand or object from one side: 30 to 45% of the width
-        cover = w * (0.3 + 0.15 * a)
-        cx = x + cover / 2 - w * 0.1 if b < 0.5 else x + w - cover / 2 + w * 0.1
+    if kind == 1:  # a hand or object from one side: 20 to 35% of the width
+        cover = w * (0.2 + 0.15 * a)
+        cx = x + cover / 2 - w * 0.15 if b < 0.5 else x + w - cover / 2 + w * 0.15
         cv2.ellipse(tile, (round(cx), round(y + h * (0.45 + 0.3 * c))),
-                    (max(1, round(cover / 2 + w * 0.1)), max(1, round(h * 0.35))), 0, 0, 360, colour, -1,
+                    (max(1, round(cover / 2 + w * 0.15)), max(1, round(h * 0.35))), 0, 0, 360, colour, -1,
                     cv2.LINE_AA)
         return "occluded:side"
-    bar = max(2, round(w * (0.15 + 0.1 * a)))  # a bar up from below, left of centre or right
+    bar = max(2, round(w * (0.12 + 0.08 * a)))  # a bar up from below, left of centre or right
     left = round(x + w * (0.25 + 0.5 * b) - bar / 2)
-    cv2.rectangle(tile, (left, round(y + h * (0.4 + 0.2 * c))), (left + bar, tile.shape[0]), colour, -1)
+    cv2.rectangle(tile, (left, round(y + h * (0.55 + 0.15 * c))), (left + bar, tile.shape[0]), colour, -1)
     return "occluded:bar"
 
 
@@ -223,8 +226,8 @@ def _motion_blur(rng: np.random.Generator, tile: np.ndarray, length: float) -> n
 
 
 def _dark(rng: np.random.Generator, tile: np.ndarray) -> np.ndarray:
-    """Low light: 20 to 45% of the light, and sensor noise."""
-    gain, sigma = rng.uniform(0.2, 0.45), rng.uniform(3.0, 9.0)
+    """Low light: 25 to 50% of the light, and sensor noise."""
+    gain, sigma = rng.uniform(0.25, 0.5), rng.uniform(2.0, 6.0)
     noise = rng.standard_normal(tile.shape, dtype=np.float32) * sigma
     return np.clip(tile.astype(np.float32) * gain + noise, 0, 255).astype(np.uint8)
 
@@ -238,7 +241,7 @@ def _degrade(rng: np.random.Generator, tile: np.ndarray, box: Box | None,
     if box is not None and u_occ < P_OCCLUDED:
         tags.append(_occlude(rng, tile, box))
     if u_blur < P_BLUR:
-        tile = _motion_blur(rng, tile, blur_length * (0.12 + 0.23 * u_len))
+        tile = _motion_blur(rng, tile, blur_length * (0.08 + 0.17 * u_len))
         tags.append("blur")
     if u_dark < P_DARK:
         tile = _dark(rng, tile)
@@ -339,8 +342,9 @@ def generate_face_frame(index: int, width: int, height: int, seed: int = 0) -> F
     photos = _clutter_photos()
     faces: list[Box] = []
     tags: list[tuple[str, ...]] = []
+    clutter: list[Box] = []
     y = MARGIN
-    while height - MARGIN - y >= MIN_FACE * 2:
+    while (height - MARGIN - y) / 2.2 > BANDS[0][0]:  # room for a row of the smallest faces
         lo, hi = _band(rng, (height - MARGIN - y) / 2.2)
         x, row_h, misses = MARGIN, 0, 0
         while misses < 6 and x < width - MARGIN:
@@ -354,7 +358,7 @@ def generate_face_frame(index: int, width: int, height: int, seed: int = 0) -> F
             else:
                 made = None
                 if lfw is not None and u_kind < P_CLUTTER + P_LFW:
-                    made, tag = _lfw_tile(rng, lfw[0], pool, face_h), ("lfw",)
+                    made, tag = _lfw_tile(rng, lfw[0], pool, face_h)
                 if made is None:
                     source = sources[int(u_src * len(sources))]
                     made, tag = _photo_tile(rng, source, face_h), (source.name,)
@@ -372,9 +376,11 @@ def generate_face_frame(index: int, width: int, height: int, seed: int = 0) -> F
                 bx, by, bw, bh = box
                 faces.append((round(x + bx, 1), round(ty + by, 1), round(bw, 1), round(bh, 1)))
                 tags.append(tag + done)
+            else:
+                clutter.append((x, ty, tw, th))
             x += tw + int(rng.integers(GAP[0], GAP[1] + 1))
             row_h = max(row_h, ty - y + th)
         if row_h == 0:
             break
         y += row_h + int(rng.integers(GAP[0], GAP[1] + 1))
-    return FaceFrame(image, faces, quality, tags)
+    return FaceFrame(image, faces, quality, tags, clutter)
