@@ -86,6 +86,13 @@ def test_recall_by_band_on_synthetic_boxes_with_known_answers():
     assert list(d)[:3] == ["recall", "recall_by_height", "false_positives_per_image"]
 
 
+def test_a_higher_min_height_leaves_the_shorter_faces_out_of_every_count():
+    truths = [(0, 0, 18, 18), (100, 0, 40, 40), (200, 0, 60, 60)]
+    q = score_image([det(truths[0]), det((500, 500, 30, 30))], truths, min_height=32)
+    assert (q.faces, q.found, q.false_positives) == (2, 0, 1)
+    assert q.band_faces == (0, 0, 1, 1)
+
+
 def test_a_band_without_a_face_has_no_recall():
     q = summarize([score_image([], [(0, 0, 50, 50)])])
     assert q.band_recall == (None, None, None, 0.0) and q.recall == 0.0

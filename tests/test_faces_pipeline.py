@@ -53,7 +53,7 @@ def test_faces_run_sequential_and_dask_identical_with_detections(faces_dir: Path
         for line in lines:
             assert line["size"] == [640, 640] and line["model_sha256"].startswith("8f2383e4")
             assert line["params"]["threshold"] == 0.5 and line["params"]["style"] == "blur"
-            found = face_quality.score_image(line["faces"], truths[line["image"]], min_size=32)
+            found = face_quality.score_image(line["faces"], truths[line["image"]], min_height=32)
             assert found.found >= found.faces - 1  # the faces of 32 px and over, but one at most
             for face in line["faces"]:
                 assert len(face["box"]) == 4 and 0 < face["score"] <= 1
