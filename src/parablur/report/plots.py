@@ -110,6 +110,7 @@ def seq_vs_par(data: ReportData) -> Figure | str:
     if unclean:
         ax.plot(*zip(*unclean, strict=True), "x", color="r", ms=7, label="unclean (left out)")
     ax.set_xlabel("round (in file order)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("seconds")
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
