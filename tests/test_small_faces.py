@@ -61,14 +61,14 @@ def test_faces_16_to_18_px_tall_in_a_2000_px_frame_are_found_at_the_defaults(par
     frame, truths = small_faces_frame((16, 17, 18))
     assert len(truths) == 9
     found = F.detect_faces(frame, params, params.model)
-    quality = face_quality.score_image([f.to_dict() for f in found], truths, min_size=0)
+    quality = face_quality.score_image([f.to_dict() for f in found], truths)
     # Measured: 7 of 9 (the cameraman's half-profile at 16 px and Grace Hopper at 18 px on the
     # coins are missed), no false positive; YuNet alone finds the same 7 with 5 false positives,
     # and the former defaults (YuNet alone, faces from 32 px) 1 of 9.
     assert quality.found >= 7 and quality.false_positives <= 1, quality
     assert "close-up" in {f.look for f in found}
     old = F.detect_faces(frame, replace(params, detector="yunet", face_min_size=32), params.model)
-    assert face_quality.score_image([f.to_dict() for f in old], truths, min_size=0).found <= 3
+    assert face_quality.score_image([f.to_dict() for f in old], truths).found <= 3
 
 
 def test_clutter_gives_no_face(params):
@@ -82,7 +82,7 @@ def test_centerface_alone_finds_faces_and_says_so(params):
     frame, truths = small_faces_frame((24, 40))
     found = F.detect_faces(frame, replace(params, detector="centerface"), params.model)
     assert {f.look for f in found} == {"centerface"}
-    quality = face_quality.score_image([f.to_dict() for f in found], truths, min_size=0)
+    quality = face_quality.score_image([f.to_dict() for f in found], truths)
     assert quality.found >= quality.faces - 1 and quality.false_positives <= 1, quality
 
 
