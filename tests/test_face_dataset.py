@@ -1,4 +1,5 @@
-"""The face dataset: generated scenes with real faces pasted in, and their true boxes."""
+"""The scenes of faces-video clips: generated scenes with real faces pasted in, and their true boxes
+(``faces.generate_face_image``; the ``--fallback faces`` set is tested in test_face_frames.py)."""
 
 from __future__ import annotations
 

@@ -51,7 +51,7 @@ from ..errors import DatasetError
 from ..files import remove_stale_temps, write_atomic
 from .download import DownloadCancelled, Downloader, DownloadFailed
 from .face_clips import ClipStopped, generate_face_clip, write_face_clip
-from .faces import generate_face_image
+from .face_frames import generate_face_frame
 from .generate import encode_jpeg, generate_image
 from .manifest import (
     ForeignManifest,
@@ -225,11 +225,11 @@ class _Build:
         try:
             faces = None
             if cfg.fallback == "faces":
-                image, boxes = generate_face_image(index, cfg.width, cfg.height, cfg.seed)
-                faces = [[int(v) for v in box] for box in boxes]
+                frame = generate_face_frame(index, cfg.width, cfg.height, cfg.seed)
+                faces = [[int(v) for v in box] for box in frame.faces]
+                data = encode_jpeg(frame.image, frame.jpeg_quality)
             else:
-                image = generate_image(index, cfg.width, cfg.height, cfg.seed, cfg.fallback)
-            data = encode_jpeg(image)
+                data = encode_jpeg(generate_image(index, cfg.width, cfg.height, cfg.seed, cfg.fallback))
             self._store(ManifestEntry(index, f"img_{index:04d}.jpg", url, self.gen_source,
                                       sha256_bytes(data), len(data), cfg.width, cfg.height,
                                       attempts, error, cfg.seed, faces), data)
