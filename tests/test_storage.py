@@ -167,10 +167,14 @@ def test_memory_store_lists_in_key_order_and_round_trips(tmp_path):
 
 
 def test_memory_delete_tree_takes_brackets_in_a_location_literally():
-    """A location named 'photos [2024]' is not a glob pattern: its hidden prefix goes, and that
-    of 'photos 2' (which the pattern would match) stays."""
     base = f"memory://parablur-glob-{os.getpid()}"
-    mine, other = open_store(f"{base}/photos [2024]/seq"), open_store(f"{base}/photos 2/seq")
+    check_delete_tree_takes_brackets_literally(open_store(f"{base}/photos [2024]/seq"),
+                                              open_store(f"{base}/photos 2/seq"))
+
+
+def check_delete_tree_takes_brackets_literally(mine, other) -> None:
+    """A location named 'photos [2024]' (``mine``) is not a glob pattern: its hidden prefix goes,
+    and that of 'photos 2' (``other``, which the pattern would match) stays."""
     for store in (mine, other):
         store.write(".parablur-review-originals/a.jpg", b"face crops")
         store.write("kept.jpg", b"output")
