@@ -418,3 +418,16 @@ def test_an_output_redone_with_the_same_record_gets_new_crops(tmp_path: Path, mo
 
     crops = Page((out / PAGE_NAME).read_text(encoding="utf-8")).by_name()["hopper.png"]["crops"]
     assert cv2.imread(str(out / unquote(crops[0]["src"]))).mean() > 50  # the page shows it unmasked
+
+
+def test_faces_found_by_the_runs_own_detector_are_not_doubtful():
+    """With --detector centerface every face is CenterFace's: none is doubtful for that alone
+    (with both, a face CenterFace alone found is)."""
+    face = {"box": [10, 10, 40, 48], "score": 0.93, "look": "centerface"}
+    alone, both = (make_entry(name, {"faces": [face], "params": {"threshold": 0.5, "detector": run}}, "t")
+                   for name, run in (("a.jpg", "centerface"), ("b.jpg", "both")))
+    assert alone.doubts == []
+    assert both.doubts == ["found by CenterFace"]
+    page = Page(render(ordered([alone, both]), title="t", show_originals=False, made_at="now"))
+    assert [f["attrs"]["data-image"] for f in page.figures] == ["b.jpg", "a.jpg"]
+    assert "q" not in page.by_name()["a.jpg"]["crops"][0].get("class", "")

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import quote
 
 import cv2
@@ -87,22 +88,33 @@ def _number(value: object) -> float | None:
     return None
 
 
-def threshold_of(record: Mapping | None) -> float:
-    """The detector threshold the record was made with (a clip's lines keep none: the default)."""
+class Rule(NamedTuple):
+    """What a record's detections are judged by: the run's threshold and detector."""
+
+    threshold: float
+    detector: str | None
+
+
+def rule_of(record: Mapping | None) -> Rule:
+    """The detector threshold the record was made with (a clip's lines keep none: the default),
+    and its detector (the look of each face it found alone is an ordinary one)."""
     params = (record or {}).get("params")
     value = params.get("threshold") if isinstance(params, dict) else None
-    return float(value) if isinstance(value, int | float) else FaceParams().threshold
+    detector = params.get("detector") if isinstance(params, dict) else None
+    return Rule(float(value) if isinstance(value, int | float) else FaceParams().threshold,
+                detector if isinstance(detector, str) else None)
 
 
-def face_doubts(face: Mapping, threshold: float) -> list[str]:
+def face_doubts(face: Mapping, rule: Rule) -> list[str]:
     """Why one detection is doubtful: a score within ``NEAR_THRESHOLD`` of the threshold, found
-    by a second look or past the edge (its ``"look"``), or kept by tracking; [] when it is not."""
+    by a second look or past the edge, or by a detector other than the run's own (its
+    ``"look"``), or kept by tracking; [] when it is not."""
     why = []
     score = face.get("score")
-    if isinstance(score, int | float) and score < threshold + NEAR_THRESHOLD:
+    if isinstance(score, int | float) and score < rule.threshold + NEAR_THRESHOLD:
         why.append("near threshold")
     look = face.get("look")
-    if look not in ORDINARY_LOOKS:
+    if look not in ORDINARY_LOOKS and look != rule.detector:
         why.append(_LOOK_REASONS.get(look, f"found by {look}"))
     if face.get("tracked"):
         why.append("kept by tracking")
@@ -287,9 +299,9 @@ def make_entry(name: str, record: dict | None, tag: str) -> Entry:
     tracks = clip_tracks(record) if clip and record else []
     if record is None:
         return Entry(name, tag, None, clip, ["no face found" if clip else "no record"])
-    threshold = threshold_of(record)
+    rule = rule_of(record)
     faces = [f for t in tracks for _, _, f in t.frames] if clip else faces_of(record)
-    doubts = list(dict.fromkeys(why for f in faces for why in face_doubts(f, threshold)))
+    doubts = list(dict.fromkeys(why for f in faces for why in face_doubts(f, rule)))
     if not faces:
         doubts.append("no face found")
     return Entry(name, tag, record, clip, doubts, tracks)
@@ -342,19 +354,19 @@ def _url(key: str) -> str:
     return quote(key, safe="/")
 
 
-def _crops(sheet: str, faces: Sequence[dict], threshold: float, cls: str = "c") -> str:
+def _crops(sheet: str, faces: Sequence[dict], rule: Rule, cls: str = "c") -> str:
     """One row of crops cut from ``sheet`` (tiles side by side), a doubtful one marked."""
     tiles = []
     for i, face in enumerate(faces):
-        why = face_doubts(face, threshold)
-        title = _face_title(f"face {i + 1}", face, threshold)
+        why = face_doubts(face, rule)
+        title = _face_title(f"face {i + 1}", face, rule)
         tiles.append(f'<img src="{_url(sheet)}" style="object-position:-{i * CROP_SIDE}px 0"'
                      f'{" class=q" if why else ""} title="{html.escape(title)}">')
     return f'<div class="{cls}">{"".join(tiles)}</div>'
 
 
-def _face_title(what: str, face: Mapping, threshold: float) -> str:
-    why = face_doubts(face, threshold)
+def _face_title(what: str, face: Mapping, rule: Rule) -> str:
+    why = face_doubts(face, rule)
     score = _number(face.get("score"))
     text = what + (f", score {score:.2f}" if score is not None else "")
     return text + (f": {', '.join(why)}" if why else "")
@@ -363,7 +375,7 @@ def _face_title(what: str, face: Mapping, threshold: float) -> str:
 def _image_html(e: Entry, show_originals: bool) -> str:
     record = e.record or {}
     faces = faces_of(record)
-    threshold = threshold_of(record)
+    rule = rule_of(record)
     size = record.get("size")
     thumb = asset_key(REVIEW_PREFIX, e.name, e.tag)
     if isinstance(size, list) and len(size) == 2 and all((_number(v) or 0) > 0 for v in size):
@@ -373,7 +385,7 @@ def _image_html(e: Entry, show_originals: bool) -> str:
         params = record.get("params")
         ellipse = " e" if not isinstance(params, dict) or params.get("shape", "ellipse") == "ellipse" else ""
         marks = "".join(
-            f'<i class="m{ellipse}{" q" if face_doubts(f, threshold) else ""}" style="left:{x0 / w:.1%};'
+            f'<i class="m{ellipse}{" q" if face_doubts(f, rule) else ""}" style="left:{x0 / w:.1%};'
             f'top:{y0 / h:.1%};width:{(x1 - x0) / w:.1%};height:{(y1 - y0) / h:.1%}"></i>'
             for f, (x0, y0, x1, y1) in zip(faces, mask_rects(record, w, h), strict=True))
         dims = f' width="{tw}" height="{th}"'
@@ -383,9 +395,9 @@ def _image_html(e: Entry, show_originals: bool) -> str:
     parts = [f'<a class="t" href="{_url(e.name)}"{box}><img src="{_url(thumb)}" loading="lazy"{dims} '
              f'alt="{html.escape(e.name)}">{marks}</a>', _caption(e, f"{len(faces)} face(s)")]
     if faces:
-        parts.append(_crops(asset_key(REVIEW_PREFIX, e.name, e.tag, ".crops"), faces, threshold))
+        parts.append(_crops(asset_key(REVIEW_PREFIX, e.name, e.tag, ".crops"), faces, rule))
         if show_originals:
-            parts.append(_crops(asset_key(ORIGINALS_PREFIX, e.name, e.tag, ".crops"), faces, threshold,
+            parts.append(_crops(asset_key(ORIGINALS_PREFIX, e.name, e.tag, ".crops"), faces, rule,
                                 "c o"))
     return "".join(parts)
 
@@ -396,14 +408,14 @@ def _caption(e: Entry, count: str) -> str:
 
 
 def _clip_html(e: Entry, show_originals: bool) -> str:
-    threshold = threshold_of(e.record)
+    rule = rule_of(e.record)
     thumb = asset_key(REVIEW_PREFIX, e.name, e.tag)
     parts = [f'<a class="t" href="{_url(e.name)}"><img src="{_url(thumb)}" loading="lazy" '
              f'alt="{html.escape(e.name)}"></a>', _caption(e, f"{len(e.tracks)} track(s)")]
     sources = [(REVIEW_PREFIX, "")] + ([(ORIGINALS_PREFIX, " o")] if show_originals else [])
     for row, track in enumerate(e.tracks):
         tracked = sum(1 for _, _, f in track.frames if f.get("tracked"))
-        near = sum(1 for _, _, f in track.frames if "near threshold" in face_doubts(f, threshold))
+        near = sum(1 for _, _, f in track.frames if "near threshold" in face_doubts(f, rule))
         first, last = track.frames[0][0], track.frames[-1][0]
         note = f"track {track.id}: frames {first} to {last}, {len(track.frames)} with the face"
         note += f", {tracked} kept by tracking" if tracked else ""
@@ -412,8 +424,8 @@ def _clip_html(e: Entry, show_originals: bool) -> str:
             sheet = _url(asset_key(prefix, e.name, e.tag, ".tracks"))
             tiles = "".join(
                 f'<img src="{sheet}" style="object-position:-{col * CROP_SIDE}px -{row * CROP_SIDE}px"'
-                f'{" class=q" if face_doubts(face, threshold) else ""} '
-                f'title="{html.escape(_face_title(f"frame {frame}", face, threshold))}">'
+                f'{" class=q" if face_doubts(face, rule) else ""} '
+                f'title="{html.escape(_face_title(f"frame {frame}", face, rule))}">'
                 for col, (frame, _, face) in enumerate(track.strip()))
             label = f"the ORIGINAL of {note}" if cls else note
             parts.append(f'<div class="s{cls}" data-track="{track.id}">{html.escape(label)}'
