@@ -48,7 +48,7 @@ def synthetic_output(folder: Path, n: int, *, assets: bool, seed: int = 0, width
     the thumbnails of ``--review`` when ``assets``."""
     from parablur.files import OUTPUT_MARKER, marker_text
     from parablur.records import line_tag, record_line
-    from parablur.review import write_assets
+    from parablur.review import asset_tag, write_assets
     from parablur.storage import LocalStore
 
     rng = np.random.default_rng(seed)
@@ -76,7 +76,7 @@ def synthetic_output(folder: Path, n: int, *, assets: bool, seed: int = 0, width
         (folder / name).parent.mkdir(exist_ok=True)
         (folder / name).write_bytes(encoded[k])
         if assets:
-            write_assets(store, name, images[k], record, line_tag(line))
+            write_assets(store, name, images[k], record, asset_tag(line_tag(line), len(encoded[k])))
     (folder / "detections.jsonl").write_text("".join(sorted(line + "\n" for line in lines)))
 
 

@@ -312,3 +312,39 @@ def test_faces_run_on_a_folder_of_jpegs(tmp_path: Path, face_model: Path):
         inside = np.kron(moved, np.ones((16, 16), np.uint8))[:before.shape[0], :before.shape[1]]
         inside = cv2.dilate(inside, np.ones((3, 3), np.uint8)) > 0
         assert np.array_equal(before[~inside], after[~inside])
+
+
+def test_a_user_function_that_masks_its_input_in_place_is_not_undone(tmp_path: Path, monkeypatch):
+    """A user's function that writes into the image it is given and returns it: the JPEG edit
+    must still see the masked blocks (it compares the output with the decoded input)."""
+    from conftest import local_task, user_package
+
+    from parablur.worker import Job, process_image
+    from parablur.workloads.custom import CustomWorkload
+
+    source = "def redact(image):\n    image[:200, :200] = 0\n    return image, {'redacted': 1}\n"
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "in" / "a.jpg").write_bytes(_hopper())
+    with user_package(tmp_path / "pkg", "inplacesteps", source, monkeypatch):
+        job = Job(CustomWorkload("inplacesteps.steps:redact"))
+        result = process_image(local_task(tmp_path / "in" / "a.jpg", tmp_path / "out" / "a.jpg"), job)
+    assert result.ok, result.error
+    out = _decode((tmp_path / "out" / "a.jpg").read_bytes())
+    assert out[:184, :184].max() < 8  # masked (JPEG noise only; chroma mixes at its edge), not the source
+    note = json.loads(result.line)["jpeg"]
+    assert note["lossless"] is True and note["mcus_reencoded"] > 0
+
+
+def test_a_turned_photo_over_pillows_pixel_limit_still_falls_back(monkeypatch):
+    """The Exif orientation is read even where Pillow refuses to open the image (over its
+    pixel limit, which a caller may lower, and which ``--max-pixels`` may exceed): OpenCV turns
+    such a photo, so a block-by-block edit would put its masks in the wrong place."""
+    exif = Image.Exif()
+    exif[0x0112] = 3  # turned half a turn: the decoded size is the frame's
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(_hopper())).save(buf, "JPEG", quality=90, exif=exif)
+    turned = _decode(buf.getvalue())
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    result = edit(buf.getvalue(), turned, _masked(turned), ".jpg")
+    assert result.data is None and "Exif orientation 3" in result.note["reason"]

@@ -323,3 +323,111 @@ def test_review_waits_for_no_run_it_refuses_one_under_way(reviewed: Path, capsys
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "parablur run" in err
     assert ((reviewed / PAGE_NAME).read_bytes() if (reviewed / PAGE_NAME).exists() else None) == page
+
+
+def test_a_users_odd_record_values_are_shown_not_a_traceback():
+    """A MODULE:FUNCTION workload's record may hold anything: a face without a numeric score,
+    a non-numeric mask scale, size or params, a box with a NaN. The page is made (such a box
+    is left out), and the worker's thumbnails too (``run --review``)."""
+    import numpy as np
+
+    from parablur.review import image_assets
+
+    record = {"image": "a b/é #1.jpg", "size": ["wide", "tall"], "params": ["odd"],
+              "faces": [{"box": [60, 50, 100, 100], "score": None, "mask_scale": "big"},
+                        {"box": [10, 10, 5, 5], "score": "high"},
+                        {"box": [float("nan"), 1, 2, 3], "score": 0.9}]}
+    entry = make_entry(record["image"], record, "abc")
+    page = Page(render(ordered([entry]), title="t", show_originals=False, made_at="now"))
+    figure = page.by_name()["a b/é #1.jpg"]
+    assert len(figure["crops"]) == 2
+    assert [img["title"] for img in figure["crops"]] == ["face 1", "face 2"]
+    assets = image_assets(np.zeros((300, 400, 3), np.uint8), record)
+    assert set(assets) == {"", ".crops"}
+
+
+def test_show_originals_from_a_missing_input_dir_is_one_line_and_writes_nothing(reviewed: Path,
+                                                                                tmp_path: Path, capsys):
+    """A mistyped --input-dir is the user's mistake: one line, exit 2, and no page that says it
+    shows faces with none of them on it."""
+    page = (reviewed / PAGE_NAME).read_bytes() if (reviewed / PAGE_NAME).exists() else None
+    capsys.readouterr()
+    assert main(["review", str(reviewed), "--show-originals", "--input-dir", str(tmp_path / "typo"),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "input folder not found" in err and len(err.strip().splitlines()) == 1
+    assert ((reviewed / PAGE_NAME).read_bytes() if (reviewed / PAGE_NAME).exists() else None) == page
+    assert not (reviewed / ORIGINALS_PREFIX).exists()
+
+
+def test_a_failure_names_its_output_whole_when_the_name_holds_a_colon(face_model: Path, tmp_path: Path,
+                                                                      capsys):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    shutil.copy(GRACE_HOPPER, inp / "Meeting: day 1.jpg")
+    shutil.copy(GRACE_HOPPER, inp / "other.jpg")
+    _run(inp, tmp_path / "anon", face_model)
+    (inp / "Meeting: day 1.jpg").unlink()  # its original is gone since the run
+    summary = tmp_path / "summary.json"
+    assert main(["review", str(tmp_path / "anon"), "--show-originals", "--input-dir", str(inp),
+                 "--quiet", "--summary-json", str(summary)]) == 1
+    failures = json.loads(summary.read_text())["review"][0]["failures"]
+    assert [f["image"] for f in failures] == ["Meeting: day 1.jpg"]
+    assert failures[0]["reason"].startswith("cannot read ")
+
+
+def test_run_review_with_a_long_file_name(face_model: Path, tmp_path: Path):
+    """An output whose name is near the longest a folder takes (255 bytes, less its temporary and
+    sidecar names: 217) still gets its thumbnails: ``--review`` never fails an image that a run
+    without it anonymizes."""
+    inp = tmp_path / "in"
+    inp.mkdir()
+    long_name = "é" * 100 + "x" * 12 + ".jpg"  # 216 bytes: its crops, while written, 258
+    shutil.copy(GRACE_HOPPER, inp / long_name)
+    _run(inp, tmp_path / "anon", face_model, "--review")
+    out = tmp_path / "anon" / "sequential"
+    assert (out / long_name).is_file()
+    assert main(["review", str(out), "--quiet"]) == 0
+    fig = Page((out / PAGE_NAME).read_text(encoding="utf-8")).by_name()[long_name]
+    from urllib.parse import unquote
+
+    for img in fig["thumbs"] + fig["crops"]:
+        assert (out / unquote(img["src"])).is_file()
+
+
+def test_an_output_redone_with_the_same_record_gets_new_crops(tmp_path: Path, monkeypatch):
+    """The page shows the output as it is now: an output redone without --review (here by a user's
+    function that no longer masks, with the same record) never keeps the crops of the masked one."""
+    from conftest import user_package
+
+    record = "{'faces': [{'box': [150, 100, 200, 200], 'score': 0.9}]}"
+    masks = (f"def hide(image):\n    out = image.copy()\n    out[100:300, 150:350] = 0\n"
+             f"    return out, {record}\n")
+    keeps = f"def hide(image):\n    return image.copy(), {record}\n"
+    inp = tmp_path / "in"
+    inp.mkdir()
+    cv2.imwrite(str(inp / "hopper.png"), cv2.imread(str(GRACE_HOPPER)))
+    out = tmp_path / "anon" / "sequential"
+    for package, source, extra in (("maskssteps", masks, ["--review"]), ("keepssteps", keeps, [])):
+        with user_package(tmp_path / package, package, source, monkeypatch):
+            assert main(["run", "--workload", f"{package}.steps:hide", "--input-dir", str(inp),
+                         "--output-dir", str(tmp_path / "anon"), "--quiet", *extra]) == 0
+    assert cv2.imread(str(out / "hopper.png"))[100:300, 150:350].mean() > 50  # not masked now
+    assert main(["review", str(out), "--quiet"]) == 0
+    from urllib.parse import unquote
+
+    crops = Page((out / PAGE_NAME).read_text(encoding="utf-8")).by_name()["hopper.png"]["crops"]
+    assert cv2.imread(str(out / unquote(crops[0]["src"]))).mean() > 50  # the page shows it unmasked
+
+
+def test_faces_found_by_the_runs_own_detector_are_not_doubtful():
+    """With --detector centerface every face is CenterFace's: none is doubtful for that alone
+    (with both, a face CenterFace alone found is)."""
+    face = {"box": [10, 10, 40, 48], "score": 0.93, "look": "centerface"}
+    alone, both = (make_entry(name, {"faces": [face], "params": {"threshold": 0.5, "detector": run}}, "t")
+                   for name, run in (("a.jpg", "centerface"), ("b.jpg", "both")))
+    assert alone.doubts == []
+    assert both.doubts == ["found by CenterFace"]
+    page = Page(render(ordered([alone, both]), title="t", show_originals=False, made_at="now"))
+    assert [f["attrs"]["data-image"] for f in page.figures] == ["b.jpg", "a.jpg"]
+    assert "q" not in page.by_name()["a.jpg"]["crops"][0].get("class", "")

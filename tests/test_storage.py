@@ -166,6 +166,23 @@ def test_memory_store_lists_in_key_order_and_round_trips(tmp_path):
     assert not [k for k in store.fs.find(store.root) if ".parablur-probe-" in k]
 
 
+def test_memory_delete_tree_takes_brackets_in_a_location_literally():
+    base = f"memory://parablur-glob-{os.getpid()}"
+    check_delete_tree_takes_brackets_literally(open_store(f"{base}/photos [2024]/seq"),
+                                              open_store(f"{base}/photos 2/seq"))
+
+
+def check_delete_tree_takes_brackets_literally(mine, other) -> None:
+    """A location named 'photos [2024]' (``mine``) is not a glob pattern: its hidden prefix goes,
+    and that of 'photos 2' (``other``, which the pattern would match) stays."""
+    for store in (mine, other):
+        store.write(".parablur-review-originals/a.jpg", b"face crops")
+        store.write("kept.jpg", b"output")
+    mine.delete_tree(".parablur-review-originals")
+    assert mine.info(".parablur-review-originals/a.jpg") is None and mine.info("kept.jpg") is not None
+    assert other.read(".parablur-review-originals/a.jpg") == b"face crops"
+
+
 def test_memory_claim_output_refuses_foreign_objects():
     base = f"memory://parablur-claim-{os.getpid()}"
     fresh = open_store(f"{base}/new")

@@ -241,3 +241,11 @@ def test_seaweed_fixture_stops_its_server_by_pid(tmp_path):
     assert not [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     with pytest.raises(ConnectionRefusedError):  # nothing listens on its S3 port any more
         socket.create_connection(("127.0.0.1", server.s3_port), timeout=2).close()
+
+
+def test_delete_tree_takes_brackets_in_a_location_literally(seaweed, prefix):
+    from test_storage import check_delete_tree_takes_brackets_literally
+
+    check_delete_tree_takes_brackets_literally(
+        open_store(f"s3://{BUCKET}/{prefix}/photos [2024]/seq", seaweed.options()),
+        open_store(f"s3://{BUCKET}/{prefix}/photos 2/seq", seaweed.options()))

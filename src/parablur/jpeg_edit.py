@@ -20,7 +20,6 @@ Workload-agnostic: nothing here knows what changed the pixels.
 
 from __future__ import annotations
 
-import io
 import os
 import tempfile
 import threading
@@ -173,15 +172,33 @@ def _unsupported(source: bytes, frame: Frame | None) -> str | None:
 
 
 def exif_orientation(data: bytes) -> int | None:
-    """The Exif orientation tag of an image's bytes (None without one)."""
+    """The Exif orientation tag of JPEG ``data`` (None without one): its first Exif APP1
+    segment before the image data, read by Pillow's Exif parser alone (opening the image
+    would refuse one over Pillow's pixel limit, and its turn would go unseen)."""
     from PIL import Image
 
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            value = image.getexif().get(0x0112)
-    except Exception:  # unreadable Exif: the decoder ignores it too
-        return None
-    return int(value) if isinstance(value, int) else None
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF or data[i + 1] == 0xFF:
+            i += 1
+            continue
+        marker = data[i + 1]
+        if marker in (0xDA, 0xD9):
+            return None
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:
+            i += 2
+            continue
+        end = i + 2 + ((data[i + 2] << 8) | data[i + 3])
+        if marker == 0xE1 and data[i + 4:i + 10] == b"Exif\x00\x00":
+            exif = Image.Exif()
+            try:
+                exif.load(data[i + 4:end])
+            except Exception:  # unreadable Exif: the decoder ignores it too
+                return None
+            value = exif.get(0x0112)
+            return int(value) if isinstance(value, int) else None
+        i = end
+    return None
 
 
 def changed_mcus(before: np.ndarray, after: np.ndarray, mcu: tuple[int, int]) -> np.ndarray:

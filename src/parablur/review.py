@@ -7,8 +7,8 @@ thumbnail and, per track, a strip of frames cropped from the output clip. Crops 
 originals appear only with ``show_originals``, and the page then says so in its first line.
 
 The small JPEGs live under ParaBlur's hidden prefix ``REVIEW_PREFIX`` of the output location,
-named by the output's key and the tag of its record line (``records.line_tag``), so that an
-output redone with other detections gets new ones. ``parablur run --review`` has the workers
+named by the output's key, the tag of its record line (``records.line_tag``) and its size
+(``asset_tag``), so that a redone output gets new ones. ``parablur run --review`` has the workers
 write an image's thumbnail and crops from the output they hold in memory (``write_assets``);
 ``review`` makes only what is missing (a clip's strips, or everything after a run without
 ``--review``), reading the records, the listing and the outputs it must thumbnail.
@@ -20,13 +20,16 @@ the page is made again without them.
 
 from __future__ import annotations
 
+import hashlib
 import html
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import quote
 
 import cv2
@@ -49,6 +52,9 @@ RECORD_FILES = ("detections.jsonl", "records.jsonl")
 NEAR_THRESHOLD = 0.15
 THUMB_SIDE = 240  # a thumbnail's longer side, in pixels
 CROP_SIDE = 96  # a mask's crop: a square of this side, the crop fitted inside
+# The longest review JPEG name: most file systems take 255 bytes, less a store's temporary
+# name around it while it is written (".NAME.<8 hex>.part").
+NAME_BYTES = 200
 PAGE_ENTRIES = 120  # outputs per page of the review page (only the page shown loads its images)
 STRIP_FRAMES = 6  # frames in a track's strip, spread evenly over the track
 ASSET_QUALITY = 80  # JPEG quality of thumbnails and crops
@@ -72,26 +78,43 @@ def faces_of(record: Mapping | None) -> list[dict]:
 
 
 def _is_box(box: object) -> bool:
-    return isinstance(box, list | tuple) and len(box) == 4 and all(
-        isinstance(v, int | float) for v in box)
+    return isinstance(box, list | tuple) and len(box) == 4 and all(_number(v) is not None for v in box)
 
 
-def threshold_of(record: Mapping | None) -> float:
-    """The detector threshold the record was made with (a clip's lines keep none: the default)."""
+def _number(value: object) -> float | None:
+    """``value`` when a record holds a finite number there (a user's record may hold anything)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return value
+    return None
+
+
+class Rule(NamedTuple):
+    """What a record's detections are judged by: the run's threshold and detector."""
+
+    threshold: float
+    detector: str | None
+
+
+def rule_of(record: Mapping | None) -> Rule:
+    """The detector threshold the record was made with (a clip's lines keep none: the default),
+    and its detector (the look of each face it found alone is an ordinary one)."""
     params = (record or {}).get("params")
     value = params.get("threshold") if isinstance(params, dict) else None
-    return float(value) if isinstance(value, int | float) else FaceParams().threshold
+    detector = params.get("detector") if isinstance(params, dict) else None
+    return Rule(float(value) if isinstance(value, int | float) else FaceParams().threshold,
+                detector if isinstance(detector, str) else None)
 
 
-def face_doubts(face: Mapping, threshold: float) -> list[str]:
+def face_doubts(face: Mapping, rule: Rule) -> list[str]:
     """Why one detection is doubtful: a score within ``NEAR_THRESHOLD`` of the threshold, found
-    by a second look or past the edge (its ``"look"``), or kept by tracking; [] when it is not."""
+    by a second look or past the edge, or by a detector other than the run's own (its
+    ``"look"``), or kept by tracking; [] when it is not."""
     why = []
     score = face.get("score")
-    if isinstance(score, int | float) and score < threshold + NEAR_THRESHOLD:
+    if isinstance(score, int | float) and score < rule.threshold + NEAR_THRESHOLD:
         why.append("near threshold")
     look = face.get("look")
-    if look not in ORDINARY_LOOKS:
+    if look not in ORDINARY_LOOKS and look != rule.detector:
         why.append(_LOOK_REASONS.get(look, f"found by {look}"))
     if face.get("tracked"):
         why.append("kept by tracking")
@@ -103,17 +126,30 @@ def mask_rects(record: Mapping, width: int, height: int) -> list[tuple[int, int,
     from .workloads.faces import region
 
     params = record.get("params")
-    scale = params.get("mask_scale", 1.0) if isinstance(params, dict) else 1.0
-    return [region(f["box"], float(f.get("mask_scale") or scale), width, height)
+    scale = _number(params.get("mask_scale")) if isinstance(params, dict) else None
+    return [region(f["box"], float(_number(f.get("mask_scale")) or scale or 1.0), width, height)
             for f in faces_of(record)]
 
 
 # -- small JPEGs -----------------------------------------------------------------------------
 
+def asset_tag(line_tag: str, size: int) -> str:
+    """What an output's review JPEGs are named by: the tag of its record line and its size in
+    bytes, so that an output redone with the same record but other pixels (another function,
+    ParaBlur version or encoding) gets new ones. The size is in every listing; an output of
+    another content and the very same size and record (an uncompressed format) is not told apart."""
+    return f"{line_tag}-{size}"
+
+
 def asset_key(prefix: str, output: str, tag: str, kind: str = "") -> str:
     """The hidden key of one of ``output``'s review JPEGs: its thumbnail (``kind`` ""), its
-    crops (".crops") or its tracks' strips (".tracks")."""
-    return f"{prefix}/{output}.{tag}{kind}.jpg"
+    crops (".crops") or its tracks' strips (".tracks"). A name too long to take the suffix
+    (over ``NAME_BYTES`` with it) is replaced by its digest."""
+    folder, _, name = output.rpartition("/")
+    leaf = f"{name}.{tag}{kind}.jpg"
+    if len(leaf.encode()) > NAME_BYTES:
+        leaf = f"{hashlib.sha256(name.encode()).hexdigest()[:32]}.{tag}{kind}.jpg"
+    return f"{prefix}/{folder}/{leaf}" if folder else f"{prefix}/{leaf}"
 
 
 def _jpeg(image: np.ndarray) -> bytes:
@@ -263,9 +299,9 @@ def make_entry(name: str, record: dict | None, tag: str) -> Entry:
     tracks = clip_tracks(record) if clip and record else []
     if record is None:
         return Entry(name, tag, None, clip, ["no face found" if clip else "no record"])
-    threshold = threshold_of(record)
+    rule = rule_of(record)
     faces = [f for t in tracks for _, _, f in t.frames] if clip else faces_of(record)
-    doubts = list(dict.fromkeys(why for f in faces for why in face_doubts(f, threshold)))
+    doubts = list(dict.fromkeys(why for f in faces for why in face_doubts(f, rule)))
     if not faces:
         doubts.append("no face found")
     return Entry(name, tag, record, clip, doubts, tracks)
@@ -318,35 +354,38 @@ def _url(key: str) -> str:
     return quote(key, safe="/")
 
 
-def _crops(sheet: str, faces: Sequence[dict], threshold: float, cls: str = "c") -> str:
+def _crops(sheet: str, faces: Sequence[dict], rule: Rule, cls: str = "c") -> str:
     """One row of crops cut from ``sheet`` (tiles side by side), a doubtful one marked."""
     tiles = []
     for i, face in enumerate(faces):
-        why = face_doubts(face, threshold)
-        title = _face_title(f"face {i + 1}", face, threshold)
+        why = face_doubts(face, rule)
+        title = _face_title(f"face {i + 1}", face, rule)
         tiles.append(f'<img src="{_url(sheet)}" style="object-position:-{i * CROP_SIDE}px 0"'
                      f'{" class=q" if why else ""} title="{html.escape(title)}">')
     return f'<div class="{cls}">{"".join(tiles)}</div>'
 
 
-def _face_title(what: str, face: Mapping, threshold: float) -> str:
-    why = face_doubts(face, threshold)
-    return f"{what}, score {face.get('score', 0):.2f}" + (f": {', '.join(why)}" if why else "")
+def _face_title(what: str, face: Mapping, rule: Rule) -> str:
+    why = face_doubts(face, rule)
+    score = _number(face.get("score"))
+    text = what + (f", score {score:.2f}" if score is not None else "")
+    return text + (f": {', '.join(why)}" if why else "")
 
 
 def _image_html(e: Entry, show_originals: bool) -> str:
     record = e.record or {}
     faces = faces_of(record)
-    threshold = threshold_of(record)
+    rule = rule_of(record)
     size = record.get("size")
     thumb = asset_key(REVIEW_PREFIX, e.name, e.tag)
-    if isinstance(size, list) and len(size) == 2 and min(size) > 0:
+    if isinstance(size, list) and len(size) == 2 and all((_number(v) or 0) > 0 for v in size):
         w, h = size
         scale = min(1.0, THUMB_SIDE / max(w, h))
         tw, th = max(1, round(w * scale)), max(1, round(h * scale))
-        ellipse = " e" if (record.get("params") or {}).get("shape", "ellipse") == "ellipse" else ""
+        params = record.get("params")
+        ellipse = " e" if not isinstance(params, dict) or params.get("shape", "ellipse") == "ellipse" else ""
         marks = "".join(
-            f'<i class="m{ellipse}{" q" if face_doubts(f, threshold) else ""}" style="left:{x0 / w:.1%};'
+            f'<i class="m{ellipse}{" q" if face_doubts(f, rule) else ""}" style="left:{x0 / w:.1%};'
             f'top:{y0 / h:.1%};width:{(x1 - x0) / w:.1%};height:{(y1 - y0) / h:.1%}"></i>'
             for f, (x0, y0, x1, y1) in zip(faces, mask_rects(record, w, h), strict=True))
         dims = f' width="{tw}" height="{th}"'
@@ -356,9 +395,9 @@ def _image_html(e: Entry, show_originals: bool) -> str:
     parts = [f'<a class="t" href="{_url(e.name)}"{box}><img src="{_url(thumb)}" loading="lazy"{dims} '
              f'alt="{html.escape(e.name)}">{marks}</a>', _caption(e, f"{len(faces)} face(s)")]
     if faces:
-        parts.append(_crops(asset_key(REVIEW_PREFIX, e.name, e.tag, ".crops"), faces, threshold))
+        parts.append(_crops(asset_key(REVIEW_PREFIX, e.name, e.tag, ".crops"), faces, rule))
         if show_originals:
-            parts.append(_crops(asset_key(ORIGINALS_PREFIX, e.name, e.tag, ".crops"), faces, threshold,
+            parts.append(_crops(asset_key(ORIGINALS_PREFIX, e.name, e.tag, ".crops"), faces, rule,
                                 "c o"))
     return "".join(parts)
 
@@ -369,14 +408,14 @@ def _caption(e: Entry, count: str) -> str:
 
 
 def _clip_html(e: Entry, show_originals: bool) -> str:
-    threshold = threshold_of(e.record)
+    rule = rule_of(e.record)
     thumb = asset_key(REVIEW_PREFIX, e.name, e.tag)
     parts = [f'<a class="t" href="{_url(e.name)}"><img src="{_url(thumb)}" loading="lazy" '
              f'alt="{html.escape(e.name)}"></a>', _caption(e, f"{len(e.tracks)} track(s)")]
     sources = [(REVIEW_PREFIX, "")] + ([(ORIGINALS_PREFIX, " o")] if show_originals else [])
     for row, track in enumerate(e.tracks):
         tracked = sum(1 for _, _, f in track.frames if f.get("tracked"))
-        near = sum(1 for _, _, f in track.frames if "near threshold" in face_doubts(f, threshold))
+        near = sum(1 for _, _, f in track.frames if "near threshold" in face_doubts(f, rule))
         first, last = track.frames[0][0], track.frames[-1][0]
         note = f"track {track.id}: frames {first} to {last}, {len(track.frames)} with the face"
         note += f", {tracked} kept by tracking" if tracked else ""
@@ -385,8 +424,8 @@ def _clip_html(e: Entry, show_originals: bool) -> str:
             sheet = _url(asset_key(prefix, e.name, e.tag, ".tracks"))
             tiles = "".join(
                 f'<img src="{sheet}" style="object-position:-{col * CROP_SIDE}px -{row * CROP_SIDE}px"'
-                f'{" class=q" if face_doubts(face, threshold) else ""} '
-                f'title="{html.escape(_face_title(f"frame {frame}", face, threshold))}">'
+                f'{" class=q" if face_doubts(face, rule) else ""} '
+                f'title="{html.escape(_face_title(f"frame {frame}", face, rule))}">'
                 for col, (frame, _, face) in enumerate(track.strip()))
             label = f"the ORIGINAL of {note}" if cls else note
             parts.append(f'<div class="s{cls}" data-track="{track.id}">{html.escape(label)}'
@@ -538,11 +577,11 @@ def _existing(store: Store, prefix: str) -> set[str]:
         return set()
 
 
-def _work(tasks: Sequence[Callable[[], None]], label: str, progress: bool) -> list[str]:
-    """Run ``tasks`` on a few threads (decoding and resizing release the GIL); their errors."""
+def _work(tasks: Sequence[Callable[[], None]], label: str, progress: bool) -> list[dict]:
+    """Run ``tasks`` on a few threads (decoding and resizing release the GIL); their failures."""
     from tqdm import tqdm
 
-    errors: list[str] = []
+    errors: list[dict] = []
     if not tasks:
         return errors
 
@@ -552,7 +591,7 @@ def _work(tasks: Sequence[Callable[[], None]], label: str, progress: bool) -> li
         except Exception as exc:  # noqa: BLE001 - one output that cannot be shown is reported
             from .worker import failure_reason
 
-            errors.append(f"{getattr(task, 'name', '?')}: {failure_reason(exc)}")
+            errors.append({"image": getattr(task, "name", "?"), "reason": failure_reason(exc)})
 
     with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool, \
             tqdm(total=len(tasks), desc=label, unit="img", disable=not progress or None,
@@ -598,8 +637,8 @@ def review_location(out: Store, *, inp: Store | None = None, progress: bool = Fa
     check_page(out)
     with out.lock("parablur review", echo=echo):
         log = RecordLog(out, record_file)
-        names = list(out.list_images())
-        entries = ordered(make_entry(n, log.get(n), log.tag(n)) for n in names)
+        sizes = {item.key: item.size for item in out.scan_images()}
+        entries = ordered(make_entry(n, log.get(n), asset_tag(log.tag(n), size)) for n, size in sizes.items())
         have = _existing(out, REVIEW_PREFIX)
         todo = []
         for e in entries:
@@ -624,8 +663,7 @@ def review_location(out: Store, *, inp: Store | None = None, progress: bool = Fa
         page = render(entries, title=title, show_originals=inp is not None,
                       made_at=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
         out.write(PAGE_NAME, page.encode("utf-8"))
-    failures = tuple({"image": text.split(": ", 1)[0], "reason": text.split(": ", 1)[-1]}
-                     for text in errors)
+    failures = tuple(errors)
     return ReviewSummary(out.location(PAGE_NAME), len(entries), sum(1 for e in entries if e.doubts),
                          len(todo), len(originals), time.perf_counter() - started, failures)
 
@@ -645,6 +683,9 @@ def review(location: Path | str, *, options: Mapping | None = None, input_dir: P
     root = open_store(location, dict(options or {}))
     outs = output_locations(root)
     inp = open_store(input_dir, dict(options or {})) if input_dir is not None else None
+    if inp is not None and next(iter(inp.list_images()), None) is None:  # a missing folder: its line
+        raise DatasetError(f"--input-dir {inp.location()} holds no images: the originals are read from "
+                           "the run's --input-dir")
     for out in outs:  # every refusal before any page is written
         _record_file(out)
         check_page(out)

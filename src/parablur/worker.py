@@ -391,9 +391,9 @@ def process_image(task: ImageTask, job: Job, *, prefetched: Future | None = None
         line = record_line(task.name, record) if record is not None else None
         if job.review and line is not None and not task.return_bytes:
             stage = "review"
-            from .review import write_assets
+            from .review import asset_tag, write_assets
 
-            write_assets(task.store_out, task.dst, out, record, line_tag(line))
+            write_assets(task.store_out, task.dst, out, record, asset_tag(line_tag(line), len(encoded)))
         del out
         t4 = time.perf_counter()
         stages["encode_s"] = t4 - t3

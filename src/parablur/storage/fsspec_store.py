@@ -299,9 +299,14 @@ class FsspecStore(Store):
                 self.fs.rm_file(self._full(sidecar_key(key)))
 
     def _delete_tree(self, prefix: str) -> None:
-        path = self._full(prefix)
-        if self.fs.exists(path):
-            self.fs.rm(path, recursive=True)
+        # Listed, then removed by name: ``rm`` reads a path holding '*', '?' or '[' as a glob
+        # pattern ('photos [2024]/...' matched 'photos 2/...' and not itself).
+        files = self.fs.find(self._full(prefix))
+        if any(c in f for f in files for c in "*?["):
+            for f in files:
+                self.fs.rm_file(f)
+        elif files:
+            self.fs.rm(files)
 
     def _open(self, key: str) -> IO[bytes]:
         return self.fs.open(self._full(key), "rb", block_size=OPEN_BLOCK_BYTES, cache_type="readahead")

@@ -43,7 +43,9 @@ class Workload(Protocol):
 
     def __call__(self, image: np.ndarray, full_shape: tuple[int, ...] | None = None
                  ) -> tuple[np.ndarray, dict | None]:
-        """The output image (of ``full_shape`` when the input was decoded smaller) and a record."""
+        """The output image (of ``full_shape`` when the input was decoded smaller) and a record.
+
+        ``image`` is left unchanged: the worker compares the output with it (``jpeg_edit``)."""
 
     def annotate(self, image: np.ndarray, record: dict) -> np.ndarray | None:
         """A debug copy of the input with the record drawn on it (``--draw-boxes``), or None."""

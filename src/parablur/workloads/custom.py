@@ -145,7 +145,10 @@ class CustomWorkload:
 
     def __call__(self, image: np.ndarray, full_shape: tuple[int, int] | None = None
                  ) -> tuple[np.ndarray, dict | None]:
-        out = load_function(self.spec)(image)
+        # The user's function gets its own copy: one that writes into its input would otherwise
+        # change the decoded input the worker compares the output with (``jpeg_edit``), and
+        # its changes would be taken for untouched blocks and dropped.
+        out = load_function(self.spec)(image.copy())
         record = None
         if isinstance(out, tuple) and len(out) == 2:
             out, record = out
