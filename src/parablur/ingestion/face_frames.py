@@ -32,15 +32,13 @@ last ``HELD_OUT_LFW`` faces of the subset, which frames with a smaller seed neve
 from __future__ import annotations
 
 import functools
-import importlib.util
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from .faces import Box, FaceSource, available_sources
+from .faces import Box, FaceSource, _photo, available_sources, skimage_data
 
 _SALT = 4  # generate.py uses 1 and 2, faces.py 3
 HELD_OUT_SEED = 1000
@@ -98,23 +96,10 @@ class FaceFrame:
     clutter: list[Box] = field(default_factory=list)  # the face-free tiles (no true box in them)
 
 
-def _skimage_data() -> Path | None:
-    spec = importlib.util.find_spec("skimage")
-    return Path(spec.origin).parent / "data" if spec is not None and spec.origin else None
-
-
-@functools.lru_cache(maxsize=32)
-def _read(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"cannot read {path}")
-    return image
-
-
 @functools.lru_cache(maxsize=1)
 def _lfw() -> tuple[np.ndarray, np.ndarray] | None:
     """lfw_subset as uint8: (100 faces, the non-face crops kept as clutter), or None."""
-    data = _skimage_data()
+    data = skimage_data()
     if data is None or not (data / "lfw_subset.npy").is_file():
         return None
     crops = np.rint(np.load(data / "lfw_subset.npy") * 255).astype(np.uint8)
@@ -127,10 +112,10 @@ CLUTTER_PHOTOS = ("coins", "clock_motion", "coffee", "chelsea", "moon", "brick",
 
 
 def _clutter_photos() -> tuple[np.ndarray, ...]:
-    data = _skimage_data()
+    data = skimage_data()
     if data is None:
         return ()
-    return tuple(_read(data / f"{n}.png") for n in CLUTTER_PHOTOS if (data / f"{n}.png").is_file())
+    return tuple(_photo(data / f"{n}.png") for n in CLUTTER_PHOTOS if (data / f"{n}.png").is_file())
 
 
 def _band(rng: np.random.Generator, highest: float) -> tuple[float, float]:
@@ -144,7 +129,7 @@ def _band(rng: np.random.Generator, highest: float) -> tuple[float, float]:
 def _photo_tile(rng: np.random.Generator, source: FaceSource, face_h: float) -> tuple[np.ndarray, Box]:
     """``source`` cropped around its face (60% to all of each side) and flipped or not, shrunk so
     that its face is ``face_h`` px tall (never enlarged); the tile and its face's box."""
-    photo = _read(source.path)
+    photo = _photo(source.path)
     ph, pw = photo.shape[:2]
     x, y, w, h = source.box
     fx, fy = rng.uniform(0.6, 1.0), rng.uniform(0.6, 1.0)
@@ -313,11 +298,11 @@ def _clutter_tile(rng: np.random.Generator, height: int, photos: tuple[np.ndarra
 
 def _ground(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     """The frame's ground: a texture photo (brick, gravel, grass) enlarged, or a plain gradient."""
-    data = _skimage_data()
+    data = skimage_data()
     names = [n for n in ("brick", "gravel", "grass") if data is not None and (data / f"{n}.png").is_file()]
     u, gain = rng.random(), rng.uniform(0.4, 1.0)
     if names and u < 0.6:
-        texture = _read(data / f"{names[int(u / 0.6 * len(names))]}.png")
+        texture = _photo(data / f"{names[int(u / 0.6 * len(names))]}.png")
         return cv2.convertScaleAbs(cv2.resize(texture, (width, height), interpolation=cv2.INTER_LINEAR),
                                    alpha=gain)
     a, b = rng.integers(0, 256, 3).astype(np.float32), rng.integers(0, 256, 3).astype(np.float32)
