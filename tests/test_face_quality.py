@@ -7,7 +7,10 @@ import numpy as np
 import pytest
 
 from parablur.workloads.face_quality import (
+    BANDS,
+    MIN_HEIGHT,
     ImageQuality,
+    band_of,
     exposed_face_frames,
     found_again,
     iou,
@@ -42,11 +45,57 @@ def test_match_needs_iou_of_at_least_0_3():
 
 
 def test_score_image_counts_found_missed_and_false_positives():
-    truths = [(0, 0, 40, 40), (100, 100, 50, 60), (300, 300, 20, 20)]  # the last is below 32 px
-    detections = [det((2, 2, 40, 40)), det((500, 500, 40, 40)), det((300, 300, 20, 20)),
+    truths = [(0, 0, 40, 40), (100, 100, 50, 60), (300, 300, 12, 12)]  # the last is under 16 px tall
+    detections = [det((2, 2, 40, 40)), det((500, 500, 40, 40)), det((300, 300, 12, 12)),
                   det((0, 0, 41, 41), 0.5)]  # a duplicate of the first face: a false positive
     q = score_image(detections, truths)
-    assert q == ImageQuality(faces=2, found=1, false_positives=2)
+    # The face under 16 px counts nowhere: not in recall, and the detection matching it is no
+    # false positive.
+    assert (q.faces, q.found, q.false_positives) == (2, 1, 2)
+    assert q.band_faces == (0, 0, 1, 1) and q.band_found == (0, 0, 1, 0)
+
+
+def test_bands_go_by_the_true_box_height_and_include_their_lower_edge():
+    assert MIN_HEIGHT == 16 and [b[0] for b in BANDS] == ["16_to_20px", "20_to_30px", "30_to_45px",
+                                                          "45px_up"]
+    assert [band_of(h) for h in (15.9, 16, 19.9, 20, 29.9, 30, 44.9, 45, 2000)] == \
+        [None, 0, 0, 1, 1, 2, 2, 3, 3]
+    # Height, not the longer side: a box 50 wide and 18 tall is in the 16-20 band.
+    q = score_image([], [(0, 0, 50, 18)])
+    assert q.band_faces == (1, 0, 0, 0) and q.faces == 1
+
+
+def test_recall_by_band_on_synthetic_boxes_with_known_answers():
+    # Image one: faces 17, 18, 25, 40, 60 and 10 px tall; found: 17, 40, 60 and the 10 px one.
+    truths = [(0, 0, 17, 17), (100, 0, 18, 18), (200, 0, 25, 25), (300, 0, 40, 40), (400, 0, 60, 60),
+              (600, 0, 10, 10)]
+    found = [det(truths[i]) for i in (0, 3, 4, 5)]
+    one = score_image([*found, det((800, 800, 30, 30))], truths)  # one false positive
+    # Image two: a 22 px face found, two false positives, one of them a duplicate.
+    two = score_image([det((0, 0, 22, 22)), det((1, 1, 22, 22), 0.4), det((900, 900, 50, 50))],
+                      [(0, 0, 22, 22)])
+    total = summarize([one, two])
+    assert (total.faces, total.found, total.false_positives) == (6, 4, 3)
+    assert total.band_faces == (2, 2, 1, 1) and total.band_found == (1, 1, 1, 1)
+    assert total.band_recall == (0.5, 0.5, 1.0, 1.0)
+    assert total.recall == pytest.approx(4 / 6) and total.false_positives_per_image == 1.5
+    d = total.to_dict()
+    assert d["recall_by_height"] == {"16_to_20px": 0.5, "20_to_30px": 0.5, "30_to_45px": 1.0,
+                                     "45px_up": 1.0}
+    assert d["faces_by_height"]["16_to_20px"] == 2 and d["found_by_height"]["45px_up"] == 1
+    assert list(d)[:3] == ["recall", "recall_by_height", "false_positives_per_image"]
+
+
+def test_a_higher_min_height_leaves_the_shorter_faces_out_of_every_count():
+    truths = [(0, 0, 18, 18), (100, 0, 40, 40), (200, 0, 60, 60)]
+    q = score_image([det(truths[0]), det((500, 500, 30, 30))], truths, min_height=32)
+    assert (q.faces, q.found, q.false_positives) == (2, 0, 1)
+    assert q.band_faces == (0, 0, 1, 1)
+
+
+def test_a_band_without_a_face_has_no_recall():
+    q = summarize([score_image([], [(0, 0, 50, 50)])])
+    assert q.band_recall == (None, None, None, 0.0) and q.recall == 0.0
 
 
 def test_summary_pools_faces_and_averages_false_positives_per_image():

@@ -53,7 +53,7 @@ def test_faces_run_sequential_and_dask_identical_with_detections(faces_dir: Path
         for line in lines:
             assert line["size"] == [640, 640] and line["model_sha256"].startswith("8f2383e4")
             assert line["params"]["threshold"] == 0.5 and line["params"]["style"] == "blur"
-            found = face_quality.score_image(line["faces"], truths[line["image"]], min_size=32)
+            found = face_quality.score_image(line["faces"], truths[line["image"]], min_height=32)
             assert found.found >= found.faces - 1  # the faces of 32 px and over, but one at most
             for face in line["faces"]:
                 assert len(face["box"]) == 4 and 0 < face["score"] <= 1
@@ -84,13 +84,17 @@ def test_bench_faces_reports_recall_false_positives_and_speedup(faces_dir: Path,
                  "--summary-json", str(tmp_path / "s.json")])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "detection: recall" in out and "false positives per image" in out
+    assert "quality: recall" in out and "false positives per image" in out
+    assert "recall by height (16 to 20px" in out and "per core" in out
     assert "vs ceiling" in out and "speedup" in out
     quality = json.loads((tmp_path / "s.json").read_text())["detection_quality"]
     assert quality["images"] == 4 and quality["recall"] >= 0.8
     (row,) = results.read_rows(tmp_path / "r.csv")
     assert row["workload"] == "faces"
     assert float(row["recall"]) == pytest.approx(quality["recall"], rel=1e-5)
+    for band, recall in quality["recall_by_height"].items():
+        assert row[f"recall_by_height_{band}"] == results.cell(recall)
+    assert float(row["par_img_per_core"]) > 0 and float(row["seq_img_per_core"]) > 0
     assert json.loads(row["workload_params"])["model_sha256"].startswith("8f2383e4")
 
 

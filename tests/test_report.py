@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import struct
 import zlib
+from html import escape as html_escape
 from pathlib import Path
 
 import pytest
@@ -260,3 +261,69 @@ def test_no_serial_fraction_is_shown_for_a_group_measured_only_in_noisy_rounds(t
     study = md.split("## The original study beside ours", 1)[1].split("\n## ", 1)[0]
     ours = [line for line in study.splitlines() if line.startswith("| ours")]
     assert [line.split("|")[-3:-1] for line in ours] == [[" – ", " – "], [" 0.081 ", " 12.3x "]]
+
+
+def _mixed_csv(tmp_path: Path) -> Path:
+    """Blur (exact and fast) and faces rounds interleaved in one file, as ``bench`` appends them."""
+    csv_path = tmp_path / "r.csv"
+    rows = []
+    for r in (1, 2, 3):
+        rows += [_row(round=r, run_id="a", seq_s=10.0 + r, par_s=5.5, seq_throughput=0.8,
+                      par_throughput=1.5),
+                 _row(round=r, run_id="b", engine="fast", seq_s=4.0, par_s=2.2 + 0.1 * r),
+                 _row(round=r, run_id="c", workload="faces", seq_s=6.0, par_s=3.1,
+                      recall=0.99, recall_by_height_16_to_20px=0.9, recall_by_height_45px_up=1.0,
+                      false_positives_per_image=0.25)]
+    append_rows(csv_path, rows)
+    return csv_path
+
+
+def test_no_plotted_line_joins_two_engines_or_workloads(tmp_path: Path) -> None:
+    from parablur.report.plots import round_series
+
+    data = build_report([_mixed_csv(tmp_path)], tmp_path / "out").data
+    series = round_series(data.runs)
+    assert len([k for k in series if k.startswith("sequential")]) == 3
+    for label, pts in series.items():
+        assert len({(r.config.workload or "blur", r.config.engine or "exact") for _, _, r in pts}) == 1, label
+        assert len(pts) == 3, label  # every round of that variant, and the sequential time once a round
+
+
+def test_captions_never_repeat_the_figures_titles(v1_report) -> None:
+    result = v1_report
+    html = result.html.read_text()
+    drawn = [p for p in result.plots if p.path is not None]
+    assert len(drawn) >= 5
+    for plot in result.plots:
+        assert plot.caption and not plot.caption.lower().startswith(plot.title.lower()), plot.name
+    for plot in drawn:
+        assert f"<figcaption>{html_escape(plot.caption)}</figcaption>" in html
+    # The title drawn on each figure is not its caption either.
+    from parablur.report.plots import BUILDERS
+
+    for name, _, caption, build in BUILDERS:
+        fig = build(result.data)
+        if not isinstance(fig, str):
+            title = fig.axes[0].get_title()
+            assert title and not caption.lower().startswith(title.lower()), name
+
+
+def test_tables_fit_the_page_and_show_recall_by_band_and_images_per_core(tmp_path: Path) -> None:
+    result = build_report([_mixed_csv(tmp_path)], tmp_path / "out")
+    html = (tmp_path / "out" / "report.html").read_text()
+    css = html[html.index("<style>"):html.index("</style>")]
+    assert re.search(r"table\{[^}]*max-width:100%", css) and "overflow-wrap:break-word" in css
+    grouped = next(t for t in result.data.tables() if t.title == "Runs grouped by configuration")
+    # Only the settings that differ between the groups are columns; the rest are named once.
+    assert grouped.headers[:3] == ("workload", "engine", "trials used")
+    assert "Same in every row: mode bench, hostname h, executor dask" in grouped.note
+    table = next(t for t in result.data.tables() if t.title == "Images per core and detection quality")
+    assert table.headers[1:4] == ("seq img/s per core", "par img/s per core", "recall (>= 16 px)")
+    faces = next(row for row in table.rows if "workload=faces" in row[0])
+    cells = dict(zip(table.headers, faces, strict=True))
+    assert (cells["recall (>= 16 px)"], cells["16 to 20px"], cells["45px up"]) == ("0.990", "0.900", "1.000")
+    assert cells["20 to 30px"] == "–" and cells["false positives per image"] == "0.25"
+    blur = next(row for row in table.rows if "workload" not in row[0] and "engine" not in row[0])
+    # 0.8 img/s on one core; 1.5 img/s on the two workers: 0.75 a core.
+    assert dict(zip(table.headers, blur, strict=True))["par img/s per core"] == "0.75"
+    assert dict(zip(table.headers, blur, strict=True))["seq img/s per core"] == "0.80"

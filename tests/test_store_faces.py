@@ -20,6 +20,7 @@ from seaweed import BUCKET
 from parablur.cli import main
 from parablur.config import RunConfig
 from parablur.pipeline import anonymize
+from parablur.workloads import face_quality
 
 pytestmark = [pytest.mark.timeout(300)]
 
@@ -259,8 +260,14 @@ def test_bench_faces_on_a_store_dataset_scores_recall_from_its_manifest(
     assert summary["images"] == 4 and summary["ok"]
     assert all(r["threads_identical"] for r in summary["rounds"])
     quality = summary["detection_quality"]
-    assert quality["images"] == 4 and quality["recall"] >= 0.8
-    assert "detection: recall" in out
+    # Scored against the manifest in the store: its every true face at least 16 px tall; the
+    # faces of 45 px and over are found at the default settings (the small ones are the
+    # detector's targets, measured in its own tests and benchmarks).
+    manifest = json.loads(seaweed.client().cat_file(f"{BUCKET}/{face_prefix}/in/manifest.json"))
+    tall = [b for e in manifest["images"] for b in e["faces"] if b[3] >= face_quality.MIN_HEIGHT]
+    assert quality["images"] == 4 and quality["faces"] == len(tall) > 0
+    assert quality["recall_by_height"]["45px_up"] >= 0.8
+    assert "quality: recall" in out
     assert sorted(k.rsplit("/", 1)[1] for k in seaweed.keys(f"{face_prefix}/in")) == \
         [*FACE_IMAGES, "manifest.json"]  # nothing fetched or generated into it
 

@@ -39,6 +39,15 @@ def efficiency(speedup_value: float, workers: int) -> float:
     return speedup_value / workers
 
 
+def images_per_core(throughput: float | None, workers: int | None) -> float | None:
+    """Images per second per core: a leg's throughput over the cores it ran on, one per
+    worker slot (a sequential leg: 1; a Dask leg: workers x threads per worker).
+
+    The rate to compare tools and machines by; None when either is unknown.
+    """
+    return throughput / workers if throughput is not None and workers else None
+
+
 def karp_flatt(speedup_value: float, workers: int) -> float | None:
     """Karp-Flatt experimentally determined serial fraction e = (1/S - 1/p) / (1 - 1/p).
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from . import figures, results
 from .accuracy import Accuracy, engine_accuracy, sample_of
-from .analysis import GroupStats, Spread, efficiency, karp_flatt, speedup
+from .analysis import GroupStats, Spread, efficiency, images_per_core, karp_flatt, speedup
 from .ceiling import Ceiling, CeilingMeter, ceiling_shape
 from .config import BenchConfig, FetchConfig, RunConfig
 from .environment import snapshot
@@ -117,6 +117,9 @@ class ExecutorStats:
     # Frames per second, where video clips make them differ from images per second.
     sequential_frame_rate: float | None = None
     parallel_frame_rate: float | None = None
+    # Images per second per core (analysis.images_per_core): sequential on one, parallel on its workers.
+    sequential_per_core: float | None = None
+    parallel_per_core: float | None = None
 
 
 @dataclass(frozen=True)
@@ -236,6 +239,8 @@ def summarize(name: str, rounds: Sequence[RoundResult], rows: Sequence[Mapping[s
         efficiency=trials.efficiency, serial_fraction=trials.karp_flatt,
         sequential_throughput=trials.median("seq_throughput"),
         parallel_throughput=trials.median("par_throughput"),
+        sequential_per_core=trials.median("seq_per_core"),
+        parallel_per_core=trials.median("par_per_core"),
         clean_rounds=len(trials.runs) + trials.noisy_left_out, rounds=len(measured),
         startup_s=par[0].startup_s, stage_share=_stage_share(par),
         peak_worker_rss_mb=max(r.peak_worker_rss_mb for r in par),
@@ -309,10 +314,10 @@ def csv_row(rnd: RoundResult, name: str, run: RunConfig, size: tuple[int, int] |
                                           else {})}, sort_keys=True),
         "psnr_db": rnd.accuracy.psnr_db if rnd.accuracy else None,
         "max_abs_diff": rnd.accuracy.max_abs_diff if rnd.accuracy else None,
-        "recall": (rnd.quality or {}).get("recall"),
-        "false_positives_per_image": (rnd.quality or {}).get("false_positives_per_image"),
         "frames": par.frames, "seq_frame_rate": seq.frame_rate, "par_frame_rate": par.frame_rate,
-        "exposed_face_frames": (rnd.quality or {}).get("exposed_face_frames"),
+        "seq_img_per_core": images_per_core(seq.throughput, 1),
+        "par_img_per_core": images_per_core(par.throughput, par.workers),
+        **results.quality_cells(rnd.quality),
     }
 
 
@@ -325,6 +330,21 @@ def task_rows(rnd: RoundResult, run: RunConfig, run_id: str) -> list[dict]:
             for name, leg in legs.items() for worker, start, end, images in leg.tasks]
 
 
+def format_figures(scores: Mapping) -> str:
+    """A workload's figures (``Workload.score``, ``score_outputs``) as "name value" in their
+    order, a nested figure's in brackets: how ``bench`` shows whatever a workload scores."""
+    def value(v: object) -> str:
+        if v is None:
+            return "n/a"
+        if isinstance(v, float):
+            return f"{v:.3f}"
+        if isinstance(v, Mapping):
+            return f"({format_figures(v)})"
+        return str(v)
+
+    return ", ".join(f"{str(k).replace('_', ' ')} {value(v)}" for k, v in scores.items())
+
+
 def format_round(rnd: RoundResult) -> str:
     label = "warm-up" if rnd.warmup else f"round {rnd.index}"
     parts = [f"{label:>9}: sequential {rnd.sequential.wall_s:7.2f} s"]
@@ -333,11 +353,8 @@ def format_round(rnd: RoundResult) -> str:
         if run.failed or rnd.sequential.failed:
             mark += f", {run.failed + rnd.sequential.failed} failed"
         parts.append(f"{name} {run.wall_s:7.2f} s  x{rnd.speedup(name):.2f} ({mark})")
-    if rnd.quality and rnd.quality.get("recall") is not None:
-        parts.append(f"recall {rnd.quality['recall']:.3f}, "
-                     f"{rnd.quality['false_positives_per_image']:.2f} false positives/image")
-    if rnd.quality and rnd.quality.get("exposed_face_frames") is not None:
-        parts.append(f"face-frames exposed {rnd.quality['exposed_face_frames'] * 100:.2f}%")
+    if rnd.quality:
+        parts.append(format_figures(rnd.quality))
     if rnd.accuracy:
         parts.append(f"vs exact {rnd.accuracy.psnr_db:.1f} dB, max diff "
                      f"{rnd.accuracy.max_abs_diff:g}")
@@ -723,6 +740,8 @@ def _figure_lines(st: ExecutorStats) -> list[str]:
         f"  serial fraction  {kf}",
         f"  throughput       {st.sequential_throughput:8.2f} img/s sequential, "
         f"{st.parallel_throughput:.2f} img/s parallel",
+        f"  per core         {st.sequential_per_core:8.2f} img/s sequential (1 core), "
+        f"{st.parallel_per_core:.2f} img/s parallel ({st.workers} cores)",
         *([f"  frame rate       {st.sequential_frame_rate:8.1f} frames/s sequential, "
            f"{st.parallel_frame_rate:.1f} frames/s parallel"]
           if st.sequential_frame_rate is not None and st.parallel_frame_rate is not None else []),
@@ -750,18 +769,8 @@ def format_summary(summary: BenchSummary) -> str:
             lines.append(f"  worker time      {shares}")
         if st.peak_worker_rss_mb:
             lines.append(f"  peak worker RSS  {st.peak_worker_rss_mb:8.0f} MB")
-    q = summary.quality
-    if q and q.get("recall") is not None:
-        lines.append(f"detection: recall {q['recall']:.3f} ({q['found']} of {q['faces']} true faces "
-                     f"found, IoU >= 0.3), {q['false_positives_per_image']:.2f} false positives "
-                     f"per image, over {q['images']} images")
-    if q and q.get("exposed_face_frames") is not None:
-        off_edge = q.get("exposed_off_edge")
-        lines.append(f"face-frames: {q['exposed']} of {q['face_frames']} true face-frames still "
-                     f"exposed ({q['exposed_face_frames'] * 100:.2f}%; "
-                     + (f"{off_edge * 100:.2f}% of the faces off the frame's edge" if off_edge is not None
-                        else "no face off the frame's edge")
-                     + f"), {(1 - q['exposed_face_frames']) * 100:.2f}% hidden, over {q['clips']} clips")
+    if summary.quality:
+        lines.append(f"quality: {format_figures(summary.quality)}")
     acc = summary.accuracy
     if acc:
         lines.append(f"accuracy: {summary.engine} against exact on {acc.images} sampled images: "

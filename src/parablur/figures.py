@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 
 from . import analysis as A
-from .results import cell
+from .results import QUALITY_COLUMNS, cell
 
 STAGES = ("read_s", "decode_s", "blur_s", "encode_s", "write_s", "idle_s")
 ENV_FIELDS = (
@@ -187,6 +187,10 @@ class Run:
     max_abs_diff: float | None = None
     seq_frame_rate: float | None = None  # frames/s (video clips among the inputs)
     par_frame_rate: float | None = None
+    seq_per_core: float | None = None  # images/s per core (analysis.images_per_core)
+    par_per_core: float | None = None
+    # The workload's scores the CSV keeps (results.QUALITY_COLUMNS: recall, by height band, ...).
+    quality: tuple[tuple[str, float | None], ...] = ()
 
     @property
     def workers(self) -> int | None:
@@ -199,6 +203,10 @@ class Run:
 
     def stage(self, name: str) -> float | None:
         return dict(self.stages).get(name)
+
+    def score(self, name: str) -> float | None:
+        """The workload's score ``name`` (a column of ``results.QUALITY_COLUMNS``), or None."""
+        return dict(self.quality).get(name)
 
 
 def _is_clean(row: Mapping[str, str]) -> bool:
@@ -263,6 +271,9 @@ def to_run(row: Mapping[str, str], source: str, index: int) -> Run:
         max_abs_diff=_float(g("max_abs_diff")),
         seq_frame_rate=_float(g("seq_frame_rate")),
         par_frame_rate=_float(g("par_frame_rate")),
+        seq_per_core=A.images_per_core(seq_tp, 1),
+        par_per_core=A.images_per_core(par_tp, p),
+        quality=tuple((k, _float(g(k))) for k in QUALITY_COLUMNS),
     )
 
 
@@ -331,6 +342,10 @@ class Group:
 
     def median(self, attr: str) -> float | None:
         return _median(values(self.runs, attr))
+
+    def score(self, name: str) -> float | None:
+        """Median over the trials of the workload's score ``name`` (``Run.score``)."""
+        return _median([v for v in (r.score(name) for r in self.runs) if v is not None])
 
 
 def group(config: Config, runs: Sequence[Run]) -> Group:

@@ -82,13 +82,41 @@ COLUMNS: tuple[str, ...] = (
     "workload_params",  # JSON: the parameters the outputs depend on
     "psnr_db",  # a non-exact engine's blur against the exact one on a sample (pooled PSNR)
     "max_abs_diff",  # ... and the largest difference there
-    "recall",  # faces on a dataset with true boxes: share found (IoU >= 0.3, >= face-min-size)
+    "recall",  # faces on a dataset with true boxes: share found (IoU >= 0.3, at least 16 px tall)
     "false_positives_per_image",
     "frames",  # frames of the outputs (an image: 1; a video clip: all of its frames)
     "seq_frame_rate",  # frames per second; differs from the throughput when there are clips
     "par_frame_rate",
     "exposed_face_frames",  # clips with true boxes: share of face-frames still visible after
+    "seq_img_per_core",  # images/s per core: the sequential leg's throughput (one core)
+    "par_img_per_core",  # ... the parallel leg's over its worker slots (analysis.images_per_core)
+    # Recall by the true face's height (face_quality.BANDS; faces under 16 px tall count nowhere).
+    "recall_by_height_16_to_20px",
+    "recall_by_height_20_to_30px",
+    "recall_by_height_30_to_45px",
+    "recall_by_height_45px_up",
 )
+
+#: The columns a workload's figures (``Workload.score``, ``score_outputs``) fill: a nested
+#: figure's keys are joined by "_" (``quality_cells``).
+QUALITY_COLUMNS: tuple[str, ...] = (
+    "recall", "false_positives_per_image", "exposed_face_frames",
+    *(c for c in COLUMNS if c.startswith("recall_by_height_")))
+
+
+def quality_cells(figures: Mapping[str, object] | None) -> dict[str, object]:
+    """The values of ``QUALITY_COLUMNS`` in a workload's figures (None where it has none)."""
+    flat: dict[str, object] = {}
+
+    def walk(prefix: str, value: object) -> None:
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                walk(f"{prefix}_{k}" if prefix else str(k), v)
+        else:
+            flat[prefix] = value
+
+    walk("", figures or {})
+    return {c: flat.get(c) for c in QUALITY_COLUMNS}
 
 
 def cell(value: object) -> str:

@@ -16,13 +16,14 @@ FILENAME = "report.html"
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.85em}
-th,td{border:1px solid #ccc;padding:.25em .5em;text-align:left;vertical-align:top}
+table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.8em;max-width:100%}
+th,td{border:1px solid #ccc;padding:.2em .4em;text-align:left;vertical-align:top;overflow-wrap:break-word}
 th{background:#f2f2f2}
 .warn{background:#fff3cd;border:1px solid #e0c36a;padding:.5em 1em;margin:.5em 0}
 .note{color:#555;font-size:.85em}
 figure{display:inline-block;margin:.5em}
-figure img{max-width:680px;border:1px solid #ddd}
+figure img{max-width:100%;border:1px solid #ddd}
+figcaption{font-size:.85em;color:#555;max-width:680px}
 """
 
 e = html.escape
@@ -40,7 +41,7 @@ def _figure(plot: Plot) -> str:
     data = base64.b64encode(plot.path.read_bytes()).decode("ascii")
     return (
         f'<figure><img alt="{e(plot.title)}" src="data:image/png;base64,{data}">'
-        f"<figcaption>{e(plot.title)}</figcaption></figure>"
+        f"<figcaption>{e(plot.caption)}</figcaption></figure>"
     )
 
 

@@ -50,6 +50,6 @@ def render(data: ReportData, plots: Sequence[Plot]) -> str:
         out += ["## Warnings", ""] + [f"- {_cell(w)}" for w in warnings] + [""]
     out += [_table(t) for t in data.tables()]
     out += ["## Figures", ""]
-    out += [f"- [{p.title}]({p.path.name})" for p in plots if p.path is not None]
+    out += [f"- [{p.title}]({p.path.name}): {_cell(p.caption)}" for p in plots if p.path is not None]
     out += [f"- {p.title}: skipped ({_cell(p.skipped)})" for p in plots if p.path is None]
     return "\n".join(out) + "\n"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -34,6 +34,7 @@ class Plot:
     title: str
     path: Path | None
     skipped: str = ""
+    caption: str = ""  # what to read in it, never its title again
 
 
 def _legend(data: ReportData, config: Config, *skip: str) -> str:
@@ -45,6 +46,36 @@ def _legend(data: ReportData, config: Config, *skip: str) -> str:
     if len({r.config.mode for r in data.runs}) > 1 and "mode" not in skip:
         drop.discard("mode")
     return config.label(skip=drop)
+
+
+def _variant(config: Config) -> str:
+    """The workload and engine of ``config`` where they are not the default blur's."""
+    return " ".join(v for v in (config.workload if config.workload not in (None, "blur") else "",
+                                config.engine if config.engine not in (None, "exact") else "") if v)
+
+
+def _with_variant(name: str, config: Config) -> str:
+    variant = _variant(config)
+    return f"{name} ({variant})" if variant else name
+
+
+def round_series(runs: Sequence[Run]) -> dict[str, list[tuple[int, float, Run]]]:
+    """The lines of ``seq_vs_par``: (round number, seconds, row) per label, one line for each
+    workload and engine (a line never joins two of them), the sequential time once a round."""
+    rounds: dict[tuple, int] = {}
+    for r in runs:  # a round is shared by the executors measured in it
+        rounds.setdefault(_round_key(r), len(rounds) + 1)
+    series: dict[str, list[tuple[int, float, Run]]] = {}
+    seen: set[int] = set()
+    for r in runs:
+        x = rounds[_round_key(r)]
+        if r.seq_s is not None and x not in seen:
+            seen.add(x)
+            series.setdefault(_with_variant("sequential", r.config), []).append((x, r.seq_s, r))
+        if r.par_s is not None:
+            name = f"{r.config.executor} p={r.workers}" if r.workers else r.config.executor
+            series.setdefault(_with_variant(f"parallel: {name}", r.config), []).append((x, r.par_s, r))
+    return series
 
 
 def _figure() -> tuple[Figure, object]:
@@ -65,33 +96,24 @@ def seq_vs_par(data: ReportData) -> Figure | str:
     if not runs:
         return "no row has seq_s or par_s"
     fig, ax = _figure()
-    rounds: dict[tuple, int] = {}
-    for r in runs:  # a round is shared by the executors measured in it
-        key = _round_key(r)
-        rounds.setdefault(key, len(rounds) + 1)
-    seq = {}
-    for r in runs:
-        key = _round_key(r)
-        if r.seq_s is not None:
-            seq.setdefault(rounds[key], r.seq_s)
-    if seq:
-        xs = sorted(seq)
-        ax.plot(xs, [seq[x] for x in xs], "k-o", ms=4, label="sequential")
-    by_exec: dict[str, list[tuple[int, float]]] = {}
-    for r in runs:
-        key = _round_key(r)
-        if r.par_s is not None:
-            name = f"{r.config.executor} p={r.workers}" if r.workers else r.config.executor
-            by_exec.setdefault(name, []).append((rounds[key], r.par_s))
-    for executor, pts in sorted(by_exec.items()):
-        ax.plot(*zip(*pts, strict=True), "o", ms=4, alpha=0.8, label=f"parallel: {executor}")
-    unclean = [(rounds[_round_key(r)], r.par_s) for r in runs if not r.clean and r.par_s]
+    series = round_series(runs)
+    variants = sorted({_variant(r.config) for pts in series.values() for _, _, r in pts})
+    for label, pts in sorted(series.items()):
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        color = f"C{variants.index(_variant(pts[0][2].config)) % 10}"  # one colour per workload/engine
+        if label.startswith("sequential"):
+            ax.plot(xs, ys, "-o", color=color, ms=4, label=label)
+        else:
+            ax.plot(xs, ys, "o", mfc="none", color=color, ms=5, label=label)
+    unclean = [(x, y) for label, pts in series.items() if not label.startswith("sequential")
+               for x, y, r in pts if not r.clean]
     if unclean:
         ax.plot(*zip(*unclean, strict=True), "x", color="r", ms=7, label="unclean (left out)")
     ax.set_xlabel("round (in file order)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("seconds")
     ax.set_ylim(bottom=0)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title("Sequential vs parallel time per round")
     return fig
 
@@ -101,15 +123,11 @@ def throughput(data: ReportData) -> Figure | str:
     the rounds each group's figures use (``figures.headline``: clean and quiet)."""
     series: dict[str, list[float]] = {}
     for g in data.groups:
-        variant = " ".join(v for v in (g.config.workload if g.config.workload not in (None, "blur")
-                                       else "", g.config.engine if g.config.engine not in
-                                       (None, "exact") else "") if v)
-        suffix = f" ({variant})" if variant else ""
         for r in g.runs:
             if r.seq_throughput:
-                series.setdefault(f"sequential{suffix}", []).append(r.seq_throughput)
+                series.setdefault(_with_variant("sequential", r.config), []).append(r.seq_throughput)
             if r.par_throughput:
-                series.setdefault(f"{r.config.executor}{suffix}", []).append(r.par_throughput)
+                series.setdefault(_with_variant(r.config.executor, r.config), []).append(r.par_throughput)
     if not series:
         return "no throughput (num_images with seq_s/par_s) in the rows"
     fig, ax = _figure()
@@ -335,16 +353,32 @@ def worker_timeline(data: ReportData) -> Figure | str:
     return fig
 
 
-BUILDERS: tuple[tuple[str, str, Callable[[ReportData], Figure | str]], ...] = (
-    ("seq_vs_par", "Sequential vs parallel time per round", seq_vs_par),
-    ("throughput", "Throughput per executor", throughput),
-    ("speedup_vs_workers", "Speedup vs workers with the Amdahl fit", speedup_vs_workers),
-    ("efficiency_vs_workers", "Efficiency vs workers", efficiency_vs_workers),
-    ("karp_flatt_vs_workers", "Karp-Flatt vs workers", karp_flatt_vs_workers),
-    ("stage_breakdown", "Stage breakdown", stage_breakdown),
-    ("speedup_vs_batch", "Speedup vs batch size", speedup_vs_batch),
-    ("weak_scaling", "Weak scaling", weak_scaling),
-    ("worker_timeline", "Where each worker's time went", worker_timeline),
+#: Each figure: file name, title (drawn on it too), a caption that says how to read it, builder.
+BUILDERS: tuple[tuple[str, str, str, Callable[[ReportData], Figure | str]], ...] = (
+    ("seq_vs_par", "Sequential vs parallel time per round",
+     "Each round's wall time in file order: filled dots joined for the sequential run, open "
+     "dots for the parallel one, one colour per workload and engine; crosses mark rounds left "
+     "out as unclean.", seq_vs_par),
+    ("throughput", "Throughput per executor",
+     "Median images per second of each executor, workload and engine; the bars span the "
+     "rounds' minimum to maximum.", throughput),
+    ("speedup_vs_workers", "Speedup vs workers with the Amdahl fit",
+     "Dots are rounds, solid lines their medians, dashed lines the fitted curve; the dotted "
+     "diagonal is perfect scaling.", speedup_vs_workers),
+    ("efficiency_vs_workers", "Efficiency vs workers",
+     "Median speedup divided by the workers; 1.0 is perfect scaling.", efficiency_vs_workers),
+    ("karp_flatt_vs_workers", "Karp-Flatt vs workers",
+     "The serial fraction measured at each worker count; grey lines are the original study's.",
+     karp_flatt_vs_workers),
+    ("stage_breakdown", "Stage breakdown",
+     "Share of the workers' time in each stage, medians over the trials of each configuration.",
+     stage_breakdown),
+    ("speedup_vs_batch", "Speedup vs batch size",
+     "Median speedup at each batch size, one line per configuration.", speedup_vs_batch),
+    ("weak_scaling", "Weak scaling",
+     "Scaled speedup with the problem grown with the workers, and the Gustafson fit.", weak_scaling),
+    ("worker_timeline", "Where each worker's time went",
+     "The last measured round's tasks, one lane per worker; gaps are idle time.", worker_timeline),
 )
 
 
@@ -352,16 +386,16 @@ def render_plots(data: ReportData, out_dir: Path) -> tuple[Plot, ...]:
     """Write every plot that has data as ``out_dir/<name>.png``; list the others as skipped
     (and remove a skipped plot's figure left by an earlier report in this folder of ours)."""
     out = []
-    for name, title, build in BUILDERS:
+    for name, title, caption, build in BUILDERS:
         fig = build(data)
         path = out_dir / f"{name}.png"
         if isinstance(fig, str):
             path.unlink(missing_ok=True)
-            out.append(Plot(name, title, None, fig))
+            out.append(Plot(name, title, None, fig, caption))
             continue
         buf = io.BytesIO()
         # no Software tag: keeps the PNG free of matplotlib's URL
         fig.savefig(buf, format="png", metadata={"Software": None})
         write_atomic(path, buf.getvalue(), durable=False)
-        out.append(Plot(name, title, path))
+        out.append(Plot(name, title, path, caption=caption))
     return tuple(out)

@@ -472,12 +472,12 @@ class FaceWorkload:
         return 1  # small faces need every pixel
 
     def score(self, records: dict, truths: dict) -> dict | None:
-        """Recall (IoU >= 0.3, faces of at least ``face_min_size``) and false positives per
-        image of the detections in ``records`` against the true boxes in ``truths``."""
+        """Recall (IoU >= 0.3, true faces at least 16 px tall, overall and by height band) and
+        false positives per image of the detections in ``records`` against the true boxes in
+        ``truths`` (``face_quality``)."""
         from .face_quality import score_image, summarize
 
-        scored = [score_image(records[name].get("faces", []), boxes,
-                              min_size=self.params.face_min_size)
+        scored = [score_image(records[name].get("faces", []), boxes)
                   for name, boxes in truths.items() if name in records]
         return summarize(scored).to_dict() if scored else None
 
