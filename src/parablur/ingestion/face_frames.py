@@ -1,7 +1,7 @@
 """The ``--fallback faces`` set: whole real photos shrunk into large frames, with their true face boxes.
 
 A frame is a mosaic, row by row, of tiles on a textured ground, like a crowd, a class or a
-contact sheet seen from afar:
+contact sheet seen from afar (docs/faces.md has the sources' licences and measured figures):
 
 - **photo tiles**: a real photo from a wheel (matplotlib's Grace Hopper; scikit-image's
   astronaut and camera, the last a real half-profile), cropped around its face (or whole)
@@ -14,8 +14,9 @@ contact sheet seen from afar:
   and textures (checkerboard, brick, gravel, grass) and LFW's non-face crops. A detection on
   them is a false positive.
 
-Each face tile may be degraded (drawn from (seed, index)): motion blur, low light (dark and
-noisy), an occluder over part of the face (the true box stays the face's box). The frame is
+Each tile may be degraded (drawn from (seed, index)): motion blur and low light (dark and
+noisy), clutter as well as faces, and a face may get an occluder over part of it (the true box
+stays the face's box). The frame is
 saved as JPEG at a quality from 50 to 70, drawn per frame (``FaceFrame.jpeg_quality``).
 
 Box convention (as ``faces.generate_face_image``): a face's true box is YuNet's box measured
@@ -50,7 +51,7 @@ MIN_FACE = 14.0  # the smallest true face height, px (drawn from 14.5: a resize 
 # under 20, 20-30, 30-45 and 45 px and over.
 BANDS = ((14.5, 20.0, 0.15), (20.0, 30.0, 0.22), (30.0, 45.0, 0.24), (45.0, 70.0, 0.25),
          (70.0, 160.0, 0.14))
-P_BLUR, P_DARK, P_OCCLUDED = 0.15, 0.15, 0.12  # per face tile
+P_BLUR, P_DARK, P_OCCLUDED = 0.15, 0.15, 0.12  # per tile (blur, dark) and per face (occluded)
 P_CLUTTER, P_LFW = 0.3, 0.1  # per tile: clutter, an LFW face, else a photo tile
 GAP = (2, 14)  # px between tiles
 MARGIN = 8  # px kept free at the frame's edges
