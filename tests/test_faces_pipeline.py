@@ -160,6 +160,7 @@ def test_outputs_carry_no_exif_gps_xmp_or_thumbnail(tmp_path: Path, face_model: 
     assert b"xmpmeta" not in out and b"Exif" not in out and small.getvalue()[:200] not in out
     record = json.loads((tmp_path / "out" / "sequential" / "detections.jsonl").read_text())
     assert len(record["faces"]) == 1  # and the face in it was found
+    assert record["jpeg"]["lossless"] is True  # written as an edit of the source (jpeg_edit)
 
 
 @pytest.mark.slow

@@ -116,6 +116,10 @@ def _add_run_flags(p: argparse.ArgumentParser, *, single_executor: bool, sweep: 
                        help="where the work runs (default: sequential)")
         g.add_argument("--force", action="store_true",
                        help="redo every image even when its output is up to date")
+        g.add_argument("--review", action="store_true",
+                       help="the workers also write small thumbnails and mask crops of each output "
+                            "under OUTPUT_DIR/<executor>/.parablur-review/, so that 'parablur review' "
+                            "only writes its page (faces, or a workload whose records hold boxes)")
     g.add_argument("--output-dir", type=location, default=Path("processed"),
                    help="outputs go to OUTPUT_DIR/<executor>/" + (
                        "; a folder or an fsspec URL the workers write themselves, one PUT per "
@@ -254,6 +258,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_models_parser(sub)
 
+    review = sub.add_parser("review", help="write review.html: every output with its masks, the "
+                            "doubtful ones first")
+    review.add_argument("output_dir", type=location, metavar="OUTPUT_DIR",
+                        help="a run's --output-dir (each OUTPUT_DIR/<executor>/ gets a page) or one "
+                             "OUTPUT_DIR/<executor>/ folder; a URL too")
+    review.add_argument("--show-originals", action="store_true",
+                        help="also show crops of the ORIGINAL faces, read from --input-dir (the page "
+                             "then says in its first line that it shows faces)")
+    review.add_argument("--input-dir", type=location, default=None,
+                        help="the run's --input-dir, for --show-originals")
+    _add_storage_flag(review)
+    _add_output_flags(review)
+
     report = sub.add_parser("report", help="rebuild plots and the HTML report from results CSVs")
     report.add_argument("csv", nargs="+", type=Path, help="results CSV files")
     report.add_argument("--out", type=Path, default=Path("report"),
@@ -360,6 +377,7 @@ def _run_config(a: argparse.Namespace, executor: str) -> RunConfig:
         cluster=cluster, transfer=a.transfer, force=getattr(a, "force", False),
         include_startup=a.include_dask_startup, performance_report=a.performance_report,
         workload=a.workload, engine=a.engine, draw_boxes=a.draw_boxes,
+        review=getattr(a, "review", False),
         faces=FaceParams(model=a.face_model, face_min_size=a.face_min_size,
                          threshold=a.threshold, max_faces=a.max_faces, style=a.style,
                          shape=a.shape, mask_scale=a.mask_scale),
@@ -642,6 +660,24 @@ def _cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_review(a: argparse.Namespace) -> int:
+    if a.show_originals != (a.input_dir is not None):
+        raise ConfigError("--show-originals reads the originals from --input-dir: give both, or neither")
+    from .review import review, summary_json
+
+    summaries = review(a.output_dir, options=parse_storage_options(a.storage_options),
+                       input_dir=a.input_dir, progress=not a.quiet,
+                       echo=lambda line: print(line, file=sys.stderr))
+    for s in summaries:
+        made = f", {s.made} thumbnailed here" if s.made else ""
+        print(f"review: {s.page}: {s.outputs} outputs, {s.doubtful} doubtful first{made} "
+              f"({s.seconds:.2f} s)")
+        for f in s.failures:
+            print(f"  failed: {f['image']}: {f['reason']}")
+    _write_json(a.summary_json, summary_json(summaries))
+    return 1 if any(s.failures for s in summaries) else 0
+
+
 def _cmd_models(a: argparse.Namespace) -> int:
     from .models import find_model
 
@@ -650,7 +686,7 @@ def _cmd_models(a: argparse.Namespace) -> int:
 
 
 COMMANDS = {"fetch": _cmd_fetch, "run": _cmd_run, "bench": _cmd_bench, "scale": _cmd_scale,
-            "report": _cmd_report, "models": _cmd_models}
+            "report": _cmd_report, "models": _cmd_models, "review": _cmd_review}
 
 
 _NOISY_LOGGERS = (

@@ -347,6 +347,7 @@ class RunConfig:
     engine: str = "exact"  # how a Gaussian is computed (the blur workload's, and the faces')
     faces: FaceParams = field(default_factory=lambda: FaceParams())
     draw_boxes: bool = False  # faces: a debug copy with the boxes drawn, beside the outputs
+    review: bool = False  # the workers also write the review page's thumbnails (``parablur.review``)
     video: VideoParams = field(default_factory=VideoParams)
     # fsspec options of URL locations (credentials among them: never shown, never compared).
     storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -360,6 +361,9 @@ class RunConfig:
         _require(not self.draw_boxes or self.workload == "faces",
                  f"draw-boxes draws the faces found on each image: it needs --workload faces, "
                  f"got {self.workload!r}")
+        _require(not self.review or self.workload != "blur",
+                 "review shows the masks a workload recorded: it needs --workload faces (or a "
+                 "MODULE:FUNCTION whose records hold boxes), got 'blur'")
         object.__setattr__(self, "input_dir", location(self.input_dir))
         object.__setattr__(self, "output_dir", location(self.output_dir))
         _require(self.executor in EXECUTORS,

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from . import process_state
+from . import jpeg_edit, process_state
 from .config import BlurParams, RunConfig, VideoParams
 from .engines import decode_reduced
 from .errors import ImageError, ParaBlurError
@@ -130,6 +130,9 @@ class Job:
     overlap_io: bool = False
     # How a video clip is cut, tracked and encoded (its outputs' parameters, not an image's).
     video: VideoParams = field(default_factory=VideoParams)
+    # ``--review``: also write the review page's thumbnail and crops of each output with a
+    # record (``review.write_assets``); not an output's parameter.
+    review: bool = False
 
     @classmethod
     def blur(cls, params: BlurParams) -> Job:
@@ -143,7 +146,8 @@ class Job:
         from .workloads import workload_for
 
         p = config.blur
-        return cls(workload_for(config), p.jpeg_quality, p.max_pixels, p.overlap_io, config.video)
+        return cls(workload_for(config), p.jpeg_quality, p.max_pixels, p.overlap_io, config.video,
+                   config.review)
 
     def describe(self) -> dict:
         """What an output depends on: the workload and its parameters, and the encoding."""
@@ -311,6 +315,23 @@ def encode(image: np.ndarray, suffix: str, params: BlurParams | Job) -> bytes:
     return buf.tobytes()
 
 
+def encode_output(source: bytes, before: np.ndarray | None, out: np.ndarray, dst: str, job: Job,
+                  record: dict | None) -> tuple[bytes, dict | None]:
+    """The output's bytes, and the workload's record with how they were written.
+
+    A JPEG written from a JPEG is an edit of its source where that applies (``jpeg_edit``: the
+    blocks the workload left alone keep the source's coefficients); otherwise ``out`` is
+    encoded whole. A record gains ``"jpeg": {"lossless": ..., ...}`` when the input or the
+    output is a JPEG. ``before`` is the decoded input (None when it was decoded smaller).
+    """
+    suffix = Path(dst).suffix
+    edited = jpeg_edit.edit(source, before, out, suffix)
+    encoded = edited.data if edited.data is not None else encode(out, suffix, job)
+    if record is not None and edited.note is not None:
+        record = {**record, "jpeg": edited.note}
+    return encoded, record
+
+
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -357,18 +378,22 @@ def process_image(task: ImageTask, job: Job, *, prefetched: Future | None = None
             return ImageResult(task.name, True, worker=worker_id(), skipped=not by_run, **stages)
         size = check_header(data, job.max_pixels)
         image, full_shape = decode_for(job, data, Path(task.src).suffix, size)
-        del data
         t2 = time.perf_counter()
         stages["decode_s"] = t2 - t1
         stage = job.workload.name
         out, record = job.workload(image, full_shape)
-        del image
-        stage = "record"
-        line = record_line(task.name, record) if record is not None else None
         t3 = time.perf_counter()
         stages["blur_s"] = t3 - t2
         stage = "encode"
-        encoded = encode(out, Path(task.dst).suffix, job)
+        encoded, record = encode_output(data, None if full_shape else image, out, task.dst, job, record)
+        del data, image
+        stage = "record"
+        line = record_line(task.name, record) if record is not None else None
+        if job.review and line is not None and not task.return_bytes:
+            stage = "review"
+            from .review import write_assets
+
+            write_assets(task.store_out, task.dst, out, record, line_tag(line))
         del out
         t4 = time.perf_counter()
         stages["encode_s"] = t4 - t3
@@ -425,7 +450,8 @@ def params_tag(job: Job) -> str:
     """A short tag of what an output depends on: the job's parameters and ParaBlur's version."""
     from . import __version__
 
-    text = json.dumps([job.describe(), __version__], sort_keys=True, default=str)
+    text = json.dumps([job.describe(), __version__, {"jpeg_edit": jpeg_edit.FORMAT_VERSION}],
+                      sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 

@@ -49,7 +49,10 @@ class Workload(Protocol):
         """A debug copy of the input with the record drawn on it (``--draw-boxes``), or None."""
 
     def score(self, records: Mapping[str, dict], truths: Mapping[str, list]) -> dict | None:
-        """The records against a dataset's ground truth (faces: recall, false positives), or None."""
+        """The records against a dataset's ground truth (faces: recall, by face height too, and
+        false positives), or None. ``bench`` prints the dict as it comes (``format_figures``:
+        names and numbers in its order, a nested dict in brackets), the summary JSON holds it
+        and the CSV keeps the entries ``results.QUALITY_COLUMNS`` names."""
 
     def score_outputs(self, source: object, output: object, truths: Mapping[str, dict]) -> dict | None:
         """The outputs of the ``source`` store in the ``output`` store against the true boxes of
