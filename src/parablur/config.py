@@ -275,6 +275,7 @@ class ClusterConfig:
 
 FACE_STYLES = ("blur", "mosaic", "solid")
 FACE_SHAPES = ("ellipse", "box")
+FACE_DETECTORS = ("yunet", "centerface", "both")
 
 
 @dataclass(frozen=True)
@@ -282,16 +283,21 @@ class FaceParams:
     """The face workload: detect faces (YuNet) and anonymize only their grown regions."""
 
     model: Path | None = None  # the verified model file; None: models.find_model() finds it
-    face_min_size: int = 32  # smallest face to find, in pixels of the full image (box's longer side)
+    face_min_size: int = 16  # smallest face to find, in pixels of the full image (box's longer side)
     threshold: float = 0.5  # detector score: low for recall, yet a blurred face must score below it
     max_faces: int = 1000
     style: str = "blur"
     shape: str = "ellipse"
     mask_scale: float = 1.3  # the region grows past the detector's box by this factor
+    detector: str = "both"  # yunet; centerface; both: YuNet, its small doubtful finds confirmed by CenterFace
+    centerface_model: Path | None = None  # the verified CenterFace file; None: found like ``model``
 
     def __post_init__(self) -> None:
-        if self.model is not None:
-            object.__setattr__(self, "model", Path(self.model))
+        for name in ("model", "centerface_model"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)))
+        _require(self.detector in FACE_DETECTORS,
+                 f"detector must be one of {', '.join(FACE_DETECTORS)}, got {self.detector!r}")
         _require(8 <= self.face_min_size <= 10_000,
                  f"face-min-size must be in 8..10000 pixels, got {self.face_min_size}")
         _require(0 < self.threshold < 1, f"threshold must be in (0, 1), got {self.threshold}")

