@@ -179,16 +179,6 @@ def test_fallbacks_say_why(tmp_path: Path):
     blurred = cv2.GaussianBlur(before, (31, 31), 8)
     assert "more than 90%" in edit(hopper, before, blurred, ".jpg").note["reason"]
 
-    # Exif orientation 6 on a size that is not whole MCUs (600 rows: 37.5 MCUs)
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    buf = io.BytesIO()
-    Image.open(io.BytesIO(hopper)).save(buf, "JPEG", quality=90, exif=exif)
-    turned = _decode(buf.getvalue())
-    assert turned.shape[:2] == (512, 600)
-    result = edit(buf.getvalue(), turned, _masked(turned), ".jpg")
-    assert result.data is None and "Exif orientation 6" in result.note["reason"]
-
     # CMYK
     buf = io.BytesIO()
     Image.open(io.BytesIO(hopper)).convert("CMYK").save(buf, "JPEG", quality=90)
@@ -336,15 +326,52 @@ def test_a_user_function_that_masks_its_input_in_place_is_not_undone(tmp_path: P
     assert note["lossless"] is True and note["mcus_reencoded"] > 0
 
 
-def test_a_turned_photo_over_pillows_pixel_limit_still_falls_back(monkeypatch):
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_turned_photo_is_edited_in_its_stored_orientation_and_shows_as_the_source(orientation, tmp_path):
+    """Every Exif orientation, on a size that is not whole MCUs (512x600, 4:2:0): the masks land
+    where the upright image has them, every other block keeps its coefficients, and the output
+    carries that orientation alone, so it decodes upright to the source's pixels off the masks."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    exif[0x8825] = {2: 1}  # a GPS block, which must not survive
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(_hopper())).save(buf, "JPEG", quality=90, exif=exif)
+    source = buf.getvalue()
+    before = _decode(source)
+    assert before.shape[:2] == ((512, 600) if orientation >= 5 else (600, 512))
+    after = _masked(before)
+    result = edit(source, before, after, ".jpg")
+    assert result.data is not None and result.note["lossless"] is True
+    assert result.note.get("orientation", 1) == orientation
+    out = _decode(result.data)
+    assert out.shape == before.shape
+    moved = np.any(out != before, axis=2)
+    mask = np.any(after != before, axis=2)
+    assert moved[mask].mean() > 0.5  # the mask is where the upright image has it
+    far = cv2.dilate(mask.astype(np.uint8), np.ones((35, 35), np.uint8)) == 0
+    assert not moved[far].any()  # blocks away from the mask decode to the source's pixels
+    with Image.open(io.BytesIO(result.data)) as im:
+        kept = im.getexif()
+        assert kept.get(0x0112, 1) == orientation and 0x8825 not in kept
+    src, dst = _coefficients(source, tmp_path), _coefficients(result.data, tmp_path)
+    assert (src[0] == dst[0]).all(axis=(2, 3)).mean() > 0.9  # untouched blocks keep their coefficients
+
+
+def test_a_turned_photo_over_pillows_pixel_limit_is_still_edited_upright(monkeypatch):
     """The Exif orientation is read even where Pillow refuses to open the image (over its
     pixel limit, which a caller may lower, and which ``--max-pixels`` may exceed): OpenCV turns
-    such a photo, so a block-by-block edit would put its masks in the wrong place."""
+    such a photo, so an edit that missed the turn would put its masks in the wrong place."""
     exif = Image.Exif()
     exif[0x0112] = 3  # turned half a turn: the decoded size is the frame's
     buf = io.BytesIO()
     Image.open(io.BytesIO(_hopper())).save(buf, "JPEG", quality=90, exif=exif)
     turned = _decode(buf.getvalue())
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
-    result = edit(buf.getvalue(), turned, _masked(turned), ".jpg")
-    assert result.data is None and "Exif orientation 3" in result.note["reason"]
+    after = _masked(turned)
+    result = edit(buf.getvalue(), turned, after, ".jpg")
+    assert result.note == {"lossless": True, "mcus_reencoded": result.note["mcus_reencoded"],
+                           "mcus": result.note["mcus"], "orientation": 3}
+    monkeypatch.undo()
+    out = _decode(result.data)
+    mask = np.any(after != turned, axis=2)
+    assert np.any(out != turned, axis=2)[mask].mean() > 0.5

@@ -14,7 +14,10 @@ MCU: see docs/faces.md, "Lossless JPEG output"). No forward DCT of the whole ima
    written (Huffman coding only: lossless) with no metadata segment.
 
 An output with no changed MCU is the source's own coded data with its metadata segments
-dropped. Where the edit cannot apply (``edit`` says why) the caller encodes the output whole.
+dropped. A photo with an Exif orientation is edited in its stored orientation (the decoded
+image turned back), and its output keeps an Exif segment with that orientation alone, so it
+shows as the source does: no turn in the DCT domain is needed, whatever its size. Where the
+edit cannot apply (``edit`` says why) the caller encodes the output whole.
 Workload-agnostic: nothing here knows what changed the pixels.
 """
 
@@ -32,7 +35,7 @@ from .imageinfo import jpeg_end
 
 # Part of every output's parameters tag (``worker.params_tag``): raise it when the bytes this
 # module writes for the same input and parameters change.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 # Above this share of changed MCUs the output is encoded whole (a full-frame blur): the edit
 # would re-encode nearly everything anyway, at a higher cost than one encode.
 MAX_CHANGED_SHARE = 0.9
@@ -104,8 +107,10 @@ def edit(source: bytes | None, before: np.ndarray | None, after: np.ndarray,
     assert frame is not None
     if before is None:
         return _fallback("the input was decoded at reduced size")
+    orientation = exif_orientation(source)
     if before.shape != after.shape or before.dtype != np.uint8 or after.dtype != np.uint8:
         return _fallback("the output's size or depth differs from the decoded input's")
+    before, after = stored(before, orientation), stored(after, orientation)
     if (before.shape[1], before.shape[0]) != (frame.width, frame.height):
         return _fallback("the decoded input's size differs from the JPEG frame's")
     if _mostly_changed(before, after, frame.mcu):
@@ -115,15 +120,17 @@ def edit(source: bytes | None, before: np.ndarray | None, after: np.ndarray,
     if count > MAX_CHANGED_SHARE * changed.size:
         return _fallback(f"the workload changed more than {MAX_CHANGED_SHARE:.0%} of the MCUs")
     note = {"lossless": True, "mcus_reencoded": count, "mcus": int(changed.size)}
+    if orientation not in (None, 1):
+        note["orientation"] = orientation
     if count == 0:
-        return Edited(strip_metadata(source), note)
+        return Edited(_with_orientation(strip_metadata(source), orientation), note)
     try:
         data = _rewrite(source, after, changed, frame)
     except Exception as exc:  # libjpeg refused what OpenCV decoded (corrupt data): encode it whole
         return _fallback(f"libjpeg could not edit it: {str(exc).strip() or type(exc).__name__}")
     if isinstance(data, str):
         return _fallback(data)
-    return Edited(data, note)
+    return Edited(_with_orientation(data, orientation), note)
 
 
 def read_frame(data: bytes) -> Frame | None:
@@ -166,9 +173,41 @@ def _unsupported(source: bytes, frame: Frame | None) -> str | None:
     if any((h, v) != (1, 1) for h, v in frame.sampling[1:]):
         return "chroma sampled at more than one sample per MCU"
     orientation = exif_orientation(source)
-    if orientation not in (None, 1):
-        return f"Exif orientation {orientation}: the decoded image is turned or mirrored"
+    if orientation not in (None, *_STORED):
+        return f"Exif orientation {orientation} (not one of 1 to 8)"
     return None
+
+
+# How each Exif orientation's upright image (as OpenCV decodes it) goes back to the stored one.
+_STORED = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, 1),
+    7: lambda a: np.rot90(a, 2).swapaxes(0, 1),
+    8: lambda a: np.rot90(a, -1),
+}
+
+
+def stored(image: np.ndarray, orientation: int | None) -> np.ndarray:
+    """The upright ``image`` (Exif ``orientation`` applied, as decoded) in the file's stored
+    orientation, where its blocks are: no turn in the DCT domain is needed."""
+    return np.ascontiguousarray(_STORED[orientation or 1](image))
+
+
+def _with_orientation(data: bytes, orientation: int | None) -> bytes:
+    """JPEG ``data`` (no metadata) with an Exif segment holding only ``orientation`` when it is
+    not 1, so that the output shows as the source does."""
+    if orientation in (None, 1):
+        return data
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    payload = exif.tobytes()  # "Exif\0\0" and the TIFF structure, as an APP1 segment holds them
+    return data[:2] + b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload + data[2:]
 
 
 def exif_orientation(data: bytes) -> int | None:
