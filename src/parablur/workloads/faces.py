@@ -43,8 +43,9 @@ YUNET_TOP_K = 5000
 # REFINE_SIDE-square close-up, REFINE_CONTEXT times their size, from the full image (the face at
 # about 48 px, where YuNet scores it well; measured in docs/faces.md, "Video recall" and "Small
 # faces"). With the detector "both", CenterFace must see each face in such a close-up too, the two
-# detectors rarely taking the same blob for a face: a close-up's YuNet detection needs only
-# CLOSE_UP_SCORE and CenterFace's CENTERFACE_CONFIRM (IoU >= CENTERFACE_IOU); a pyramid detection
+# detectors rarely taking the same blob for a face: a close-up's YuNet detection scored at least
+# CLOSE_UP_SURE is kept as it is, one scored CLOSE_UP_SCORE..CLOSE_UP_SURE needs CenterFace's
+# CENTERFACE_CONFIRM (IoU >= CENTERFACE_IOU); a pyramid detection
 # under SURE_SCORE needs CenterFace's CENTERFACE_PYRAMID in a close-up of it (chosen on tuning frames,
 # docs/faces.md, "Small faces").
 CANDIDATE_SCORE = 0.05
@@ -52,12 +53,13 @@ REFINE_MAX_RUN_SIZE = 2 * RUN_MIN_FACE
 REFINE_SIDE = 96
 REFINE_CONTEXT = 2.0
 MAX_REFINE = 160
-CLOSE_UP_SCORE = 0.1
+CLOSE_UP_SCORE = 0.2
+CLOSE_UP_SURE = 0.9
 CENTERFACE_CONFIRM = 0.4
 SURE_SCORE = 0.8
-CENTERFACE_PYRAMID = 0.3
+CENTERFACE_PYRAMID = 0.5
 CENTERFACE_IOU = 0.3
-CENTERFACE_SIDE = 96  # CenterFace's close-ups, REFINE_CONTEXT times the box, at this size
+CENTERFACE_SIDE = 80  # CenterFace's close-ups, REFINE_CONTEXT times the box, at this size (the face at 40 px)
 MOSAIC_GAP = 0  # px between the close-ups CenterFace sees side by side
 # CenterFace alone (the detector "centerface") runs once on the whole image, scaled so that
 # face_min_size is at least CENTERFACE_RUN_MIN px there.
@@ -212,15 +214,15 @@ def _pads(size: tuple[int, int]) -> tuple[int, int]:
     return x, y
 
 
-def _inside_share(box: Sequence[float], other: Sequence[float]) -> float:
-    """The share of ``box``'s area that lies inside ``other``."""
-    x, y, w, h = box
-    ox, oy, ow, oh = other
-    if w <= 0 or h <= 0:
-        return 0.0
-    iw = max(0.0, min(x + w, ox + ow) - max(x, ox))
-    ih = max(0.0, min(y + h, oy + oh) - max(y, oy))
-    return iw * ih / (w * h)
+def _inside_shares(boxes: np.ndarray) -> np.ndarray:
+    """The share of each box's area (row i) that lies inside each other box (column j), for (n, 4)
+    boxes x, y, w, h (0 for an empty box)."""
+    x, y, w, h = (boxes[:, k] for k in range(4))
+    iw = np.clip(np.minimum((x + w)[:, None], (x + w)[None]) - np.maximum(x[:, None], x[None]), 0, None)
+    ih = np.clip(np.minimum((y + h)[:, None], (y + h)[None]) - np.maximum(y[:, None], y[None]), 0, None)
+    area = w * h
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(((w > 0) & (h > 0))[:, None], iw * ih / area[:, None], 0.0)
 
 
 def _inside(box: Sequence[float], width: int, height: int) -> float:
@@ -371,12 +373,12 @@ def detect_faces(image: np.ndarray, params: FaceParams, model: Path,
                  centerface: Path | None = None) -> list[Face]:
     """Faces of ``image`` found by YuNet on a pyramid, merged across levels, best first.
 
-    On the finest level, small candidates scored between CANDIDATE_SCORE and the
-    threshold are looked at again in a close-up from the full image, where small faces
-    score high and most doubtful blobs do not; with the detector "both", CenterFace must
-    see the face in the close-up too. Each level is padded with its mirror image
-    (EDGE_PAD), where a face cut by the edge is completed; such a face is kept when the
-    image itself confirms it (``_confirmed``), its box clipped to the image. The detector
+    On the finest level, small candidates scored between CANDIDATE_SCORE and the threshold are
+    looked at again in a close-up from the full image, where small faces score high and most
+    doubtful blobs do not; with the detector "both", CenterFace must see the face in the
+    close-up too, unless YuNet scores it at least CLOSE_UP_SURE there. Each level is padded with its
+    mirror image (EDGE_PAD), where a face cut by the edge is completed; such a face is kept when
+    the image itself confirms it (``_confirmed``), its box clipped to the image. The detector
     "centerface" runs CenterFace alone (``_centerface_alone``). ``centerface`` is the verified
     CenterFace file (else ``params.centerface_model``, else the one models.find_model finds).
     """
@@ -430,6 +432,10 @@ def detect_faces(image: np.ndarray, params: FaceParams, model: Path,
             continue
         closer = _look_closer(image, row[:4], REFINE_CONTEXT, REFINE_SIDE, model,
                               min(CLOSE_UP_SCORE, params.threshold))
+        sure = [r for r in closer if r[14] >= CLOSE_UP_SURE]
+        rows += sure
+        looks += ["close-up"] * len(sure)
+        closer = [r for r in closer if r[14] < CLOSE_UP_SURE]
         if closer:
             asks.append((row[:4], closer, CENTERFACE_CONFIRM, "close-up"))
     if asks:
@@ -455,9 +461,10 @@ def _faces(image: np.ndarray, rows: list[np.ndarray], looks: list[str], params: 
     keep = cv2.dnn.NMSBoxes(boxes, scores, 0.0, NMS_IOU)  # every row was kept by its own rule
     # A box lying mostly inside a larger one is the same face seen at another scale (or a part of
     # it): the larger is kept, its mask covering both.
+    inside = _inside_shares(np.asarray(boxes)) >= CONTAINED
     kept: list[int] = []
     for i in sorted((int(i) for i in np.asarray(keep).ravel()), key=lambda i: -boxes[i][2] * boxes[i][3]):
-        if not any(_inside_share(boxes[i], boxes[j]) >= CONTAINED for j in kept):
+        if not inside[i, kept].any():
             kept.append(i)
     order = sorted(kept, key=lambda i: (-scores[i], boxes[i][1], boxes[i][0]))
     faces = []
