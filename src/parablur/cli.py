@@ -85,8 +85,9 @@ def _add_dataset_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-bytes", type=int, default=50_000_000,
                    help="largest accepted download in bytes (default: 50 MB)")
     g.add_argument("--fallback", choices=FALLBACKS, default=None,
-                   help="generated image for a failed download: scene, noise, or faces (a "
-                        "scene with real faces and their true boxes); or faces-video: a dataset "
+                   help="generated image for a failed download: scene, noise, or faces (real "
+                        "photos with faces of 14 to 160 px shrunk into a mosaic, degraded, with "
+                        "face-free clutter, every true box in the manifest); or faces-video: a dataset "
                         "of generated clips (clip_NNNN.mp4, never downloaded) with real faces, a "
                         "moving camera and audio, every face's box in every frame in the manifest "
                         "(default: an existing dataset's own kind, else scene)")
