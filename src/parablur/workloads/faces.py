@@ -620,28 +620,32 @@ def _default_model() -> Path:
 
 # -- the workload object the pipeline runs ---------------------------------------------
 
-_MODELS: dict[Path | None, Path] = {}
+_FOUND: dict[tuple[str, Path | None, str], Path] = {}
+
+
+def _found(spec, path: Path | None) -> Path:
+    """The verified file of model ``spec`` in this process: found once per ``path`` (the flag's
+    file, else None) and model cache folder, and found again if the file has gone."""
+    from ..models import cache_dir, find_model
+
+    key = (spec.name, path, str(cache_dir()))
+    if key not in _FOUND or not _FOUND[key].is_file():
+        _FOUND[key] = find_model(path, spec=spec)
+    return _FOUND[key]
 
 
 def _model_for(path: Path | None) -> Path:
-    """The verified model file in this process (found once per process and ``--face-model``)."""
-    if path not in _MODELS:
-        from ..models import find_model
+    """The verified YuNet file in this process (``--face-model``, else found)."""
+    from ..models import FACE_MODEL
 
-        _MODELS[path] = find_model(path)
-    return _MODELS[path]
-
-
-_CENTERFACE_MODELS: dict[Path | None, Path] = {}
+    return _found(FACE_MODEL, path)
 
 
 def _centerface_model_for(path: Path | None) -> Path:
-    """The verified CenterFace file in this process (found once per process and ``--centerface-model``)."""
-    if path not in _CENTERFACE_MODELS:
-        from ..models import CENTERFACE_MODEL, find_model
+    """The verified CenterFace file in this process (``--centerface-model``, else found)."""
+    from ..models import CENTERFACE_MODEL
 
-        _CENTERFACE_MODELS[path] = find_model(path, spec=CENTERFACE_MODEL)
-    return _CENTERFACE_MODELS[path]
+    return _found(CENTERFACE_MODEL, path)
 
 
 @dataclass(frozen=True)
