@@ -1,5 +1,6 @@
 """A folder ParaBlur did not create is the user's: used read-only, never written to."""
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -167,3 +168,28 @@ def test_a_users_object_in_a_store_dataset_is_never_uploaded_over(tmp_path):
     assert store.read("img_0001.jpg") == b"the user's own object"
     assert [f["index"] for f in grown.failures if f["outcome"] == "failed"] == [1]
     assert store.info("img_0002.jpg") is not None
+
+
+@pytest.mark.parametrize("changed", [False, True])
+def test_an_image_in_another_format_goes_only_while_it_is_still_parablurs(tmp_path, changed):
+    """When an image is made again under another name (a PNG download replaced by a generated
+    JPEG), the old file is removed only if it still holds the bytes ParaBlur wrote: one the
+    user changed since is left as it is."""
+    photos = tmp_path / "photos"
+    fetch_dataset(small_config(photos, source_url=offline_url(), fallback="scene"), progress=False)
+    manifest = json.loads((photos / MANIFEST_NAME).read_text())
+    entry = manifest["images"][0]
+    png = photos / "img_0000.png"
+    png.write_bytes(jpeg_bytes(5))  # stands for the PNG an earlier download brought
+    (photos / entry["file"]).unlink()
+    entry.update(file=png.name, sha256=hashlib.sha256(png.read_bytes()).hexdigest(),
+                 bytes=png.stat().st_size)
+    (photos / MANIFEST_NAME).write_text(json.dumps(manifest))
+    if changed:
+        png.write_bytes(b"the user's own edit")
+    fetch_dataset(small_config(photos, source_url=offline_url(), fallback="scene",
+                               force_download=True), progress=False)
+    assert (photos / "img_0000.jpg").is_file()
+    assert png.exists() == changed
+    if changed:
+        assert png.read_bytes() == b"the user's own edit"
