@@ -41,6 +41,7 @@ from .errors import DatasetError, ParaBlurError
 from .files import OUTPUT_MARKER, marker_command
 from .records import RecordLog
 from .storage import Store, open_store
+from .workloads.faces import _to_bgr8, region
 
 PAGE_NAME = "review.html"
 REVIEW_PREFIX = ".parablur-review"  # thumbnails and crops of the outputs
@@ -123,8 +124,6 @@ def face_doubts(face: Mapping, rule: Rule) -> list[str]:
 
 def mask_rects(record: Mapping, width: int, height: int) -> list[tuple[int, int, int, int]]:
     """Each face's mask region (x0, y0, x1, y1): its box grown by its ``mask_scale``."""
-    from .workloads.faces import region
-
     params = record.get("params")
     scale = _number(params.get("mask_scale")) if isinstance(params, dict) else None
     return [region(f["box"], float(_number(f.get("mask_scale")) or scale or 1.0), width, height)
@@ -192,15 +191,9 @@ def _tile(image: np.ndarray, rect: Sequence[int]) -> np.ndarray:
     return tile
 
 
-def _bgr8(image: np.ndarray) -> np.ndarray:
-    from .workloads.faces import _to_bgr8
-
-    return _to_bgr8(image)
-
-
 def image_assets(image: np.ndarray, record: Mapping) -> dict[str, bytes]:
     """An image's review JPEGs by kind: its thumbnail, and its masks' crops side by side."""
-    image = _bgr8(image)
+    image = _to_bgr8(image)
     h, w = image.shape[:2]
     found = {"": _jpeg(_fit(image, THUMB_SIDE))}
     rects = mask_rects(record, w, h)
@@ -265,8 +258,6 @@ def clip_assets(source, tracks: Sequence[Track], *, thumbnail: bool = True) -> d
                               max(2, round(max(h, w) / 300)))
             found[""] = _jpeg(_fit(drawn, THUMB_SIDE))
         for row, col, box in wanted.get(index, []):
-            from .workloads.faces import region
-
             sheet[row * CROP_SIDE:(row + 1) * CROP_SIDE, col * CROP_SIDE:(col + 1) * CROP_SIDE] = \
                 _tile(frame, region(box, CLIP_CONTEXT, w, h))
     if tracks:

@@ -389,19 +389,20 @@ def process_image(task: ImageTask, job: Job, *, prefetched: Future | None = None
         del data, image
         stage = "record"
         line = record_line(task.name, record) if record is not None else None
-        if job.review and line is not None and not task.return_bytes:
+        tag = line_tag(line) if line is not None else None
+        if job.review and tag is not None and not task.return_bytes:
             stage = "review"
             from .review import asset_tag, write_assets
 
-            write_assets(task.store_out, task.dst, out, record, asset_tag(line_tag(line), len(encoded)))
+            write_assets(task.store_out, task.dst, out, record, asset_tag(tag, len(encoded)))
         del out
         t4 = time.perf_counter()
         stages["encode_s"] = t4 - t3
         stage = "write"
         # The resume record, written with the output (object metadata: ``parablur.storage``).
         meta = {RECORD_INPUT: input_tag, RECORD_PARAMS: task.params or params_tag(job)}
-        if line is not None:
-            meta[RECORD_LINE] = line_tag(line)
+        if tag is not None:
+            meta[RECORD_LINE] = tag
         if task.run:
             meta[RECORD_RUN] = task.run
         if task.return_bytes:
