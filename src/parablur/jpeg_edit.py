@@ -101,13 +101,13 @@ def edit(source: bytes | None, before: np.ndarray | None, after: np.ndarray,
         return _fallback("input is not a JPEG")
     assert source is not None
     frame = read_frame(source)
-    why = _unsupported(source, frame)
+    orientation = exif_orientation(source)
+    why = _unsupported(frame, orientation)
     if why is not None:
         return _fallback(why)
     assert frame is not None
     if before is None:
         return _fallback("the input was decoded at reduced size")
-    orientation = exif_orientation(source)
     if before.shape != after.shape or before.dtype != np.uint8 or after.dtype != np.uint8:
         return _fallback("the output's size or depth differs from the decoded input's")
     before, after = stored(before, orientation), stored(after, orientation)
@@ -159,8 +159,9 @@ def read_frame(data: bytes) -> Frame | None:
     return None
 
 
-def _unsupported(source: bytes, frame: Frame | None) -> str | None:
-    """Why ``source`` cannot be edited block by block (None: it can)."""
+def _unsupported(frame: Frame | None, orientation: int | None) -> str | None:
+    """Why a JPEG with this ``frame`` and Exif ``orientation`` cannot be edited block by block
+    (None: it can)."""
     if frame is None:
         return "no frame header found before the image data"
     if frame.sof not in _SOF_HUFFMAN:
@@ -172,7 +173,6 @@ def _unsupported(source: bytes, frame: Frame | None) -> str | None:
         return f"{count}-component JPEG" + (" (CMYK or YCCK)" if count == 4 else "")
     if any((h, v) != (1, 1) for h, v in frame.sampling[1:]):
         return "chroma sampled at more than one sample per MCU"
-    orientation = exif_orientation(source)
     if orientation not in (None, *_STORED):
         return f"Exif orientation {orientation} (not one of 1 to 8)"
     return None
