@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .imageinfo import jpeg_end
+from .imageinfo import SCAN_END, jpeg_end
 
 # Part of every output's parameters tag (``worker.params_tag``): raise it when the bytes this
 # module writes for the same input and parameters change.
@@ -283,17 +283,8 @@ def strip_metadata(source: bytes) -> bytes:
         length = (source[i + 2] << 8) | source[i + 3]
         seg_end = i + 2 + length
         if marker == 0xDA:  # a scan: its data runs to the next marker that is not RST or stuffing
-            j = seg_end
-            while True:
-                j = source.find(b"\xff", j)
-                if j < 0 or j + 1 >= end:
-                    j = end - 2
-                    break
-                nxt = source[j + 1]
-                if nxt == 0x00 or 0xD0 <= nxt <= 0xD7 or nxt == 0xFF:
-                    j += 1 if nxt == 0xFF else 2
-                    continue
-                break
+            found = SCAN_END.search(source, seg_end, end)
+            j = end - 2 if found is None else found.start()
             out.append(source[i:j])
             i = j
             continue
