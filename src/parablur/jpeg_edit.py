@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import cv2
@@ -133,29 +134,36 @@ def edit(source: bytes | None, before: np.ndarray | None, after: np.ndarray,
     return Edited(_with_orientation(data, orientation), note)
 
 
-def read_frame(data: bytes) -> Frame | None:
-    """The start-of-frame segment of JPEG ``data`` (None when there is none before a scan)."""
+def _header_segments(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """(marker, start, end) of the payload of each segment of JPEG ``data`` with a length, up
+    to its first scan (``end`` as the length field says, which may pass the data's end)."""
     i, n = 2, len(data)
     while i + 4 <= n:
-        if data[i] != 0xFF:
+        if data[i] != 0xFF or data[i + 1] == 0xFF:
             i += 1
             continue
         marker = data[i + 1]
-        if marker == 0xFF or marker == 0x01 or 0xD0 <= marker <= 0xD8:
-            i += 1 if marker == 0xFF else 2
+        if marker in (0xDA, 0xD9):
+            return
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:
+            i += 2
             continue
-        length = (data[i + 2] << 8) | data[i + 3]
+        end = i + 2 + ((data[i + 2] << 8) | data[i + 3])
+        yield marker, i + 4, end
+        i = end
+
+
+def read_frame(data: bytes) -> Frame | None:
+    """The start-of-frame segment of JPEG ``data`` (None when there is none before a scan)."""
+    for marker, start, end in _header_segments(data):
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            seg = data[i + 4:i + 2 + length]
+            seg = data[start:end]
             if len(seg) < 6:
                 return None
             count = seg[5]
             sampling = tuple((seg[7 + 3 * k] >> 4, seg[7 + 3 * k] & 15) for k in range(count)
                              if 8 + 3 * k < len(seg))
             return Frame(marker, seg[0], (seg[3] << 8) | seg[4], (seg[1] << 8) | seg[2], sampling)
-        if marker in (0xDA, 0xD9):
-            return None
-        i += 2 + length
     return None
 
 
@@ -216,27 +224,15 @@ def exif_orientation(data: bytes) -> int | None:
     would refuse one over Pillow's pixel limit, and its turn would go unseen)."""
     from PIL import Image
 
-    i, n = 2, len(data)
-    while i + 4 <= n:
-        if data[i] != 0xFF or data[i + 1] == 0xFF:
-            i += 1
-            continue
-        marker = data[i + 1]
-        if marker in (0xDA, 0xD9):
-            return None
-        if marker == 0x01 or 0xD0 <= marker <= 0xD8:
-            i += 2
-            continue
-        end = i + 2 + ((data[i + 2] << 8) | data[i + 3])
-        if marker == 0xE1 and data[i + 4:i + 10] == b"Exif\x00\x00":
+    for marker, start, end in _header_segments(data):
+        if marker == 0xE1 and data[start:start + 6] == b"Exif\x00\x00":
             exif = Image.Exif()
             try:
-                exif.load(data[i + 4:end])
+                exif.load(data[start:end])
             except Exception:  # unreadable Exif: the decoder ignores it too
                 return None
             value = exif.get(0x0112)
             return int(value) if isinstance(value, int) else None
-        i = end
     return None
 
 
