@@ -33,7 +33,7 @@ _UNREADABLE = (SyntaxError, OSError, ValueError, EOFError, struct.error, Image.D
 
 # In a JPEG's entropy-coded data 0xFF is followed by 0x00 (a stuffed byte), a
 # restart marker (0xD0-0xD7) or more 0xFF (fill); anything else is the next marker.
-_SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 
 
 class HeaderError(ImageError):
@@ -158,7 +158,7 @@ def jpeg_end(data: bytes) -> int | None:
         else:
             i += 2 + ((data[i + 2] << 8) | data[i + 3])
             if marker == 0xDA:
-                found = _SCAN_END.search(data, i)
+                found = SCAN_END.search(data, i)
                 if found is None:
                     return None
                 i = found.start()

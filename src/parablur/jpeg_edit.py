@@ -26,12 +26,13 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from .imageinfo import jpeg_end
+from .imageinfo import SCAN_END, jpeg_end
 
 # Part of every output's parameters tag (``worker.params_tag``): raise it when the bytes this
 # module writes for the same input and parameters change.
@@ -101,13 +102,13 @@ def edit(source: bytes | None, before: np.ndarray | None, after: np.ndarray,
         return _fallback("input is not a JPEG")
     assert source is not None
     frame = read_frame(source)
-    why = _unsupported(source, frame)
+    orientation = exif_orientation(source)
+    why = _unsupported(frame, orientation)
     if why is not None:
         return _fallback(why)
     assert frame is not None
     if before is None:
         return _fallback("the input was decoded at reduced size")
-    orientation = exif_orientation(source)
     if before.shape != after.shape or before.dtype != np.uint8 or after.dtype != np.uint8:
         return _fallback("the output's size or depth differs from the decoded input's")
     before, after = stored(before, orientation), stored(after, orientation)
@@ -133,34 +134,42 @@ def edit(source: bytes | None, before: np.ndarray | None, after: np.ndarray,
     return Edited(_with_orientation(data, orientation), note)
 
 
-def read_frame(data: bytes) -> Frame | None:
-    """The start-of-frame segment of JPEG ``data`` (None when there is none before a scan)."""
+def _header_segments(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """(marker, start, end) of the payload of each segment of JPEG ``data`` with a length, up
+    to its first scan (``end`` as the length field says, which may pass the data's end)."""
     i, n = 2, len(data)
     while i + 4 <= n:
-        if data[i] != 0xFF:
+        if data[i] != 0xFF or data[i + 1] == 0xFF:
             i += 1
             continue
         marker = data[i + 1]
-        if marker == 0xFF or marker == 0x01 or 0xD0 <= marker <= 0xD8:
-            i += 1 if marker == 0xFF else 2
+        if marker in (0xDA, 0xD9):
+            return
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:
+            i += 2
             continue
-        length = (data[i + 2] << 8) | data[i + 3]
+        end = i + 2 + ((data[i + 2] << 8) | data[i + 3])
+        yield marker, i + 4, end
+        i = end
+
+
+def read_frame(data: bytes) -> Frame | None:
+    """The start-of-frame segment of JPEG ``data`` (None when there is none before a scan)."""
+    for marker, start, end in _header_segments(data):
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            seg = data[i + 4:i + 2 + length]
+            seg = data[start:end]
             if len(seg) < 6:
                 return None
             count = seg[5]
             sampling = tuple((seg[7 + 3 * k] >> 4, seg[7 + 3 * k] & 15) for k in range(count)
                              if 8 + 3 * k < len(seg))
             return Frame(marker, seg[0], (seg[3] << 8) | seg[4], (seg[1] << 8) | seg[2], sampling)
-        if marker in (0xDA, 0xD9):
-            return None
-        i += 2 + length
     return None
 
 
-def _unsupported(source: bytes, frame: Frame | None) -> str | None:
-    """Why ``source`` cannot be edited block by block (None: it can)."""
+def _unsupported(frame: Frame | None, orientation: int | None) -> str | None:
+    """Why a JPEG with this ``frame`` and Exif ``orientation`` cannot be edited block by block
+    (None: it can)."""
     if frame is None:
         return "no frame header found before the image data"
     if frame.sof not in _SOF_HUFFMAN:
@@ -172,7 +181,6 @@ def _unsupported(source: bytes, frame: Frame | None) -> str | None:
         return f"{count}-component JPEG" + (" (CMYK or YCCK)" if count == 4 else "")
     if any((h, v) != (1, 1) for h, v in frame.sampling[1:]):
         return "chroma sampled at more than one sample per MCU"
-    orientation = exif_orientation(source)
     if orientation not in (None, *_STORED):
         return f"Exif orientation {orientation} (not one of 1 to 8)"
     return None
@@ -216,27 +224,15 @@ def exif_orientation(data: bytes) -> int | None:
     would refuse one over Pillow's pixel limit, and its turn would go unseen)."""
     from PIL import Image
 
-    i, n = 2, len(data)
-    while i + 4 <= n:
-        if data[i] != 0xFF or data[i + 1] == 0xFF:
-            i += 1
-            continue
-        marker = data[i + 1]
-        if marker in (0xDA, 0xD9):
-            return None
-        if marker == 0x01 or 0xD0 <= marker <= 0xD8:
-            i += 2
-            continue
-        end = i + 2 + ((data[i + 2] << 8) | data[i + 3])
-        if marker == 0xE1 and data[i + 4:i + 10] == b"Exif\x00\x00":
+    for marker, start, end in _header_segments(data):
+        if marker == 0xE1 and data[start:start + 6] == b"Exif\x00\x00":
             exif = Image.Exif()
             try:
-                exif.load(data[i + 4:end])
+                exif.load(data[start:end])
             except Exception:  # unreadable Exif: the decoder ignores it too
                 return None
             value = exif.get(0x0112)
             return int(value) if isinstance(value, int) else None
-        i = end
     return None
 
 
@@ -283,17 +279,8 @@ def strip_metadata(source: bytes) -> bytes:
         length = (source[i + 2] << 8) | source[i + 3]
         seg_end = i + 2 + length
         if marker == 0xDA:  # a scan: its data runs to the next marker that is not RST or stuffing
-            j = seg_end
-            while True:
-                j = source.find(b"\xff", j)
-                if j < 0 or j + 1 >= end:
-                    j = end - 2
-                    break
-                nxt = source[j + 1]
-                if nxt == 0x00 or 0xD0 <= nxt <= 0xD7 or nxt == 0xFF:
-                    j += 1 if nxt == 0xFF else 2
-                    continue
-                break
+            found = SCAN_END.search(source, seg_end, end)
+            j = end - 2 if found is None else found.start()
             out.append(source[i:j])
             i = j
             continue

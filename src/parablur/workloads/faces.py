@@ -584,10 +584,10 @@ def anonymize_faces(image: np.ndarray, params: FaceParams, *, model: Path | None
     Each anonymized face is checked: where the detector still sees a face (a blurred
     head can keep a face's outline), its region grows by ESCALATE and is anonymized
     again, at most MAX_ESCALATIONS times; each face's record gives the mask_scale used.
-    ``model`` (else ``params.model``, else models.find_model()) is the verified YuNet
+    ``model`` (else ``params.model``, else the one ``_model_for`` finds) is the verified YuNet
     file; ``gaussian(image, sigma)`` is the blur engine used on each face's region.
     """
-    path = model or params.model or _default_model()
+    path = model or params.model or _model_for(None)
     faces = detect_faces(image, params, path)
     boxes = [f.box for f in faces]
     scales = [params.mask_scale] * len(faces)
@@ -605,17 +605,6 @@ def anonymize_faces(image: np.ndarray, params: FaceParams, *, model: Path | None
                                 gaussian=gaussian)
     return out, {"faces": [dict(f.to_dict(), mask_scale=round(scale, 4))
                            for f, scale in zip(faces, scales, strict=True)]}
-
-
-_DEFAULT_MODEL: list[Path] = []
-
-
-def _default_model() -> Path:
-    if not _DEFAULT_MODEL:
-        from ..models import find_model
-
-        _DEFAULT_MODEL.append(find_model())
-    return _DEFAULT_MODEL[0]
 
 
 # -- the workload object the pipeline runs ---------------------------------------------
